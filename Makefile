@@ -1,0 +1,31 @@
+# Two commands: `make run` serves the default models, `make test` runs the tests.
+# Both create .venv and install the pinned dependencies on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test models bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+models: $(STAMP)
+	$(BIN)/infercloud models pull smollm2-135m-instruct
+	$(BIN)/infercloud models pull all-minilm-l6-v2
+
+run: models
+	$(BIN)/infercloud generate --stream "Write a haiku about paged attention."
+
+test: models
+	$(BIN)/python -m pytest -q tests
+
+bench: models
+	$(BIN)/python -m infercloud.bench.offline --workload all --out docs/bench-offline.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info

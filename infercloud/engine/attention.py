@@ -1,0 +1,82 @@
+"""Paged attention in plain PyTorch (CPU and CUDA): write new K/V into cache blocks, attend over them.
+
+The KV cache of one layer is two tensors [num_blocks, block_size, num_kv_heads, head_dim]. A step's
+tokens come as one flat batch: first every decode token (one per sequence), then each prefill chunk.
+  - decodes: all sequences at once. Their blocks are gathered by block table into
+    [num_decodes, max_blocks * block_size, kv_heads, head_dim] and masked past each context length.
+  - prefill chunks: one sequence at a time; a chunk sees its cached context plus itself, causally.
+GQA without copies: the G query heads that share one KV head are folded into the query-length axis,
+so q is [batch, kv_heads, G * q_len, head_dim] against k/v [batch, kv_heads, ctx, head_dim].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PrefillChunk:
+    token_start: int        # first row of this chunk in the flat batch
+    num_tokens: int         # rows in this chunk
+    context_len: int        # tokens already in the cache before this chunk (prefix hit or earlier chunks)
+    block_ids: torch.Tensor  # blocks covering context_len + num_tokens
+    mask: torch.Tensor | None  # [num_tokens, context_len + num_tokens] bool; None when context_len == 0
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: torch.Tensor              # [num_tokens] flat cache slot of each new token
+    num_decodes: int
+    decode_block_tables: torch.Tensor | None  # [num_decodes, max_blocks]
+    decode_mask: torch.Tensor | None          # [num_decodes, 1, 1, max_blocks * block_size] bool
+    prefills: list[PrefillChunk]
+
+
+def causal_chunk_mask(context_len: int, num_tokens: int, device: torch.device) -> torch.Tensor:
+    """Row i (absolute position context_len + i) may attend to keys 0..context_len + i."""
+    keys = torch.arange(context_len + num_tokens, device=device)
+    rows = torch.arange(num_tokens, device=device) + context_len
+    return keys[None, :] <= rows[:, None]
+
+
+def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
+                    scale: float) -> torch.Tensor:
+    """q [T, H, D], k/v [T, Hkv, D]; returns [T, H, D]. Writes k/v into the cache at meta.slot_mapping."""
+    num_tokens, num_heads, head_dim = q.shape
+    num_kv_heads = k.shape[1]
+    group = num_heads // num_kv_heads
+    flat_k = k_cache.view(-1, num_kv_heads, head_dim)
+    flat_v = v_cache.view(-1, num_kv_heads, head_dim)
+    flat_k.index_copy_(0, meta.slot_mapping, k)
+    flat_v.index_copy_(0, meta.slot_mapping, v)
+    out = torch.empty_like(q)
+
+    nd = meta.num_decodes
+    if nd:
+        kk = k_cache[meta.decode_block_tables].flatten(1, 2).transpose(1, 2)  # [nd, Hkv, L, D]
+        vv = v_cache[meta.decode_block_tables].flatten(1, 2).transpose(1, 2)
+        qq = q[:nd].view(nd, num_kv_heads, group, head_dim)
+        o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=meta.decode_mask, scale=scale)
+        out[:nd] = o.reshape(nd, num_heads, head_dim)
+
+    for chunk in meta.prefills:
+        rows = slice(chunk.token_start, chunk.token_start + chunk.num_tokens)
+        n = chunk.num_tokens
+        if chunk.context_len == 0:
+            kk, vv = k[rows].transpose(0, 1), v[rows].transpose(0, 1)  # [Hkv, n, D]
+            mask = causal_chunk_mask(0, n, q.device)
+        else:
+            total = chunk.context_len + n
+            kk = k_cache[chunk.block_ids].flatten(0, 1)[:total].transpose(0, 1)
+            vv = v_cache[chunk.block_ids].flatten(0, 1)[:total].transpose(0, 1)
+            mask = chunk.mask
+        # [n, H, D] -> [Hkv, G * n, D] (query heads of a group stacked along the length axis)
+        qq = q[rows].view(n, num_kv_heads, group, head_dim).permute(1, 2, 0, 3).reshape(
+            num_kv_heads, group * n, head_dim)
+        o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask.repeat(group, 1), scale=scale)
+        out[rows] = o.view(num_kv_heads, group, n, head_dim).permute(2, 0, 1, 3).reshape(n, num_heads, head_dim)
+    return out

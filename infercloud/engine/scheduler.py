@@ -1,0 +1,150 @@
+"""Scheduler: continuous batching with chunked prefill, priority classes and preemption by recompute.
+
+Each step has a token budget (`max_num_batched_tokens`) and a cap on running sequences
+(`max_num_seqs`). Algorithm, per step:
+  1. Running requests, ordered by (higher priority, decoding before prefilling, older first), each get
+     what they still need: 1 token for a decode, the rest of their prompt (up to the budget) for a
+     prefill in progress. If the KV pool cannot hold the new tokens, the last running request in that
+     order (lowest priority, newest) is preempted: its blocks are freed and it goes back to waiting, to
+     be recomputed from scratch later (its cached prefix blocks usually survive and make that cheap).
+  2. If nothing was preempted, waiting requests (higher priority first, FCFS within a class) are
+     admitted while budget, sequence slots and blocks last; each starts after its cached prefix and
+     takes a prefill chunk of at most the remaining budget.
+A request is sampled only when its step's chunk reaches its last known token.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from infercloud.engine.kv.kv_cache_manager import KVCacheManager
+from infercloud.engine.request import FinishReason, Request, RequestStatus
+
+
+@dataclass
+class ScheduledRequest:
+    request: Request
+    num_new_tokens: int          # tokens computed this step, from request.num_computed_tokens on
+    block_ids: list[int]
+
+    @property
+    def samples(self) -> bool:
+        return self.request.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledRequest] = field(default_factory=list)
+    preempted: list[Request] = field(default_factory=list)
+
+    @property
+    def num_batched_tokens(self) -> int:
+        return sum(s.num_new_tokens for s in self.scheduled)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
+
+def _waiting_key(req: Request) -> tuple:
+    return (-req.priority, req.arrival_time)
+
+
+def _running_key(req: Request) -> tuple:
+    is_prefilling = req.num_tokens - req.num_computed_tokens > 1
+    return (-req.priority, is_prefilling, req.arrival_time)
+
+
+class Scheduler:
+    def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int,
+                 clock: Callable[[], float] = time.monotonic):
+        self.kv = kv
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.clock = clock
+        self.waiting: list[Request] = []
+        self.running: list[Request] = []
+        self.num_preemptions = 0
+
+    # -- queue management --------------------------------------------------------------------------
+    def add(self, req: Request) -> None:
+        req.status = RequestStatus.WAITING
+        bisect.insort(self.waiting, req, key=_waiting_key)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def finish(self, req: Request, reason: FinishReason, stop_reason: str | int | None = None) -> None:
+        """End a request (done or aborted): it leaves the queues and its blocks return to the pool."""
+        if req.is_finished:
+            return
+        if req in self.running:
+            self.running.remove(req)
+        elif req in self.waiting:
+            self.waiting.remove(req)
+        self.kv.free(req)
+        req.status = RequestStatus.FINISHED
+        req.finish_reason = reason
+        req.stop_reason = stop_reason
+        req.metrics.finished_time = self.clock()
+
+    # -- one step ----------------------------------------------------------------------------------
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.max_num_batched_tokens
+        self.running.sort(key=_running_key)
+        i = 0
+        while i < len(self.running) and budget > 0:
+            req = self.running[i]
+            num_new = min(req.num_tokens - req.num_computed_tokens, budget)
+            while self.kv.allocate_slots(req, num_new) is None:
+                victim = self.running.pop()
+                self._preempt(victim)
+                out.preempted.append(victim)
+                if victim is req:
+                    break
+            if req.status != RequestStatus.RUNNING:
+                break
+            out.scheduled.append(ScheduledRequest(req, num_new, self.kv.block_ids(req)))
+            budget -= num_new
+            i += 1
+        if not out.preempted:
+            budget = self._admit_waiting(out, budget)
+        return out
+
+    def _admit_waiting(self, out: SchedulerOutput, budget: int) -> int:
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            req = self.waiting[0]
+            computed = self.kv.get_computed_blocks(req) if req.num_computed_tokens == 0 else []
+            num_hit = len(computed) * self.kv.block_size
+            num_new = min(req.num_tokens - num_hit, budget)
+            if self.kv.allocate_slots(req, num_new, computed) is None:
+                break
+            self.waiting.pop(0)
+            self.kv.record_prefix_lookup(req, num_hit)
+            if req.metrics.first_scheduled_time is None:
+                req.metrics.first_scheduled_time = self.clock()
+                req.num_cached_tokens = num_hit
+            req.num_computed_tokens = num_hit
+            req.status = RequestStatus.RUNNING
+            self.running.append(req)
+            out.scheduled.append(ScheduledRequest(req, num_new, self.kv.block_ids(req)))
+            budget -= num_new
+        return budget
+
+    def _preempt(self, req: Request) -> None:
+        self.kv.free(req)
+        req.num_computed_tokens = 0
+        req.metrics.num_preemptions += 1
+        self.num_preemptions += 1
+        self.add(req)
+        req.status = RequestStatus.PREEMPTED
+
+    def update_after_step(self, out: SchedulerOutput) -> None:
+        """Advance progress for what the step computed and register newly filled blocks in the cache."""
+        for s in out.scheduled:
+            s.request.num_computed_tokens += s.num_new_tokens
+            self.kv.cache_full_blocks(s.request, s.request.num_computed_tokens)
