@@ -89,7 +89,8 @@ class LLMEngine:
                     arrival_time: float | None = None) -> list[int]:
         """Queue a request (n sequences). Returns its prompt token ids; raises InvalidParamError if it cannot run."""
         params = params or SamplingParams()
-        if request_id in self._children:
+        child_ids = [f"{request_id}#{i}" for i in range(params.n)] if params.n > 1 else [request_id]
+        if request_id in self._children or any(c in self._detok for c in child_ids + [request_id]):
             raise ValueError(f"request id {request_id!r} is already in use")
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         self._validate(ids, params)
@@ -98,7 +99,7 @@ class LLMEngine:
         for i in range(params.n):
             seed = params.seed + i if params.seed is not None else self._rng.getrandbits(62)
             gen = torch.Generator(device=self.device).manual_seed(seed)
-            req = Request(f"{request_id}#{i}" if params.n > 1 else request_id, ids, params, gen,
+            req = Request(child_ids[i], ids, params, gen,
                           parent_id=request_id, index=i, priority=priority, cache_salt=cache_salt,
                           arrival_time=arrival)
             self._detok[req.request_id] = IncrementalDetokenizer(self.tokenizer.hf, params, ids)

@@ -124,8 +124,8 @@ class Scheduler:
             if self.kv.allocate_slots(req, num_new, computed) is None:
                 break
             self.waiting.pop(0)
-            self.kv.record_prefix_lookup(req, num_hit)
-            if req.metrics.first_scheduled_time is None:
+            if req.metrics.first_scheduled_time is None:  # a readmitted (preempted) request is not counted again
+                self.kv.record_prefix_lookup(req, num_hit)
                 req.metrics.first_scheduled_time = self.clock()
                 req.num_cached_tokens = num_hit
             req.num_computed_tokens = num_hit

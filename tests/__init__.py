@@ -1,0 +1,1 @@
+"""infercloud tests; the layout mirrors the package."""

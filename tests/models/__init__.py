@@ -1,0 +1,1 @@
+"""Tests of infercloud.models: catalog, pull, GGUF conversion, and the models CLI."""
