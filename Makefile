@@ -25,7 +25,7 @@ test: models
 	$(BIN)/python -m pytest -q tests
 
 bench: models
-	$(BIN)/python -m infercloud.bench.offline --workload all --out docs/bench-offline.json
+	$(BIN)/python -m infercloud.bench.offline --workload all --out bench-results/offline.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from infercloud import __version__
-from infercloud.models.catalog import CATALOG, ModelNotFoundError, models_dir
+from infercloud.models.catalog import CATALOG, ModelNotFoundError, models_dir, resolve_model
 from infercloud.models.inventory import ModelOnDisk, models_on_disk, remove_model
 from infercloud.models.pull import PullError, pull
 
 # Errors that mean "the user asked for something that cannot be done", not a bug.
-USER_ERRORS = (ModelNotFoundError, PullError, OSError)
+USER_ERRORS = (ModelNotFoundError, PullError, OSError, ValueError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"infercloud {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_models_parser(commands)
+    add_generate_parser(commands)
     return parser
 
 
@@ -84,6 +85,44 @@ def add_models_parser(commands: argparse._SubParsersAction) -> None:
     )
     rm_parser.add_argument("name", help="name of the model folder to delete")
     rm_parser.set_defaults(run=run_models_rm)
+
+
+def add_generate_parser(commands: argparse._SubParsersAction) -> None:
+    """`infercloud generate PROMPT`: one request through the engine, in this process (no server)."""
+    gen = commands.add_parser(
+        "generate",
+        help="generate a reply with the engine in this process",
+        description="Load a model into the native engine and answer one prompt, streaming tokens as they come. "
+        "The prompt is sent as a chat message unless --raw is given.",
+    )
+    gen.add_argument("prompt", help="the user message (or, with --raw, the text to continue)")
+    gen.add_argument("--model", default="smollm2-135m-instruct", help="catalog name or model folder")
+    gen.add_argument("--raw", action="store_true", help="continue the text as is, without the chat template")
+    gen.add_argument("--max-tokens", type=int, default=128, help="maximum tokens to generate (default 128)")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    gen.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    gen.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    gen.set_defaults(run=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from infercloud.engine.engine import LLMEngine
+    from infercloud.engine.sampling import SamplingParams
+
+    engine = LLMEngine(resolve_model(args.model))
+    prompt = args.prompt if args.raw else engine.tokenizer.encode_chat([{"role": "user", "content": args.prompt}])
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
+    engine.add_request("cli", prompt, params)
+    final = None
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            final = out.outputs[0] if out.outputs else final
+            if args.stream and out.outputs:
+                print(out.outputs[0].delta_text, end="", flush=True)
+    if not args.stream:
+        print(final.text, end="")
+    print(f"\n[{len(final.token_ids)} tokens, finish_reason={final.finish_reason}]", file=sys.stderr)
+    return 0
 
 
 def run_models_pull(args: argparse.Namespace) -> int:
