@@ -1,4 +1,5 @@
 # Two commands: `make run` serves the default models, `make test` runs the tests.
+# `make run PORT=9000` serves on another port.
 # Both create .venv and install the pinned dependencies on first use.
 PYTHON ?= python3
 VENV := .venv
@@ -18,13 +19,16 @@ models: $(STAMP)
 	$(BIN)/infercloud models pull smollm2-135m-instruct
 	$(BIN)/infercloud models pull all-minilm-l6-v2
 
+PORT ?= 8000
+
 run: models
-	$(BIN)/infercloud generate --stream "Write a haiku about paged attention."
+	$(BIN)/infercloud serve --port $(PORT)
 
 test: models
 	$(BIN)/python -m pytest -q tests
 
 bench: models
+	mkdir -p bench-results
 	$(BIN)/python -m infercloud.bench.offline --workload all --out bench-results/offline.json
 
 clean:

@@ -57,8 +57,11 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     nd = meta.num_decodes
     if nd:
-        kk = k_cache[meta.decode_block_tables].flatten(1, 2).transpose(1, 2)  # [nd, Hkv, L, D]
-        vv = v_cache[meta.decode_block_tables].flatten(1, 2).transpose(1, 2)
+        tables = meta.decode_block_tables
+        ctx_len = tables.shape[1] * k_cache.shape[1]
+        # index_select copies whole blocks at memcpy speed (advanced indexing is ~1.5x slower here)
+        kk = k_cache.index_select(0, tables.flatten()).view(nd, ctx_len, num_kv_heads, head_dim).transpose(1, 2)
+        vv = v_cache.index_select(0, tables.flatten()).view(nd, ctx_len, num_kv_heads, head_dim).transpose(1, 2)
         qq = q[:nd].view(nd, num_kv_heads, group, head_dim)
         o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=meta.decode_mask, scale=scale)
         out[:nd] = o.reshape(nd, num_heads, head_dim)
@@ -71,8 +74,8 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             mask = causal_chunk_mask(0, n, q.device)
         else:
             total = chunk.context_len + n
-            kk = k_cache[chunk.block_ids].flatten(0, 1)[:total].transpose(0, 1)
-            vv = v_cache[chunk.block_ids].flatten(0, 1)[:total].transpose(0, 1)
+            kk = k_cache.index_select(0, chunk.block_ids).flatten(0, 1)[:total].transpose(0, 1)
+            vv = v_cache.index_select(0, chunk.block_ids).flatten(0, 1)[:total].transpose(0, 1)
             mask = chunk.mask
         # [n, H, D] -> [Hkv, G * n, D] (query heads of a group stacked along the length axis)
         qq = q[rows].view(n, num_kv_heads, group, head_dim).permute(1, 2, 0, 3).reshape(

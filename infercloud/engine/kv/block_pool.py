@@ -42,6 +42,11 @@ class BlockPool:
     def lookup(self, block_hash: BlockHash) -> KVBlock | None:
         return self._cached.get(block_hash)
 
+    def recent_hashes(self, limit: int) -> list[BlockHash]:
+        """The last `limit` hashes made findable, newest last (dicts keep insertion order)."""
+        keys = list(self._cached)
+        return keys[-limit:]
+
     def get_new_blocks(self, n: int) -> list[KVBlock]:
         if n > len(self._free):
             raise RuntimeError(f"asked for {n} blocks, {len(self._free)} free")

@@ -69,6 +69,8 @@ class KVCacheManager:
 
     def record_prefix_lookup(self, req: Request, num_hit_tokens: int) -> None:
         """Count one admitted request's prefix lookup (called once, when it is actually scheduled)."""
+        if not self.enable_prefix_caching:
+            return
         self.stats.queried_tokens += req.num_tokens
         self.stats.hit_tokens += num_hit_tokens
 
@@ -109,6 +111,10 @@ class KVCacheManager:
         blocks = self._blocks.pop(req.request_id, [])
         self._num_registered.pop(req.request_id, None)
         self.pool.free_blocks(list(reversed(blocks)))
+
+    def recent_block_hashes(self, limit: int) -> list[str]:
+        """Hex keys of the most recently cached blocks (what a prefix-aware router can aim for)."""
+        return [h.hex() for h in self.pool.recent_hashes(limit)]
 
     def reset_prefix_cache(self) -> None:
         self.pool.reset_prefix_cache()
