@@ -18,7 +18,7 @@ from infercloud.models.inventory import ModelOnDisk, models_on_disk, remove_mode
 from infercloud.models.pull import PullError, pull
 
 # Errors that mean "the user asked for something that cannot be done", not a bug.
-USER_ERRORS = (ModelNotFoundError, PullError, OSError, ValueError)
+USER_ERRORS = (ModelNotFoundError, PullError, OSError, ValueError)  # ConfigError and InvalidParamError are ValueErrors
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,9 +43,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"infercloud {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_serve_parser(commands)
     add_models_parser(commands)
     add_generate_parser(commands)
+    add_chat_parser(commands)
     return parser
+
+
+def add_serve_parser(commands: argparse._SubParsersAction) -> None:
+    """`infercloud serve`: the OpenAI-compatible server for the configured models."""
+    serve = commands.add_parser(
+        "serve",
+        help="serve models behind an OpenAI-compatible API",
+        description="Serve the configured models (default: smollm2-135m-instruct for chat and completions, "
+        "all-minilm-l6-v2 for embeddings), pulling them first if needed. SIGTERM drains: new requests get 503, "
+        "requests in flight finish (up to drain_timeout_s), then the server exits 0.",
+    )
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port to bind (default 8000)")
+    serve.add_argument("--config", default=None, help="YAML config file (see examples/serve.yaml)")
+    serve.set_defaults(run=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from infercloud.config import load_config
+    from infercloud.worker.server import serve
+
+    return serve(load_config(args.config, host=args.host, port=args.port))
+
+
+def add_chat_parser(commands: argparse._SubParsersAction) -> None:
+    """`infercloud chat`: a streaming terminal chat against a running server."""
+    chat = commands.add_parser(
+        "chat",
+        help="chat in the terminal with a running server",
+        description="Read messages from standard input and stream the replies from a running infercloud "
+        "(or any OpenAI-compatible) server. An empty line or end of input quits.",
+    )
+    chat.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="the server's /v1 address")
+    chat.add_argument("--model", default="smollm2-135m-instruct", help="model to talk to")
+    chat.add_argument("--system", default=None, help="an optional system message")
+    chat.add_argument("--max-tokens", type=int, default=256, help="reply length limit")
+    chat.add_argument("--temperature", type=float, default=0.7, help="sampling temperature")
+    chat.add_argument("--api-key", default=None, help="bearer token, if the server wants one")
+    chat.set_defaults(run=run_chat)
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from infercloud.chat_client import chat_loop
+
+    return chat_loop(args.base_url, args.model, args.system, args.max_tokens, args.temperature, args.api_key)
 
 
 def add_models_parser(commands: argparse._SubParsersAction) -> None:

@@ -1,0 +1,49 @@
+"""OpenAI-style errors: one exception type carrying status, type, param and code, rendered as JSON."""
+
+from __future__ import annotations
+
+from fastapi.responses import JSONResponse
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def model_not_found(model: str) -> APIError:
+    return APIError(404, f"The model `{model}` does not exist.", param="model", code="model_not_found")
+
+
+def overloaded(message: str, retry_after_s: int = 1) -> APIError:
+    return APIError(503, message, type="overloaded_error", code="overloaded",
+                    headers={"Retry-After": str(retry_after_s)})
+
+
+def draining() -> APIError:
+    return APIError(503, "The server is shutting down and accepts no new requests.",
+                    type="overloaded_error", code="draining", headers={"Retry-After": "1"})
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(413, f"Request body is larger than the limit of {limit} bytes.", code="request_too_large")
+
+
+def internal(message: str = "The server had an error while processing your request.") -> APIError:
+    return APIError(500, message, type="internal_error", code="internal_error")
