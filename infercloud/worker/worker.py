@@ -44,7 +44,7 @@ class Worker:
         for spec in config.models:
             model_dir = _model_dir(spec)
             if spec.kind == "chat":
-                engine = AsyncLLMEngine(LLMEngine(model_dir, spec.engine))
+                engine = AsyncLLMEngine(lambda d=model_dir, c=spec.engine: LLMEngine(d, c))  # built on its thread
                 worker.chat[spec.name] = LLMService(spec.name, engine, worker.metrics, config.max_waiting)
             else:
                 worker.embeddings[spec.name] = EmbeddingService(spec.name, model_dir, worker.metrics,

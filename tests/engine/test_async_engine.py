@@ -103,3 +103,32 @@ def test_validation_error_reaches_the_caller(async_engine):
     with pytest.raises(ContextLengthError):
         asyncio.run(main())
     assert async_engine.is_alive
+
+
+def test_factory_builds_the_engine_on_the_step_thread(smollm2_dir):
+    from infercloud.engine.config import EngineConfig
+    from infercloud.engine.engine import LLMEngine
+
+    built_on = []
+
+    def factory():
+        built_on.append(threading.current_thread().name)
+        return LLMEngine(smollm2_dir, EngineConfig(kv_cache_memory_gb=0.05))
+
+    engine = AsyncLLMEngine(factory)
+    try:
+        assert built_on == ["engine-step-loop"] and engine.is_alive
+
+        async def main():
+            return [o async for o in engine.generate("Hi", SamplingParams(max_tokens=3, temperature=0.0))]
+
+        assert asyncio.run(main())[-1].finished
+    finally:
+        engine.shutdown()
+
+
+def test_factory_errors_reach_the_caller(tmp_path):
+    from infercloud.engine.engine import LLMEngine
+
+    with pytest.raises(FileNotFoundError):
+        AsyncLLMEngine(lambda: LLMEngine(tmp_path))
