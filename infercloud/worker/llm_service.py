@@ -133,10 +133,7 @@ class LLMService:
             last = await _until_disconnect(request, collect())
             outcome = "ok"
         finally:
-            self.in_flight -= 1
-            if outcome != "ok":
-                await stream.aclose()
-            self.metrics.request_done(self.name, ctx.kind, outcome)
+            await self._end(ctx, stream, outcome)
         self.metrics.observe_request(self.name, last, sum(len(c.token_ids) for c in choices))
         return JSONResponse(ctx.response(choices, last, self._fmt_logprobs), headers={"X-Request-Id": ctx.request_id})
 
@@ -166,12 +163,16 @@ class LLMService:
             yield sse_done()
             outcome = "ok"
         finally:
-            self.in_flight -= 1
-            if outcome != "ok":
-                await stream.aclose()
-            self.metrics.request_done(self.name, ctx.kind, outcome)
+            await self._end(ctx, stream, outcome)
             if outcome == "ok":
                 self.metrics.observe_request(self.name, last, completion_tokens)
+
+    async def _end(self, ctx: "_Ctx", stream: AsyncIterator[RequestOutput], outcome: str) -> None:
+        """Every admitted request ends here once: the slot is released, an unfinished stream aborted."""
+        self.in_flight -= 1
+        if outcome != "ok":
+            await stream.aclose()
+        self.metrics.request_done(self.name, ctx.kind, outcome)
 
     def _fmt_logprobs(self, kind: str, entries: list[TokenLogprob]) -> dict:
         tok = self.tokenizer

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from torch import nn
+
+from infercloud.models.weights import load_safetensors
 
 _GELU_APPROXIMATION = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh"}
 
@@ -111,33 +112,7 @@ class BertModel(nn.Module):
 
     # -- weights -----------------------------------------------------------------------------------
     def load_weights(self, model_dir: Path, device: torch.device, dtype: torch.dtype) -> None:
-        files = sorted(Path(model_dir).glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"no *.safetensors in {model_dir}")
-        params = dict(self.named_parameters())
-        shards: dict[str, dict[str, torch.Tensor]] = {}
-        loaded: set[str] = set()
-        for file in files:
-            with safe_open(str(file), framework="pt", device="cpu") as f:
-                for name in f.keys():
-                    target, shard = _map_hf_name(name)
-                    if target is None:
-                        continue
-                    if target not in params:
-                        raise KeyError(f"unexpected weight {name} in {file.name}")
-                    if shard is None:
-                        params[target].data = f.get_tensor(name).to(device=device, dtype=dtype)
-                        loaded.add(target)
-                    else:
-                        shards.setdefault(target, {})[shard] = f.get_tensor(name)
-        for target, parts in shards.items():
-            if set(parts) != {"q", "k", "v"}:
-                raise KeyError(f"{target}: missing shards {({'q', 'k', 'v'}) - set(parts)}")
-            params[target].data = torch.cat([parts["q"], parts["k"], parts["v"]]).to(device=device, dtype=dtype)
-            loaded.add(target)
-        missing = set(params) - loaded
-        if missing:
-            raise KeyError(f"weights missing from {model_dir}: {sorted(missing)[:5]}")
+        load_safetensors(self, model_dir, _map_hf_name, {"qkv_proj": ("q", "k", "v")}, device, dtype)
 
 
 _EMBEDDING_RENAMES = {

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from torch import nn
 
 from infercloud.engine.attention import AttentionMetadata, paged_attention
+from infercloud.models.weights import load_safetensors
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
 
@@ -163,35 +163,11 @@ class LlamaForCausalLM(nn.Module):
 
     # -- weights -----------------------------------------------------------------------------------
     def load_weights(self, model_dir: Path, device: torch.device, dtype: torch.dtype) -> None:
-        files = sorted(Path(model_dir).glob("*.safetensors"))
-        if not files:
-            raise FileNotFoundError(f"no *.safetensors in {model_dir}")
-        params = dict(self.named_parameters())
-        shards: dict[str, dict[str, torch.Tensor]] = {}
-        loaded: set[str] = set()
-        for file in files:
-            with safe_open(str(file), framework="pt", device="cpu") as f:
-                for name in f.keys():
-                    target, shard = _map_hf_name(name)
-                    if target is None or (target == "lm_head.weight" and self.lm_head is None):
-                        continue
-                    if target not in params:
-                        raise KeyError(f"unexpected weight {name} in {file.name}")
-                    tensor = f.get_tensor(name)
-                    if shard is None:
-                        params[target].data = tensor.to(device=device, dtype=dtype)
-                        loaded.add(target)
-                    else:
-                        shards.setdefault(target, {})[shard] = tensor
-        for target, parts in shards.items():
-            order = _SHARD_ORDER[target.rsplit(".", 2)[-2]]
-            if set(parts) != set(order):
-                raise KeyError(f"{target}: missing shards {set(order) - set(parts)}")
-            params[target].data = torch.cat([parts[s] for s in order]).to(device=device, dtype=dtype)
-            loaded.add(target)
-        missing = set(params) - loaded
-        if missing:
-            raise KeyError(f"weights missing from {model_dir}: {sorted(missing)[:5]}")
+        def map_name(name: str) -> tuple[str | None, str | None]:
+            target, shard = _map_hf_name(name)
+            return (None, None) if target == "lm_head.weight" and self.lm_head is None else (target, shard)
+
+        load_safetensors(self, model_dir, map_name, _SHARD_ORDER, device, dtype)
 
 
 _SHARD_ORDER = {"qkv_proj": ("q", "k", "v"), "gate_up_proj": ("gate", "up")}
