@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="weights and activations of the encoder (pooling stays fp32)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
@@ -113,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    engine = EmbeddingEngine(resolve_model(args.model), device=args.device, max_batch_size=args.max_batch_size)
+    engine = EmbeddingEngine(resolve_model(args.model), device=args.device, max_batch_size=args.max_batch_size,
+                             dtype=args.dtype)
     sentences = make_sentences(args.requests, args.seed)
     engine.embed(sentences[:args.max_batch_size])  # warm up both shapes of work
     engine.embed(sentences[:1])

@@ -57,6 +57,9 @@ def _read_json(path: Path) -> dict | list:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def _resolve_device(device: str) -> torch.device:
     """The torch device for a name: "auto" is CUDA when available, else CPU."""
     if device == "auto":
@@ -65,7 +68,8 @@ def _resolve_device(device: str) -> torch.device:
 
 
 class EmbeddingEngine:
-    def __init__(self, model_dir: str | Path, device: str = "auto", max_batch_size: int = 32):
+    def __init__(self, model_dir: str | Path, device: str = "auto", max_batch_size: int = 32,
+                 dtype: str = "float32"):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be positive")
         local = LocalModel.open(model_dir)
@@ -81,7 +85,10 @@ class EmbeddingEngine:
         with torch.device("meta"):
             model = BertModel(arch)
         model = model.to_empty(device=self.device)
-        model.load_weights(local.path, self.device, torch.float32)
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        self.dtype = _DTYPES[dtype]
+        model.load_weights(local.path, self.device, self.dtype)
         self.model = model.eval()
         self._dim = arch.hidden_size
 
@@ -127,7 +134,7 @@ class EmbeddingEngine:
         input_ids = torch.tensor([ids + [0] * (longest - len(ids)) for ids in seqs], device=self.device)
         lengths = torch.tensor([len(ids) for ids in seqs], device=self.device)
         mask = torch.arange(longest, device=self.device)[None, :] < lengths[:, None]
-        hidden = self.model(input_ids, mask)
+        hidden = self.model(input_ids, mask).float()  # pool and normalize in fp32 whatever the weights are
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
         else:

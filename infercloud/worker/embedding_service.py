@@ -17,9 +17,10 @@ MAX_INPUTS = 2048  # per request, as OpenAI
 
 
 class EmbeddingService:
-    def __init__(self, name: str, model_dir, metrics: ServerMetrics, max_batch_size: int, max_wait_ms: float):
+    def __init__(self, name: str, model_dir, metrics: ServerMetrics, max_batch_size: int, max_wait_ms: float,
+                 device: str = "auto", dtype: str = "float32"):
         self.name = name
-        self.engine = EmbeddingEngine(model_dir, max_batch_size=max_batch_size)
+        self.engine = EmbeddingEngine(model_dir, device=device, max_batch_size=max_batch_size, dtype=dtype)
         self.batcher = EmbeddingBatcher(self.engine, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
         self.metrics = metrics
         self.in_flight = 0

@@ -47,8 +47,10 @@ class Worker:
                 engine = AsyncLLMEngine(lambda d=model_dir, c=spec.engine: LLMEngine(d, c))  # built on its thread
                 worker.chat[spec.name] = LLMService(spec.name, engine, worker.metrics, config.max_waiting)
             else:
+                dtype = "float32" if spec.engine.dtype == "auto" else spec.engine.dtype  # parity with HF by default
                 worker.embeddings[spec.name] = EmbeddingService(spec.name, model_dir, worker.metrics,
-                                                                spec.max_batch_size, spec.max_wait_ms)
+                                                                spec.max_batch_size, spec.max_wait_ms,
+                                                                spec.engine.device, dtype)
         return worker
 
     @property

@@ -194,3 +194,15 @@ def test_stop_fails_waiting_callers(engine):
         assert vectors.shape == (0, 384) and counts == []
 
     asyncio.run(main())
+
+
+def test_bfloat16_stays_close_to_float32(engine, minilm_dir):
+    texts = ["A man is playing a guitar.", "Someone plays an instrument.", "The stock market fell sharply today."]
+    reference, counts = engine.embed(texts)
+    bf16 = EmbeddingEngine(minilm_dir, device="cpu", dtype="bfloat16")
+    vectors, bf16_counts = bf16.embed(texts)
+    assert vectors.dtype == torch.float32 and bf16_counts == counts
+    assert (vectors != reference).any()  # really computed in bfloat16
+    assert torch.nn.functional.cosine_similarity(vectors, reference).min() > 0.999
+    with pytest.raises(ValueError):
+        EmbeddingEngine(minilm_dir, device="cpu", dtype="int8")
