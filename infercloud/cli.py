@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from infercloud import __version__
+from infercloud.bench.cli import add_bench_parser
 from infercloud.models.catalog import CATALOG, ModelNotFoundError, models_dir, resolve_model
 from infercloud.models.inventory import ModelOnDisk, models_on_disk, remove_model
 from infercloud.models.pull import PullError, pull
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(commands)
     add_generate_parser(commands)
     add_chat_parser(commands)
+    add_bench_parser(commands)
     return parser
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infercloud.bench.metrics import summarize  # noqa: F401 - re-exported for the offline benchmark
 from infercloud.bench.workloads import BenchRequest
 from infercloud.engine.engine import LLMEngine
 from infercloud.engine.sampling import SamplingParams
@@ -60,15 +61,6 @@ class ClosedLoopResult:
             "e2e_s": summarize([r.e2e_s for r in self.requests]),
             "requests": [dict(vars(r), tpot_s=r.tpot_s) for r in self.requests],
         }
-
-
-def summarize(values: Sequence[float]) -> dict[str, float | None]:
-    """mean, p50, p90, p99 (linear interpolation, as numpy and `vllm bench` do); None when empty."""
-    if not values:
-        return {"mean": None, "p50": None, "p90": None, "p99": None}
-    arr = np.asarray(values, dtype=float)
-    return {"mean": float(arr.mean()), "p50": float(np.percentile(arr, 50)),
-            "p90": float(np.percentile(arr, 90)), "p99": float(np.percentile(arr, 99))}
 
 
 def greedy_params(max_tokens: int) -> SamplingParams:

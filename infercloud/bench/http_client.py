@@ -1,16 +1,11 @@
 """HTTP load generator for any OpenAI-compatible server: streams /v1/completions and times every chunk.
 
-Three parts, each small enough to become its own module when `infercloud bench serve` grows:
-  - arrivals decide *when* each request is sent. `ClosedLoop(c)` runs c senders that each send their
-    next request as soon as the previous one ends, so exactly c are in flight (fewer only at the end).
-    An open-loop process (Gamma gaps, BENCHMARKS.md) is another class with the same `drive` method.
-  - the client sends one request and records its raw timeline (`StreamRecord`): send time, the time of
-    every SSE chunk that carries non-empty text, the last byte, completion tokens from the usage chunk.
-  - the metrics are pure properties and functions of those records and the wall time, with the
-    definitions of BENCHMARKS.md (those of `vllm bench serve`): TTFT = first non-empty chunk - send,
-    E2EL = last byte - send, TPOT = (E2EL - TTFT) / (out - 1) for out > 1, ITL = every gap between
-    content chunks, pooled over requests. Failed requests count apart and never in latency statistics.
-Workloads are any sequence of `BenchRequest` (workloads.py). Times come from an injected clock.
+The client sends one request and records its raw timeline (`StreamRecord`, metrics.py): send time,
+the time of every SSE chunk that carries non-empty text, the last byte, completion tokens from the
+usage chunk. `run_load` sends a whole workload with an arrival process (arrivals.py) and returns the
+records with the wall time; metrics.py derives everything else from those. Prompts go as token ids
+with greedy sampling; `ignore_eos` (a vLLM extension, so every request produces exactly max_tokens)
+is sent unless the target says the server would reject it. Times come from an injected clock.
 """
 
 from __future__ import annotations
@@ -18,142 +13,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import httpx
 
-from infercloud.bench.closed_loop import summarize
+from infercloud.bench.arrivals import ArrivalProcess, ClosedLoop
+from infercloud.bench.metrics import LoadResult, StreamRecord
 from infercloud.bench.workloads import BenchRequest
+
+__all__ = ["ArrivalProcess", "ClosedLoop", "LoadResult", "StreamRecord", "Target", "StreamError",
+           "completion_body", "stream_completion", "make_client", "run_load", "run_load_sync"]
 
 DEFAULT_NUM_WARMUP = 2
 
 Clock = Callable[[], float]
-
-
-# -- metrics: raw timeline of one request, and what a run derives from many -----------------------------
-@dataclass
-class StreamRecord:
-    request_id: str
-    num_prompt_tokens: int
-    send_s: float
-    content_times_s: list[float] = field(default_factory=list)  # arrival of each chunk with non-empty text
-    last_byte_s: float | None = None
-    completion_tokens: int | None = None                         # from the final usage chunk
-    error: str | None = None                                     # "KIND: detail"; None when it succeeded
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def ttft_s(self) -> float | None:
-        return self.content_times_s[0] - self.send_s if self.ok and self.content_times_s else None
-
-    @property
-    def e2el_s(self) -> float | None:
-        return self.last_byte_s - self.send_s if self.ok and self.last_byte_s is not None else None
-
-    @property
-    def tpot_s(self) -> float | None:
-        """(E2EL - TTFT) / (output tokens - 1); None for a one-token output or a failed request."""
-        ttft, e2el, out = self.ttft_s, self.e2el_s, self.completion_tokens
-        if ttft is None or e2el is None or out is None or out < 2:
-            return None
-        return (e2el - ttft) / (out - 1)
-
-    @property
-    def itls_s(self) -> list[float]:
-        if not self.ok:
-            return []
-        times = self.content_times_s
-        return [later - earlier for earlier, later in zip(times, times[1:])]
-
-    def to_json(self) -> dict:
-        return {"request_id": self.request_id, "num_prompt_tokens": self.num_prompt_tokens,
-                "completion_tokens": self.completion_tokens, "error": self.error, "ttft_s": self.ttft_s,
-                "tpot_s": self.tpot_s, "e2el_s": self.e2el_s,
-                "chunk_offsets_s": [t - self.send_s for t in self.content_times_s]}
-
-
-@dataclass
-class LoadResult:
-    wall_s: float                  # first send -> last request done
-    records: list[StreamRecord]
-    client_cpu_s: float | None = None
-    warmup_failures: int = 0
-
-    @property
-    def completed(self) -> list[StreamRecord]:
-        return [r for r in self.records if r.ok]
-
-    @property
-    def failures(self) -> dict[str, int]:
-        """Failed requests by kind ("HTTP 503", "ReadTimeout", "no usage chunk", ...)."""
-        return dict(Counter(r.error.split(":")[0] for r in self.records if not r.ok))
-
-    @property
-    def output_tokens(self) -> int:
-        return sum(r.completion_tokens or 0 for r in self.completed)
-
-    @property
-    def request_throughput(self) -> float:
-        return len(self.completed) / self.wall_s
-
-    @property
-    def output_throughput(self) -> float:
-        return self.output_tokens / self.wall_s
-
-    def to_json(self) -> dict:
-        done = self.completed
-        return {
-            "wall_s": self.wall_s, "num_requests": len(self.records), "completed": len(done),
-            "failed": len(self.records) - len(done), "failures": self.failures,
-            "warmup_failures": self.warmup_failures, "client_cpu_s": self.client_cpu_s,
-            "output_tokens": self.output_tokens, "request_throughput_req_s": self.request_throughput,
-            "output_throughput_tok_s": self.output_throughput,
-            "ttft_s": summarize([r.ttft_s for r in done if r.ttft_s is not None]),
-            "tpot_s": summarize([r.tpot_s for r in done if r.tpot_s is not None]),
-            "itl_s": summarize([gap for r in done for gap in r.itls_s]),
-            "e2el_s": summarize([r.e2el_s for r in done if r.e2el_s is not None]),
-            "requests": [r.to_json() for r in self.records],
-        }
-
-
-# -- arrivals: when requests are sent ------------------------------------------------------------------
-class ArrivalProcess(Protocol):
-    @property
-    def max_in_flight(self) -> int | None:
-        """The most requests it ever has in flight (None: unbounded); sizes the connection pool."""
-
-    async def drive(self, requests: Sequence[BenchRequest],
-                    send: Callable[[BenchRequest], Awaitable[None]]) -> None:
-        """Call `send` for every request, in order, at the times the process chooses; return when all ended."""
-
-
-@dataclass(frozen=True)
-class ClosedLoop:
-    concurrency: int
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-
-    @property
-    def max_in_flight(self) -> int:
-        return self.concurrency
-
-    async def drive(self, requests: Sequence[BenchRequest],
-                    send: Callable[[BenchRequest], Awaitable[None]]) -> None:
-        pending = iter(requests)  # shared by the senders; next() never yields, so each request goes once
-
-        async def sender() -> None:
-            for req in pending:
-                await send(req)
-
-        await asyncio.gather(*(sender() for _ in range(min(self.concurrency, len(requests)))))
 
 
 # -- the client: one streamed request -----------------------------------------------------------------
@@ -162,6 +36,7 @@ class Target:
     base_url: str                              # e.g. http://127.0.0.1:8000 (no /v1)
     model: str
     read_timeout_s: float | None = 600.0       # per read; only a stuck server reaches it
+    vllm_extras: bool = True                   # send ignore_eos (vLLM's and infercloud's extension)
 
 
 class StreamError(Exception):
@@ -169,8 +44,13 @@ class StreamError(Exception):
 
 
 def completion_body(target: Target, req: BenchRequest) -> dict:
-    return {"model": target.model, "prompt": list(req.prompt_token_ids), "max_tokens": req.max_tokens,
-            "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    body = {"model": req.model or target.model, "prompt": list(req.prompt_token_ids), "max_tokens": req.max_tokens,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    if target.vllm_extras:
+        body["ignore_eos"] = True
+    if req.tenant is not None:
+        body["user"] = req.tenant
+    return body
 
 
 async def stream_completion(client: httpx.AsyncClient, target: Target, req: BenchRequest,
@@ -226,9 +106,14 @@ def make_client(target: Target, max_in_flight: int | None) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=target.base_url, limits=limits, timeout=timeout, trust_env=False)
 
 
-async def run_load(target: Target, requests: Sequence[BenchRequest], arrivals: ArrivalProcess,
-                   warmup: Sequence[BenchRequest] = (), clock: Clock = time.perf_counter) -> LoadResult:
-    """Send `warmup` (all at once, not counted), then `requests` as `arrivals` decides; time the latter."""
+async def run_load(target: Target, requests: Iterable[BenchRequest], arrivals: ArrivalProcess,
+                   warmup: Sequence[BenchRequest] = (), clock: Clock = time.perf_counter,
+                   on_done: Callable[[StreamRecord], None] | None = None) -> LoadResult:
+    """Send `warmup` (all at once, not counted), then `requests` as `arrivals` decides; time the latter.
+
+    `requests` may be a lazy iterable (a run limited by duration); `on_done` sees each timed record
+    as it ends (a progress bar).
+    """
     async with make_client(target, arrivals.max_in_flight) as client:
         warm_records: list[StreamRecord] = []
 
@@ -240,15 +125,20 @@ async def run_load(target: Target, requests: Sequence[BenchRequest], arrivals: A
         records: list[StreamRecord] = []
 
         async def send(req: BenchRequest) -> None:
-            records.append(await stream_completion(client, target, req, clock))
+            record = await stream_completion(client, target, req, clock)
+            records.append(record)
+            if on_done is not None:
+                on_done(record)
 
         cpu_start, start = time.process_time(), clock()
         await arrivals.drive(requests, send)
         wall_s, cpu_s = clock() - start, time.process_time() - cpu_start
-    return LoadResult(wall_s, records, client_cpu_s=cpu_s, warmup_failures=sum(not r.ok for r in warm_records))
+    return LoadResult(wall_s, records, client_cpu_s=cpu_s, warmup_failures=sum(not r.ok for r in warm_records),
+                      start_s=start)
 
 
-def run_load_sync(target: Target, requests: Sequence[BenchRequest], arrivals: ArrivalProcess,
-                  warmup: Sequence[BenchRequest] = ()) -> LoadResult:
+def run_load_sync(target: Target, requests: Iterable[BenchRequest], arrivals: ArrivalProcess,
+                  warmup: Sequence[BenchRequest] = (),
+                  on_done: Callable[[StreamRecord], None] | None = None) -> LoadResult:
     """`run_load` on a fresh event loop, for synchronous callers (bench scripts, tests)."""
-    return asyncio.run(run_load(target, requests, arrivals, warmup))
+    return asyncio.run(run_load(target, requests, arrivals, warmup, on_done=on_done))

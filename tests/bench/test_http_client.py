@@ -8,7 +8,6 @@ import pytest
 
 from infercloud.bench.http_client import ClosedLoop, LoadResult, StreamRecord, Target, run_load_sync
 from infercloud.bench.workloads import w1_requests
-from tests.worker.conftest import start_server
 
 VOCAB = 49152
 
@@ -106,15 +105,10 @@ def test_closed_loop_keeps_exactly_c_in_flight_and_sends_each_once():
 
 # -- end to end ----------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_load_against_a_real_server(tmp_path, smollm2_dir):
-    server = start_server(tmp_path, {"models": [{"name": "smollm2-135m-instruct",
-                                                  "engine": {"kv_cache_memory_gb": 0.1}}]})
-    try:
-        requests = w1_requests(4, VOCAB, seed=5, prompt_len=16, max_tokens=8)
-        warmup = w1_requests(1, VOCAB, seed=6, prompt_len=16, max_tokens=2)
-        result = run_load_sync(Target(server.url, "smollm2-135m-instruct"), requests, ClosedLoop(2), warmup)
-    finally:
-        assert server.stop() == 0, server.log()
+def test_load_against_a_real_server(smollm2_server):
+    requests = w1_requests(4, VOCAB, seed=5, prompt_len=16, max_tokens=8)
+    warmup = w1_requests(1, VOCAB, seed=6, prompt_len=16, max_tokens=2)
+    result = run_load_sync(Target(smollm2_server.url, "smollm2-135m-instruct"), requests, ClosedLoop(2), warmup)
     assert result.failures == {} and result.warmup_failures == 0
     assert sorted(r.request_id for r in result.records) == sorted(r.request_id for r in requests)
     for r in result.records:

@@ -1,0 +1,205 @@
+"""`infercloud bench serve`: one workload against any OpenAI-compatible server, as BENCHMARKS.md measures it.
+
+`run_bench(BenchConfig) -> BenchResult` is the whole run and nothing else (compare.py calls it per
+peer): draw the requests and the warm-up from one seed, pick the arrival process, stream every
+request (http_client.py) with a progress bar, and keep the timelines. The seed is split three ways
+(requests, warm-up, arrival gaps), so every server, concurrency and rate sees the same prompts.
+Arrivals: a fixed concurrency (default 1), or Gamma gaps at a rate with a burstiness; a workload
+with its own schedule (W6) takes neither. The run is limited by a request count (default: the
+workload's own size, else max(32, 4 x concurrency)) or by a duration (no new request after it).
+`serve_main(args)` is the command line: a sweep over concurrencies, the terminal table, the JSON
+file and the plots (report.py, plots.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from infercloud.bench.arrivals import ArrivalProcess, ClosedLoop, GammaArrivals, Scheduled, until
+from infercloud.bench.http_client import DEFAULT_NUM_WARMUP, Target, run_load_sync
+from infercloud.bench.metrics import LoadResult, Slo, StreamRecord, parse_slo
+from infercloud.bench.workloads import (BenchRequest, Tokenize, Workload, WorkloadShape, is_scheduled, make_workload,
+                                        request_rounds)
+
+DEFAULT_SLO = Slo(ttft_ms=2000, tpot_ms=200)  # BENCHMARKS.md's example
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    base_url: str                      # http://HOST:PORT (no /v1)
+    model: str                         # the `model` every request carries
+    workload: Workload
+    concurrency: int | None = None     # closed loop; None with no rate: 1
+    request_rate: float | None = None  # open loop, requests/s (inf: all at once)
+    burstiness: float = 1.0            # Gamma shape: 1 Poisson, < 1 burstier
+    num_requests: int | None = None
+    duration_s: float | None = None
+    num_warmup: int = DEFAULT_NUM_WARMUP
+    slo: Slo | None = DEFAULT_SLO
+    seed: int = 0
+    vllm_extras: bool = True           # send ignore_eos
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and self.request_rate is not None:
+            raise ValueError("give a concurrency or a request rate, not both")
+        if self.num_requests is not None and self.duration_s is not None:
+            raise ValueError("give a request count or a duration, not both")
+        if self.num_requests is not None and self.num_requests < 1:
+            raise ValueError("the request count must be at least 1")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ValueError("the duration must be positive")
+
+    @property
+    def label(self) -> str:
+        if self.request_rate is not None:
+            return f"{self.workload.name} rate={self.request_rate:g} b={self.burstiness:g}"
+        return f"{self.workload.name} c={self.concurrency or 1}"
+
+    def to_json(self) -> dict:
+        fields = {k: v for k, v in vars(self).items() if k not in ("workload", "slo")}
+        return {**fields, "label": self.label, "workload": workload_json(self.workload),
+                "slo": None if self.slo is None else vars(self.slo)}
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    load: LoadResult
+
+    @property
+    def summary(self) -> dict:
+        return self.load.summary(self.config.slo)
+
+    def to_json(self) -> dict:
+        return {"config": self.config.to_json(), "summary": self.summary, "requests": self.load.request_rows()}
+
+
+def run_bench(config: BenchConfig) -> BenchResult:
+    request_rng, warmup_rng, arrival_rng = (np.random.default_rng(s)
+                                            for s in np.random.SeedSequence(config.seed).spawn(3))
+    requests, total, scheduled = _requests(config, request_rng)
+    arrivals = _arrivals(config, scheduled, arrival_rng)
+    warmup = [_as_warmup(r) for r in config.workload.requests(warmup_rng, config.num_warmup)] \
+        if config.num_warmup > 0 else []
+    target = Target(config.base_url, config.model, vllm_extras=config.vllm_extras)
+    with tqdm(total=total, desc=config.label, unit="req", disable=not config.progress, file=sys.stderr) as bar:
+        load = run_load_sync(target, requests, arrivals, warmup, on_done=_progress(bar))
+    return BenchResult(config, load)
+
+
+def _requests(config: BenchConfig, rng: np.random.Generator) -> tuple[Iterable[BenchRequest], int | None, bool]:
+    """The requests (a list, or a lazy stream for a duration), their count if known, whether scheduled."""
+    workload = config.workload
+    if config.duration_s is None:
+        num = config.num_requests or workload.natural_size or max(32, 4 * (config.concurrency or 1))
+        requests = workload.requests(rng, num)
+        return requests, len(requests), is_scheduled(requests)
+    rounds = request_rounds(workload, rng)
+    first = next(rounds)
+    if first.send_offset_s is not None:
+        raise ValueError(f"{workload.name} has its own schedule: give a request count, not a duration")
+    return until(chain([first], rounds), config.duration_s, time.perf_counter), None, False
+
+
+def _arrivals(config: BenchConfig, scheduled: bool, rng: np.random.Generator) -> ArrivalProcess:
+    if scheduled:
+        if config.concurrency is not None or config.request_rate is not None:
+            raise ValueError(f"{config.workload.name} sends on its own schedule: give no concurrency or rate")
+        return Scheduled()
+    if config.request_rate is not None:
+        return GammaArrivals(config.request_rate, config.burstiness, rng)
+    return ClosedLoop(config.concurrency or 1)
+
+
+def _as_warmup(req: BenchRequest) -> BenchRequest:
+    return BenchRequest(f"warmup-{req.request_id}", req.prompt_token_ids, req.max_tokens, model=req.model,
+                        tenant=req.tenant, region=req.region)
+
+
+def _progress(bar: tqdm) -> Callable[[StreamRecord], None]:
+    failed = 0
+
+    def on_done(record: StreamRecord) -> None:
+        nonlocal failed
+        failed += not record.ok
+        bar.update(1)
+        if failed:
+            bar.set_postfix(failed=failed)
+
+    return on_done
+
+
+def workload_json(workload: Workload) -> dict:
+    """The workload's name and scalar parameters (not its prompts)."""
+    params = {k: v for k, v in vars(workload).items() if isinstance(v, (int, float, str, bool)) or v is None}
+    return {"name": workload.name, **params}
+
+
+# -- command line ---------------------------------------------------------------------------------------
+def model_tokenizer(name_or_path: str) -> tuple[int, Tokenize]:
+    """Vocabulary size and text -> ids of a local model (catalog name or folder), for prompts and JSONL."""
+    from tokenizers import Tokenizer
+
+    from infercloud.models.catalog import resolve_model
+    from infercloud.models.local import LocalModel
+
+    model = LocalModel.open(resolve_model(name_or_path))
+    tokenizer = Tokenizer.from_file(str(model.tokenizer_file))
+    return int(model.hf_config["vocab_size"]), lambda text: tokenizer.encode(text).ids
+
+
+def workload_from_args(args: argparse.Namespace, name: str) -> Workload:
+    """The workload `name` shaped by --input-len/--output-len/--range-ratio/--jsonl and the model's vocabulary.
+
+    The vocabulary size and the tokenizer for JSONL text prompts come from the local model named by
+    --tokenizer (default --model); --vocab-size stands in when the served model is not a local one.
+    """
+    vocab_size, tokenize = args.vocab_size, None
+    tokenizer_name = args.tokenizer or args.model
+    try:
+        model_vocab, tokenize = model_tokenizer(tokenizer_name)
+        vocab_size = vocab_size or model_vocab
+    except (LookupError, OSError) as exc:
+        if vocab_size is None:
+            raise ValueError(f"no local tokenizer for '{tokenizer_name}' ({exc}): pass --tokenizer NAME|DIR "
+                             "or --vocab-size N") from None
+    shape = WorkloadShape(vocab_size, args.input_len, args.output_len, args.range_ratio,
+                          None if args.jsonl is None else str(args.jsonl), tokenize)
+    return make_workload(name, shape)
+
+
+def slo_from_arg(text: str) -> Slo | None:
+    return None if text.strip().lower() in ("", "none") else parse_slo(text)
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    """`bench serve`: run each concurrency of the sweep (or the one rate), then report. 1 if any request failed."""
+    from infercloud.bench.plots import write_plots
+    from infercloud.bench.report import format_summary, write_json
+
+    workload = workload_from_args(args, args.workload)
+    results = [run_bench(BenchConfig(args.base_url.rstrip("/"), args.model, workload, concurrency=c,
+                                     request_rate=args.request_rate, burstiness=args.burstiness,
+                                     num_requests=args.num_requests, duration_s=args.duration,
+                                     num_warmup=args.warmup, slo=slo_from_arg(args.slo), seed=args.seed,
+                                     vllm_extras=not args.no_vllm_extras, progress=not args.no_progress))
+               for c in (args.concurrency or [None])]
+    written = []
+    if args.out is not None:
+        write_json(Path(args.out), {"runs": [r.to_json() for r in results]})
+        written.append(args.out)
+    if args.plots is not None:
+        written += write_plots(Path(args.plots), results)
+    print(format_summary(results))
+    print("\n".join(f"written: {path}" for path in written))
+    return 0 if all(r.load.failures == {} for r in results) else 1

@@ -1,0 +1,46 @@
+"""W4 shared prefix: a few long prefixes, each followed by many short questions (what a prefix cache serves).
+
+The order is question-major (p0q0, p1q0, ..., p7q0, p0q1, ...): consecutive requests never share a
+prefix, and a prefix's later questions arrive after its first one has been computed (or is being).
+Asked for more requests than prefixes x questions, it adds questions to every prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from infercloud.bench.workloads.base import BenchRequest, random_token_ids
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    vocab_size: int
+    num_prefixes: int = 8
+    num_questions: int = 16
+    prefix_len: int = 1024
+    question_len: int = 32
+    output_len: int = 32
+    name: str = "W4"
+
+    @property
+    def natural_size(self) -> int:
+        return self.num_prefixes * self.num_questions
+
+    def requests(self, rng: np.random.Generator, num_requests: int) -> list[BenchRequest]:
+        num_questions = max(self.num_questions, math.ceil(num_requests / self.num_prefixes))
+        prefixes = [random_token_ids(rng, self.prefix_len, self.vocab_size) for _ in range(self.num_prefixes)]
+        questions = [[random_token_ids(rng, self.question_len, self.vocab_size) for _ in range(num_questions)]
+                     for _ in range(self.num_prefixes)]
+        ordered = [BenchRequest(f"w4-p{p}-q{q}", prefixes[p] + questions[p][q], self.output_len, prefix_index=p)
+                   for q in range(num_questions) for p in range(self.num_prefixes)]
+        return ordered[:num_requests]
+
+
+def w4_requests(vocab_size: int, num_prefixes: int = 8, num_questions: int = 16, seed: int = 0,
+                prefix_len: int = 1024, question_len: int = 32, max_tokens: int = 32) -> list[BenchRequest]:
+    """W4: every question of every prefix, question-major."""
+    workload = SharedPrefix(vocab_size, num_prefixes, num_questions, prefix_len, question_len, max_tokens)
+    return workload.requests(np.random.default_rng(seed), workload.natural_size)
