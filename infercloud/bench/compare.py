@@ -84,6 +84,11 @@ def run_compare(config: CompareConfig, get_peer: Callable[[str], Peer] | None = 
     free_port = free_port or _free_port
     out = CompareResult()
     for name, peer in [(name, get_peer(name)) for name in config.peers]:  # unknown names fail before any run
+        if not getattr(peer, "accepts_token_ids", True):
+            # every system must see the same tokens; text would be re-tokenized differently
+            out.peer_errors[name] = "does not accept token-id prompts (compare llamacpp-server instead)"
+            print(f"bench compare: {name} skipped: {out.peer_errors[name]}", file=sys.stderr)
+            continue
         try:
             peer.install()
             peer.start(free_port())

@@ -120,14 +120,20 @@ class BrokenPeer:
         pass
 
 
+class TextOnlyPeer(BrokenPeer):
+    name = "text-only"
+    accepts_token_ids = False
+
+
 def test_compare_runs_each_peer_and_writes_the_side_by_side_table(smollm2_server, tmp_path):
     infercloud = RunningInfercloud(smollm2_server)
-    peers = {"infercloud": infercloud, "broken": BrokenPeer()}
-    config = CompareConfig((UniformLengths("W1", VOCAB, 16, 4),), (1, 2), ("infercloud", "broken"), tmp_path,
-                           num_requests=4, num_warmup=1, progress=False)
+    peers = {"infercloud": infercloud, "broken": BrokenPeer(), "text-only": TextOnlyPeer()}
+    config = CompareConfig((UniformLengths("W1", VOCAB, 16, 4),), (1, 2), ("infercloud", "broken", "text-only"),
+                           tmp_path, num_requests=4, num_warmup=1, progress=False)
     compare = run_compare(config, get_peer=peers.__getitem__, free_port=lambda: 1)
     assert infercloud.calls == ["install", "start", "stop"]
     assert list(compare.results) == ["infercloud"] and "could not build its wheel" in compare.peer_errors["broken"]
+    assert "token-id prompts" in compare.peer_errors["text-only"]  # skipped before install: never the same tokens
     for c in (1, 2):
         summary = compare.summary("infercloud", "W1", c)
         assert (summary["completed"], summary["failed"], summary["output_tokens"]) == (4, 0, 16)

@@ -1,0 +1,36 @@
+"""The systems `bench compare` runs side by side: `get_peer(name)` builds one (see base.Peer for the contract).
+
+Peers that need their own virtualenv or build (llamacpp, llamacpp-server, vllm) install on the
+first `install()` or `start()` into `infercloud_home()/peers/<name>/`, never during set-up or CI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infercloud.bench.peers.base import Peer, PeerError
+
+PEER_NAMES = ("infercloud", "hf-naive", "hf-static", "llamacpp", "vllm")
+EXTRA_PEER_NAMES = ("llamacpp-server",)   # llama.cpp's C++ server: parallel slots, continuous batching
+
+__all__ = ["EXTRA_PEER_NAMES", "PEER_NAMES", "Peer", "PeerError", "get_peer"]
+
+
+def get_peer(name: str, **options: Any) -> Peer:
+    """The peer called `name`, built with `options` (its constructor's keyword arguments)."""
+    if name == "infercloud":
+        from infercloud.bench.peers.infercloud_peer import InfercloudPeer
+        return InfercloudPeer(**options)
+    if name in ("hf-naive", "hf-static"):
+        from infercloud.bench.peers.hf import HFPeer
+        return HFPeer(mode=name.removeprefix("hf-"), **options)
+    if name == "llamacpp":
+        from infercloud.bench.peers.llamacpp import LlamaCppPeer
+        return LlamaCppPeer(**options)
+    if name == "llamacpp-server":
+        from infercloud.bench.peers.llamacpp_server import LlamaCppServerPeer
+        return LlamaCppServerPeer(**options)
+    if name == "vllm":
+        from infercloud.bench.peers.vllm import VllmPeer
+        return VllmPeer(**options)
+    raise ValueError(f"unknown peer {name!r}; known: {', '.join(PEER_NAMES + EXTRA_PEER_NAMES)}")
