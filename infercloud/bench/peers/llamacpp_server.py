@@ -70,7 +70,8 @@ def llama_server_command(binary: Path, gguf: Path, port: int, alias: str, n_ctx:
                          parallel: int = 8, n_threads: int = 2) -> list[str]:
     return [str(binary), "--model", str(gguf), "--alias", alias, "--host", "127.0.0.1", "--port", str(port),
             "--ctx-size", str(n_ctx), "--parallel", str(parallel), "--cont-batching",
-            "--threads", str(n_threads), "--threads-batch", str(n_threads)]
+            "--threads", str(n_threads), "--threads-batch", str(n_threads),
+            "--threads-http", "256"]  # one HTTP thread per open stream: its small default pool dropped connections
 
 
 class LlamaCppServerPeer(Peer):
