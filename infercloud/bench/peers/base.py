@@ -13,6 +13,8 @@ virtualenv, how to `install()` it (see venv.py); `install()` is idempotent.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import os
 import signal
 import subprocess
@@ -43,7 +45,7 @@ def log_tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
         return ""
 
 
-class Peer:
+class Peer(ABC):
     """One serving system to compare against; subclasses fill in `command` and `served_model`."""
 
     name: str = "peer"
@@ -60,17 +62,18 @@ class Peer:
     def install(self) -> None:
         """Make the peer runnable (idempotent). Peers running in infercloud's own venv need nothing."""
 
+    @abstractmethod
     def command(self, port: int) -> list[str]:
-        raise NotImplementedError
+        """The server's command line, listening on 127.0.0.1:port."""
 
     def env(self) -> dict[str, str]:
         """Extra environment variables for the server process."""
         return {}
 
     @property
+    @abstractmethod
     def served_model(self) -> str:
         """The `model` value requests must carry."""
-        raise NotImplementedError
 
     # --- shared lifecycle --------------------------------------------------------------------
     @property

@@ -19,6 +19,8 @@ produced when it is the argmax, as in vLLM); otherwise the output ends after the
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import queue
 import threading
 import time
@@ -62,7 +64,7 @@ def cut_at_eos(ids: list[int], eos_ids: set[int], max_tokens: int) -> list[int]:
     return ids
 
 
-class _Runner:
+class _Runner(ABC):
     """A thread that owns the model and serves jobs from a queue; subclasses say how."""
 
     def __init__(self, model, eos_ids: set[int], pad_id: int) -> None:
@@ -93,11 +95,13 @@ class _Runner:
         return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
                                 pad_token_id=self.pad_id)
 
+    @abstractmethod
     def _take(self) -> list[GenJob]:
-        raise NotImplementedError
+        """Block until work arrives; the jobs to run together next."""
 
+    @abstractmethod
     def _run(self, batch: list[GenJob]) -> None:
-        raise NotImplementedError
+        """Generate for one batch, emitting text to each job."""
 
 
 class _JobStreamer(BaseStreamer):
