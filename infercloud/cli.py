@@ -58,7 +58,9 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
         "serve",
         help="serve models behind an OpenAI-compatible API",
         description="Serve the configured models (default: smollm2-135m-instruct for chat and completions, "
-        "all-minilm-l6-v2 for embeddings), pulling them first if needed. SIGTERM drains: new requests get 503, "
+        "all-minilm-l6-v2 for embeddings), pulling them first if needed. With a config that has a `cluster` "
+        "section (see examples/cloud.yaml), run a gateway on --port that routes to worker processes it starts "
+        "(replicas per model, routing policy per model). SIGTERM drains: new requests get 503, "
         "requests in flight finish (up to drain_timeout_s), then the server exits 0.",
     )
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
@@ -69,9 +71,15 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from infercloud.config import load_config
+
+    config = load_config(args.config, host=args.host, port=args.port)
+    if config.is_cloud:
+        from infercloud.gateway.server import serve_cloud
+
+        return serve_cloud(config)
     from infercloud.worker.server import serve
 
-    return serve(load_config(args.config, host=args.host, port=args.port))
+    return serve(config)
 
 
 def add_chat_parser(commands: argparse._SubParsersAction) -> None:

@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 
 from infercloud.bench.metrics import summarize  # noqa: F401 - re-exported for the offline benchmark
 from infercloud.bench.workloads import BenchRequest

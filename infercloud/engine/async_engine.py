@@ -33,6 +33,7 @@ class _Add:
     params: SamplingParams
     priority: int
     cache_salt: str | None
+    resume_token_ids: Sequence[int]
     stream: asyncio.Queue
     loop: asyncio.AbstractEventLoop
     accepted: asyncio.Future
@@ -69,15 +70,20 @@ class AsyncLLMEngine:
 
     async def generate(self, prompt: str | Sequence[int], params: SamplingParams, *,
                        request_id: str | None = None, priority: int = 0,
-                       cache_salt: str | None = None) -> AsyncIterator[RequestOutput]:
-        """Stream a request's outputs; raises InvalidParamError before the first output if it cannot run."""
+                       cache_salt: str | None = None,
+                       resume_token_ids: Sequence[int] = ()) -> AsyncIterator[RequestOutput]:
+        """Stream a request's outputs; raises InvalidParamError before the first output if it cannot run.
+
+        `resume_token_ids` continues a request another engine began (see LLMEngine.add_request).
+        """
         if not self.is_alive:
             raise EngineDeadError(f"engine loop is not running: {self.error!r}")
         loop = asyncio.get_running_loop()
         request_id = request_id or f"req-{next(self._ids)}"
         stream: asyncio.Queue = asyncio.Queue()
         accepted = loop.create_future()
-        self._commands.put(_Add(request_id, prompt, params, priority, cache_salt, stream, loop, accepted))
+        self._commands.put(_Add(request_id, prompt, params, priority, cache_salt, resume_token_ids, stream, loop,
+                                 accepted))
         self._wakeup.set()
         await accepted  # raises the engine's validation error, if any
         finished = False
@@ -144,7 +150,8 @@ class AsyncLLMEngine:
     def _add(self, cmd: _Add) -> None:
         try:
             self.engine.add_request(cmd.request_id, cmd.prompt, cmd.params,
-                                    priority=cmd.priority, cache_salt=cmd.cache_salt)
+                                    priority=cmd.priority, cache_salt=cmd.cache_salt,
+                                    resume_token_ids=cmd.resume_token_ids)
         except Exception as exc:  # noqa: BLE001 - validation errors go back to the caller
             cmd.loop.call_soon_threadsafe(_set_exception, cmd.accepted, exc)
             return

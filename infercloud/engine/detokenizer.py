@@ -41,6 +41,10 @@ class IncrementalDetokenizer:
         self.text = self.text[:at]
         return stop
 
+    def skip_emitted(self) -> None:
+        """Mark the text so far as sent, less the holdback (what an earlier stream of these tokens sent)."""
+        self.num_emitted = max(self.num_emitted, len(self.text) - self.holdback)
+
     def take_delta(self, finished: bool) -> str:
         """New text since the last call (keeping the stop-string holdback unless finished)."""
         end = len(self.text) if finished else max(self.num_emitted, len(self.text) - self.holdback)

@@ -21,7 +21,7 @@ from infercloud.engine.kv.kv_cache_manager import KVCacheManager
 from infercloud.engine.outputs import CompletionOutput, RequestOutput
 from infercloud.engine.request import FinishReason, Request
 from infercloud.engine.runner import ModelRunner
-from infercloud.engine.sampler import sample
+from infercloud.engine.sampler import advance_generator, sample
 from infercloud.engine.sampling import InvalidParamError, SamplingParams
 from infercloud.engine.scheduler import Scheduler, SchedulerOutput
 from infercloud.engine.tokenizer import Tokenizer
@@ -86,14 +86,23 @@ class LLMEngine:
     # -- requests ----------------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt: str | Sequence[int], params: SamplingParams | None = None,
                     *, priority: int = 0, cache_salt: str | None = None,
-                    arrival_time: float | None = None) -> list[int]:
-        """Queue a request (n sequences). Returns its prompt token ids; raises InvalidParamError if it cannot run."""
+                    arrival_time: float | None = None, resume_token_ids: Sequence[int] = ()) -> list[int]:
+        """Queue a request (n sequences). Returns its prompt token ids; raises InvalidParamError if it cannot run.
+
+        `resume_token_ids` are tokens this request already generated elsewhere (a replica that died
+        mid-stream): they become its first output tokens, counted against max_tokens and by the
+        penalties, with the seeded generator and the detokenizer advanced past them, so the tokens and
+        text that follow are those the first engine would have produced. Only with n == 1.
+        """
         params = params or SamplingParams()
         child_ids = [f"{request_id}#{i}" for i in range(params.n)] if params.n > 1 else [request_id]
         if request_id in self._children or any(c in self._detok for c in child_ids + [request_id]):
             raise ValueError(f"request id {request_id!r} is already in use")
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         self._validate(ids, params)
+        resume = list(resume_token_ids)
+        if resume:
+            self._validate_resume(resume, params)
         arrival = self.clock() if arrival_time is None else arrival_time
         children = []
         for i in range(params.n):
@@ -103,6 +112,8 @@ class LLMEngine:
                           parent_id=request_id, index=i, priority=priority, cache_salt=cache_salt,
                           arrival_time=arrival)
             self._detok[req.request_id] = IncrementalDetokenizer(self.tokenizer.hf, params, ids)
+            if resume:
+                self._resume(req, resume)
             self.scheduler.add(req)
             children.append(req)
         self._children[request_id] = children
@@ -124,6 +135,25 @@ class LLMEngine:
             raise ContextLengthError(
                 "max_tokens", f"the request needs {total} tokens of KV cache, but this engine holds only "
                 f"{self.kv.pool.num_blocks * self.config.block_size}")
+
+    def _validate_resume(self, resume: list[int], params: SamplingParams) -> None:
+        if params.n != 1:
+            raise InvalidParamError("resume_token_ids", "resume_token_ids needs n == 1")
+        if len(resume) >= params.max_tokens:
+            raise InvalidParamError("resume_token_ids", f"{len(resume)} resumed tokens leave nothing to generate "
+                                    f"under max_tokens={params.max_tokens}")
+        if min(resume) < 0 or max(resume) >= self.model.cfg.vocab_size:
+            raise InvalidParamError("resume_token_ids", f"token ids must be in [0, {self.model.cfg.vocab_size})")
+
+    def _resume(self, req: Request, resume: list[int]) -> None:
+        """Make `resume` the request's first outputs, as if this engine had sampled them."""
+        detok = self._detok[req.request_id]
+        for token_id in resume:
+            req.append_token(token_id)
+            detok.append(token_id)
+        detok.skip_emitted()
+        if not req.params.is_greedy:  # one exponential draw per sampled token (sampler.py)
+            advance_generator(req.generator, len(resume), self.model.cfg.vocab_size, self.device)
 
     def abort_request(self, request_id: str) -> bool:
         """Abort every sequence of a request; its final output comes with the next step(). False if unknown."""

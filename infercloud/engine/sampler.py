@@ -51,6 +51,13 @@ def _logprob_entry(raw_logprobs: torch.Tensor, token_id: int, k: int) -> TokenLo
     return TokenLogprob(token_id, float(raw_logprobs[token_id]), top)
 
 
+def advance_generator(generator: torch.Generator, num_draws: int, vocab_size: int, device: torch.device) -> None:
+    """Consume the random numbers `num_draws` sampled tokens would have used (to resume a seeded request)."""
+    scratch = torch.empty(vocab_size, dtype=torch.float32, device=device)
+    for _ in range(num_draws):
+        scratch.exponential_(generator=generator)
+
+
 def sample(logits: torch.Tensor, requests: Sequence[Request],
            eos_token_ids: Sequence[int]) -> list[tuple[int, TokenLogprob | None]]:
     """logits [B, V] (float32, one row per request, in order) -> (token id, logprob entry) per row."""

@@ -53,6 +53,8 @@ class _SamplingFields(_Strict):
     repetition_penalty: float | None = None
     min_tokens: int | None = None
     ignore_eos: bool | None = None
+    return_token_ids: bool | None = None    # vLLM's: prompt_token_ids and each choice's token_ids in the response
+    resume_token_ids: list[int] | None = None  # infercloud's: continue a stream another replica began (n == 1)
 
 
 class ChatCompletionRequest(_SamplingFields):

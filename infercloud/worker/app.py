@@ -7,55 +7,17 @@ body 413, overload and draining 503 with Retry-After; anything unexpected 500 wi
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from infercloud.openai.errors import APIError, bad_request, draining, internal, model_not_found, too_large
+from infercloud.openai.asgi import RequestGuard, install_error_handlers, install_ops_routes, read_json_object
+from infercloud.openai.errors import APIError, bad_request, model_not_found
 from infercloud.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from infercloud.worker.worker import Worker
 
 log = logging.getLogger("infercloud.worker")
-
-
-class _Guard:
-    """ASGI middleware: body size limit, 503 while draining, and the in-flight count used to drain."""
-
-    def __init__(self, app, worker: Worker):
-        self.app = app
-        self.worker = worker
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
-            return await self.app(scope, receive, send)
-        limit = self.worker.config.max_body_bytes
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            return await too_large(limit).response()(scope, receive, send)
-        if self.worker.draining:
-            return await draining().response()(scope, receive, send)
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
-                raise too_large(limit)
-            return message
-
-        self.worker.in_flight += 1
-        try:
-            await self.app(scope, limited_receive, send)
-        finally:
-            self.worker.in_flight -= 1
 
 
 def _validation_error(exc: ValidationError) -> APIError:
@@ -71,20 +33,14 @@ def _validation_error(exc: ValidationError) -> APIError:
 
 
 async def _parse(request: Request, model: type[BaseModel]):
-    raw = await request.body()
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.") from exc
-    if not isinstance(data, dict):
-        raise bad_request("The request body must be a JSON object.")
+    _, data = await read_json_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(exc) from exc
 
 
-def build_app(worker: Worker) -> _Guard:
+def build_app(worker: Worker) -> RequestGuard:
     app = FastAPI(title="infercloud worker", docs_url=None, redoc_url=None)
     app.state.worker = worker
 
@@ -96,19 +52,7 @@ def build_app(worker: Worker) -> _Guard:
                               param="model")
         raise model_not_found(model)
 
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError):
-        return exc.response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException):
-        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return APIError(exc.status_code, str(exc.detail), type=kind).response()
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception):
-        log.exception("unhandled error")
-        return internal().response()
+    install_error_handlers(app, log)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -137,17 +81,6 @@ def build_app(worker: Worker) -> _Guard:
                 for name, state in worker.model_states().items()]
         return {"object": "list", "data": data}
 
-    @app.get("/health")
-    async def health():
-        healthy, body = worker.health()
-        return JSONResponse(body, status_code=200 if healthy else 503)
+    install_ops_routes(app, worker)
 
-    @app.get("/metrics")
-    async def metrics():
-        return Response(worker.metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/internal/state")
-    async def internal_state():
-        return {**worker.state(), "time": time.time()}
-
-    return _Guard(app, worker)
+    return RequestGuard(app, worker)

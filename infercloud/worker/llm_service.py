@@ -9,7 +9,6 @@ streams are aborted by Starlette cancelling them on disconnect.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -23,10 +22,11 @@ from infercloud.engine.outputs import RequestOutput
 from infercloud.engine.request import TokenLogprob
 from infercloud.engine.sampling import InvalidParamError, SamplingParams
 from infercloud.engine.tokenizer import ChatTemplateError
+from infercloud.openai.asgi import until_disconnect
 from infercloud.openai.errors import APIError, bad_request, overloaded
 from infercloud.openai.protocol import ChatCompletionRequest, CompletionRequest
 from infercloud.worker.metrics import ServerMetrics
-from infercloud.worker.sse import sse_done, sse_event
+from infercloud.openai.sse import sse_done, sse_event
 
 # request fields that map one-to-one onto SamplingParams when given
 _DIRECT_FIELDS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "top_k", "min_p",
@@ -97,7 +97,8 @@ class LLMService:
             raise overloaded(f"Too many requests queued for {self.name} ({self.max_in_flight}); retry shortly.")
         self.in_flight += 1
         request_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
-        stream = self.engine.generate(prompt_ids, params, request_id=request_id)
+        resume = list(body.resume_token_ids or [])
+        stream = self.engine.generate(prompt_ids, params, request_id=request_id, resume_token_ids=resume)
         try:
             first = await stream.__anext__()
         except BaseException as exc:
@@ -109,7 +110,7 @@ class LLMService:
             if isinstance(exc, EngineDeadError):
                 raise APIError(503, str(exc), type="overloaded_error", code="engine_dead") from exc
             raise
-        ctx = _Ctx(request_id, kind, int(time.time()), prompt_ids, params, body)
+        ctx = _Ctx(request_id, kind, int(time.time()), prompt_ids, params, body, len(resume))
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(self._sse(ctx, first, stream, include_usage), media_type="text/event-stream",
@@ -130,7 +131,7 @@ class LLMService:
             return last
 
         try:
-            last = await _until_disconnect(request, collect())
+            last = await until_disconnect(request, collect())
             outcome = "ok"
         finally:
             await self._end(ctx, stream, outcome)
@@ -139,11 +140,11 @@ class LLMService:
 
     async def _sse(self, ctx: "_Ctx", first: RequestOutput, stream: AsyncIterator[RequestOutput],
                    include_usage: bool) -> AsyncIterator[str]:
-        completion_tokens = 0
+        completion_tokens = ctx.num_resumed
         outcome = "aborted"
         last = first
         try:
-            if ctx.kind == "chat":
+            if ctx.kind == "chat" and not ctx.num_resumed:  # a resumed stream's client has had the role chunk
                 for i in range(ctx.params.n):
                     yield sse_event(ctx.chunk(i, {"role": "assistant", "content": ""}, None, None))
             out = first
@@ -151,9 +152,9 @@ class LLMService:
                 for c in out.outputs:
                     completion_tokens += len(c.delta_token_ids)
                     lp = self._fmt_logprobs(ctx.kind, c.delta_logprobs) if c.delta_logprobs else None
-                    if c.delta_text or c.finish_reason or lp:
+                    if c.delta_text or c.finish_reason or lp or (ctx.return_token_ids and c.delta_token_ids):
                         delta = {"content": c.delta_text} if ctx.kind == "chat" else c.delta_text
-                        yield sse_event(ctx.chunk(c.index, delta, c.finish_reason, lp))
+                        yield sse_event(ctx.chunk(c.index, delta, c.finish_reason, lp, c.delta_token_ids))
                 last = out
                 if out.finished:
                     break
@@ -192,6 +193,7 @@ class LLMService:
         return {"kind": "chat", "loaded": True, "in_flight": self.in_flight, "running": stats.num_running,
                 "waiting": stats.num_waiting, "kv_blocks_used": stats.kv_blocks_used,
                 "kv_blocks_total": stats.kv_blocks_total, "prefix_cache_hit_rate": stats.prefix_cache_hit_rate,
+                "prefix_cache_hit_tokens": stats.prefix_cache_hit_tokens,
                 "num_preemptions": stats.num_preemptions, "step_time_s": stats.last_step_s,
                 "generated_tokens": stats.num_generated_tokens,
                 "recent_prefix_block_hashes": self.engine.engine.kv.recent_block_hashes(256),
@@ -206,23 +208,6 @@ def _accumulate(choices: list[_Choice], out: RequestOutput) -> None:
         ch.finish_reason = c.finish_reason or ch.finish_reason
 
 
-async def _until_disconnect(request: Request, work, poll_s: float = 0.2):
-    """Await `work`, cancelling it if the client disconnects first (that aborts the engine request)."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=poll_s)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                raise asyncio.CancelledError("client disconnected")
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-
 @dataclass
 class _Ctx:
     """The fixed facts of one response (ids, kind, timestamps) and its JSON shapes."""
@@ -233,6 +218,12 @@ class _Ctx:
     prompt_ids: list[int]
     params: SamplingParams
     body: ChatCompletionRequest | CompletionRequest
+    num_resumed: int = 0         # output tokens another replica generated before this one took over
+    sent_prompt_ids: bool = False
+
+    @property
+    def return_token_ids(self) -> bool:
+        return bool(self.body.return_token_ids)
 
     @property
     def object(self) -> str:
@@ -252,18 +243,30 @@ class _Ctx:
                                  "logprobs": lp, "finish_reason": c.finish_reason})
             else:
                 rendered.append({"index": i, "text": c.text, "logprobs": lp, "finish_reason": c.finish_reason})
-        return {"id": self.request_id, "object": self.object, "created": self.created, "model": self.body.model,
+            if self.return_token_ids:
+                rendered[-1]["token_ids"] = c.token_ids
+        body = {"id": self.request_id, "object": self.object, "created": self.created, "model": self.body.model,
                 "choices": rendered, "usage": self.usage(last, sum(len(c.token_ids) for c in choices))}
+        if self.return_token_ids:
+            body["prompt_token_ids"] = self.prompt_ids
+        return body
 
-    def chunk(self, index: int, delta, finish_reason: str | None, logprobs: dict | None) -> dict:
+    def chunk(self, index: int, delta, finish_reason: str | None, logprobs: dict | None,
+              token_ids: list[int] | None = None) -> dict:
         if self.kind == "chat":
             choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
             obj = "chat.completion.chunk"
         else:
             choice = {"index": index, "text": delta, "logprobs": logprobs, "finish_reason": finish_reason}
             obj = "text_completion"
-        return {"id": self.request_id, "object": obj, "created": self.created, "model": self.body.model,
+        body = {"id": self.request_id, "object": obj, "created": self.created, "model": self.body.model,
                 "choices": [choice]}
+        if self.return_token_ids:
+            choice["token_ids"] = list(token_ids or [])
+            if not self.sent_prompt_ids:  # vLLM's shape: the prompt's ids ride on the first chunk only
+                body["prompt_token_ids"] = self.prompt_ids
+                self.sent_prompt_ids = True
+        return body
 
     def usage_chunk(self, out: RequestOutput, completion_tokens: int) -> dict:
         obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"

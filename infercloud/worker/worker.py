@@ -83,7 +83,7 @@ class Worker:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         return {"worker_id": self.config.worker_id, "draining": self.draining, "in_flight": self.in_flight,
                 "device": device, "num_threads": torch.get_num_threads(), "rss_bytes": _rss_bytes(),
-                "uptime_s": time.time() - self.started_at, "models": self.model_states()}
+                "uptime_s": time.time() - self.started_at, "time": time.time(), "models": self.model_states()}
 
     def shutdown(self) -> None:
         for svc in self.chat.values():

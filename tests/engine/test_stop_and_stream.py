@@ -8,8 +8,9 @@ from infercloud.engine.sampling import SamplingParams
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def _stream(engine, request_id, prompt, params):
-    engine.add_request(request_id, prompt, params)
+def stream_text(engine, request_id, prompt, params, **kwargs):
+    """Run one request alone; its text deltas, step by step, and its final output."""
+    engine.add_request(request_id, prompt, params, **kwargs)
     deltas, final = [], None
     while engine.has_unfinished_requests():
         for out in engine.step():
@@ -37,7 +38,7 @@ def test_stop_string_cuts_exactly_and_stream_matches(smollm2_engine):
     ids = smollm2_engine.tokenizer.encode_chat(FRANCE)
     full = smollm2_engine.generate([ids], SamplingParams(max_tokens=30, temperature=0.0))[0].outputs[0]
     assert "Paris" in full.text
-    deltas, final = _stream(smollm2_engine, "s1", ids,
+    deltas, final = stream_text(smollm2_engine, "s1", ids,
                             SamplingParams(max_tokens=30, temperature=0.0, stop=["Paris", "zzz"]))
     assert final.text == full.text[:full.text.index("Paris")]
     assert final.finish_reason == "stop" and final.stop_reason == "Paris"
@@ -48,13 +49,13 @@ def test_stop_string_spanning_tokens(smollm2_engine):
     ids = smollm2_engine.tokenizer.encode_chat(FRANCE)
     full = smollm2_engine.generate([ids], SamplingParams(max_tokens=30, temperature=0.0))[0].outputs[0]
     stop = full.text[8:15]  # an arbitrary span, not aligned to token boundaries
-    deltas, final = _stream(smollm2_engine, "s2", ids, SamplingParams(max_tokens=30, temperature=0.0, stop=[stop]))
+    deltas, final = stream_text(smollm2_engine, "s2", ids, SamplingParams(max_tokens=30, temperature=0.0, stop=[stop]))
     assert final.text == full.text[:full.text.index(stop)]
     assert "".join(deltas) == final.text
 
 
 def test_stream_concatenation_equals_output_without_stops(smollm2_engine):
     ids = smollm2_engine.tokenizer.encode("Write a poem about the moon:")
-    deltas, final = _stream(smollm2_engine, "s3", ids, SamplingParams(max_tokens=40, temperature=0.8, seed=11))
+    deltas, final = stream_text(smollm2_engine, "s3", ids, SamplingParams(max_tokens=40, temperature=0.8, seed=11))
     assert "".join(deltas) == final.text
     assert final.text == smollm2_engine.tokenizer.decode(final.token_ids)

@@ -1,0 +1,41 @@
+"""The cluster-backend contract: start a worker from a spec, stop it (draining), list the nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from infercloud.config import ServerConfig
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    worker_id: str
+    config: ServerConfig          # the worker's own single-box config; the backend sets host and port
+    threads: int                  # torch/OpenMP threads the worker may use
+
+
+@dataclass(frozen=True)
+class NodeView:
+    node_id: str
+    num_cpus: int
+    memory_bytes: int | None
+    device_kind: str              # "cpu" or "cuda"
+    labels: dict[str, str] = field(default_factory=dict)  # region, zone, ...
+
+
+class WorkerHandle(Protocol):
+    worker_id: str
+    url: str
+
+    def is_alive(self) -> bool: ...
+
+
+class ClusterBackend(Protocol):
+    def start_worker(self, spec: WorkerSpec) -> WorkerHandle:
+        """Launch the worker and return at once; it is ready when its /health answers 200."""
+
+    def stop_worker(self, handle: WorkerHandle, drain: bool = True, timeout_s: float = 30.0) -> None:
+        """Stop it: SIGTERM-style drain (in-flight requests finish) or at once; blocks until it is gone."""
+
+    def nodes(self) -> list[NodeView]: ...

@@ -1,0 +1,101 @@
+"""LocalBackend: workers as `infercloud serve` subprocesses on free loopback ports of this machine.
+
+Each worker gets its own YAML config in the run folder and its own log file. Workers are asked to die
+with the parent (PR_SET_PDEATHSIG on Linux), so a gateway killed with SIGKILL leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from infercloud.cluster.base import NodeView, WorkerSpec
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def config_to_yaml(config) -> str:
+    """A ServerConfig back to the YAML that load_config reads (tuples as lists, cloud sections dropped)."""
+    data = dataclasses.asdict(config)
+    for key in ("cluster", "controller", "gateway"):
+        data.pop(key, None)
+    for model in data["models"]:
+        for key in ("replicas", "routing", "threads", "external"):
+            model.pop(key, None)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+@dataclass
+class LocalWorker:
+    worker_id: str
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class LocalBackend:
+    def __init__(self, run_dir: Path, host: str = "127.0.0.1"):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+
+    def start_worker(self, spec: WorkerSpec) -> LocalWorker:
+        port = free_port(self.host)
+        config = dataclasses.replace(spec.config, host=self.host, port=port, worker_id=spec.worker_id)
+        config_path = self.run_dir / f"{spec.worker_id}.yaml"
+        config_path.write_text(config_to_yaml(config))
+        log_path = self.run_dir / f"{spec.worker_id}.log"
+        env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads), "MKL_NUM_THREADS": str(spec.threads)}
+        with log_path.open("ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "infercloud", "serve", "--config", str(config_path)],
+                                       stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                       preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        return LocalWorker(spec.worker_id, f"http://{self.host}:{port}", process, log_path)
+
+    def stop_worker(self, handle: LocalWorker, drain: bool = True, timeout_s: float = 30.0) -> None:
+        if handle.is_alive():
+            handle.process.send_signal(signal.SIGTERM if drain else signal.SIGKILL)
+            try:
+                handle.process.wait(timeout_s)
+                return
+            except subprocess.TimeoutExpired:
+                handle.process.kill()
+        handle.process.wait()
+
+    def nodes(self) -> list[NodeView]:
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError):
+            memory = None
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+        return [NodeView("local", os.cpu_count() or 1, memory, kind)]

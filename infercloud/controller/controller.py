@@ -1,0 +1,178 @@
+"""Controller: starts each model's replicas, probes them, and replaces the ones that die or stop answering.
+
+The loop, every `probe_interval_s`:
+  1. probe every replica: a native one whose process has exited is DEAD at once; otherwise GET /health
+     (200 = alive) and, for native workers, GET /internal/state (draining flag, the engine's recent
+     cached-prefix hashes, load). A pass makes a STARTING or UNHEALTHY replica READY again.
+  2. a replica failing `unhealthy_after` probes in a row (or not up within the startup timeout) leaves
+     routing; a native one is killed and replaced, an external one waits for its next passing probe.
+  3. keep `replicas` native workers per model: DEAD ones are replaced.
+Removing a replica (scale down, shutdown) goes through drain: it leaves routing, then gets SIGTERM and
+finishes what it has in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+import httpx
+
+from infercloud.cluster.base import ClusterBackend, WorkerSpec
+from infercloud.config import ModelSpec, ServerConfig
+from infercloud.controller.replicas import Replica, ReplicaSet, ReplicaState
+
+log = logging.getLogger("infercloud.controller")
+
+
+class Controller:
+    def __init__(self, config: ServerConfig, backend: ClusterBackend, replicas: ReplicaSet,
+                 client: httpx.AsyncClient, clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.spec = config.controller
+        self.backend = backend
+        self.replicas = replicas
+        self.client = client
+        self.clock = clock
+        self.num_restarts = 0
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        for model in self.config.models:
+            for url in model.external:
+                self.replicas.add(Replica(self.replicas.new_id(model.name), model.name, url, is_external=True,
+                                          started_at=self.clock()))
+            for _ in range(model.replicas):
+                await self.start_replica(model)
+        self._task = asyncio.create_task(self._loop(), name="controller")
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Until every model with native replicas has a READY one (True) or the timeout passes (False).
+
+        External replicas are not waited for beyond the first probe: they may be down, and routing
+        learns of them when they come up.
+        """
+        deadline = self.clock() + timeout_s
+        await asyncio.gather(*(self.probe(r) for r in self.replicas.all() if r.is_external))
+        while self.clock() < deadline:
+            if all(self.replicas.routable(m.name) for m in self.config.models if m.replicas):
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    async def stop(self) -> None:
+        """Stop probing and drain every native worker (in parallel)."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*(self.remove_replica(r) for r in self.replicas.all()), return_exceptions=True)
+
+    async def start_replica(self, model: ModelSpec) -> Replica:
+        threads = model.threads or self.config.cluster.threads_per_worker
+        worker_model = dataclasses.replace(model, engine=dataclasses.replace(model.engine, num_threads=threads))
+        worker_config = dataclasses.replace(self.config, models=(worker_model,), cluster=None)
+        replica_id = self.replicas.new_id(model.name)
+        handle = await asyncio.to_thread(self.backend.start_worker, WorkerSpec(replica_id, worker_config, threads))
+        replica = Replica(replica_id, model.name, handle.url, handle=handle, started_at=self.clock())
+        replica.known_hashes.capacity = self.config.gateway.recent_routes
+        self.replicas.add(replica)
+        log.info("started replica %s at %s", replica_id, handle.url)
+        return replica
+
+    async def remove_replica(self, replica: Replica, drain: bool = True) -> None:
+        """Out of routing now; a native worker drains (or is killed) and is gone when this returns."""
+        replica.state = ReplicaState.DRAINING
+        if replica.handle is not None:
+            timeout = self.config.drain_timeout_s + 5
+            await asyncio.to_thread(self.backend.stop_worker, replica.handle, drain, timeout)
+        replica.state = ReplicaState.DEAD
+        if replica in self.replicas.of(replica.model):
+            self.replicas.remove(replica)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - the loop must survive one bad tick
+                log.exception("controller tick failed")
+            await asyncio.sleep(self.spec.probe_interval_s)
+
+    async def tick(self) -> None:
+        await asyncio.gather(*(self.probe(r) for r in self.replicas.all()
+                               if r.state not in (ReplicaState.DEAD,)))
+        for model in self.config.models:
+            await self._reconcile(model)
+
+    async def _reconcile(self, model: ModelSpec) -> None:
+        for replica in self.replicas.of(model.name):
+            if replica.is_external:
+                continue
+            if replica.state == ReplicaState.DEAD:
+                self.replicas.remove(replica)
+                log.warning("replica %s is gone", replica.replica_id)
+            elif self._needs_restart(replica):
+                log.warning("replica %s failed %d probes: restarting it", replica.replica_id, replica.failed_probes)
+                await self.remove_replica(replica, drain=False)
+        if not self.spec.restart or self._stopping:
+            return
+        native = [r for r in self.replicas.of(model.name) if not r.is_external]
+        for _ in range(model.replicas - len(native)):
+            self.num_restarts += 1
+            await self.start_replica(model)
+
+    def _needs_restart(self, replica: Replica) -> bool:
+        if not self.spec.restart:
+            return False
+        if replica.state == ReplicaState.STARTING:
+            return self.clock() - replica.started_at > self.config.cluster.startup_timeout_s
+        return replica.state == ReplicaState.UNHEALTHY and replica.failed_probes >= self.spec.unhealthy_after
+
+    async def probe(self, replica: Replica) -> None:
+        handle = replica.handle
+        if handle is not None and not handle.is_alive():
+            if replica.state != ReplicaState.DEAD:
+                log.warning("replica %s: process exited", replica.replica_id)
+            replica.state = ReplicaState.DEAD
+            return
+        ok, state = await self._read(replica)
+        if replica.state == ReplicaState.DRAINING:
+            return
+        if not ok:
+            replica.failed_probes += 1
+            if replica.state == ReplicaState.READY and replica.failed_probes >= self.spec.unhealthy_after:
+                replica.state = ReplicaState.UNHEALTHY
+            return
+        replica.failed_probes = 0
+        if state is not None:
+            self._absorb(replica, state)
+        if state is not None and state.get("draining"):
+            replica.state = ReplicaState.DRAINING
+        elif replica.state in (ReplicaState.STARTING, ReplicaState.UNHEALTHY):
+            if replica.state == ReplicaState.STARTING:
+                log.info("replica %s is ready", replica.replica_id)
+            replica.state = ReplicaState.READY
+
+    async def _read(self, replica: Replica) -> tuple[bool, dict | None]:
+        timeout = self.spec.probe_timeout_s
+        try:
+            if replica.is_external:
+                health = await self.client.get(f"{replica.url}/health", timeout=timeout)
+                return health.status_code == 200, None
+            health, state = await asyncio.gather(self.client.get(f"{replica.url}/health", timeout=timeout),
+                                                 self.client.get(f"{replica.url}/internal/state", timeout=timeout))
+            return health.status_code == 200 and state.status_code == 200, state.json()
+        except (httpx.HTTPError, ValueError):
+            return False, None
+
+    def _absorb(self, replica: Replica, state: dict) -> None:
+        model_state = (state.get("models") or {}).get(replica.model)
+        replica.last_state = model_state
+        if model_state:
+            replica.known_hashes.add(bytes.fromhex(h) for h in model_state.get("recent_prefix_block_hashes", ()))

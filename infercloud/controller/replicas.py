@@ -1,0 +1,110 @@
+"""Replica and ReplicaSet: the live routing set the controller maintains and the gateway reads.
+
+A replica is one place a model is served: a native worker process (started by the cluster backend) or
+an external OpenAI-compatible URL. Only `ready` replicas are routed to. The gateway keeps the load
+counters (requests and tokens it has in flight there) and the prompt hashes it recently sent there;
+the controller sets the state from probes and merges the worker's own cached-prefix hashes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from infercloud.router.base import ReplicaView
+
+
+class ReplicaState(str, Enum):
+    STARTING = "starting"     # process launched, /health not yet 200
+    READY = "ready"           # routable
+    UNHEALTHY = "unhealthy"   # failed probes or a failed request; out of routing until a probe passes
+    DRAINING = "draining"     # finishing in-flight requests, taking no new ones
+    DEAD = "dead"             # gone; a native replica is replaced
+
+
+class KnownHashes:
+    """An LRU set of block hashes (bounded), for `in` checks by the prefix_aware policy."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._hashes: OrderedDict[bytes, None] = OrderedDict()
+
+    def add(self, hashes: Iterable[bytes]) -> None:
+        for h in hashes:
+            self._hashes[h] = None
+            self._hashes.move_to_end(h)
+        while len(self._hashes) > self.capacity:
+            self._hashes.popitem(last=False)
+
+    def __contains__(self, h: object) -> bool:
+        return h in self._hashes
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+
+@dataclass(eq=False)
+class Replica:
+    replica_id: str
+    model: str
+    url: str
+    is_external: bool = False
+    handle: object | None = None          # the backend's WorkerHandle for native replicas
+    state: ReplicaState = ReplicaState.STARTING
+    failed_probes: int = 0
+    started_at: float = 0.0
+    outstanding_requests: int = 0
+    outstanding_tokens: int = 0
+    num_routed: int = 0                   # requests the gateway has sent here
+    known_hashes: KnownHashes = field(default_factory=lambda: KnownHashes(8192))
+    last_state: dict | None = None        # the model's entry of the worker's /internal/state
+    region: str | None = None
+
+    @property
+    def is_routable(self) -> bool:
+        return self.state == ReplicaState.READY
+
+    def view(self) -> ReplicaView:
+        return ReplicaView(self.replica_id, self.model, self.outstanding_requests, self.outstanding_tokens,
+                           self.known_hashes, self.region)
+
+    def describe(self) -> dict:
+        return {"replica_id": self.replica_id, "model": self.model, "url": self.url, "external": self.is_external,
+                "pid": getattr(self.handle, "pid", None), "state": self.state.value,
+                "failed_probes": self.failed_probes, "num_routed": self.num_routed,
+                "outstanding_requests": self.outstanding_requests, "outstanding_tokens": self.outstanding_tokens,
+                "known_prefix_blocks": len(self.known_hashes), "engine": self.last_state}
+
+
+class ReplicaSet:
+    """Every replica of every model, by model; ids are `<model>-<n>` with n counting up, never reused."""
+
+    def __init__(self) -> None:
+        self._by_model: dict[str, list[Replica]] = {}
+        self._counter = itertools.count()
+
+    def new_id(self, model: str) -> str:
+        return f"{model}-{next(self._counter)}"
+
+    def add(self, replica: Replica) -> None:
+        self._by_model.setdefault(replica.model, []).append(replica)
+
+    def remove(self, replica: Replica) -> None:
+        self._by_model.get(replica.model, []).remove(replica)
+
+    def of(self, model: str) -> list[Replica]:
+        return list(self._by_model.get(model, []))
+
+    def routable(self, model: str) -> list[Replica]:
+        return [r for r in self._by_model.get(model, []) if r.is_routable]
+
+    def all(self) -> list[Replica]:
+        return [r for replicas in self._by_model.values() for r in replicas]
+
+    def mark_failed(self, replica: Replica) -> None:
+        """A request could not reach it: out of routing at once; the next good probe brings it back."""
+        if replica.state == ReplicaState.READY:
+            replica.state = ReplicaState.UNHEALTHY

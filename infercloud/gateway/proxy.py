@@ -1,0 +1,258 @@
+"""Proxy: sends each request to a replica the router picks, retries elsewhere, and migrates broken streams.
+
+Retry: a replica that cannot be reached, or answers 502/503/504, is left for another one (up to
+`max_attempts` replicas, with a doubling backoff); a replica that cannot be reached leaves routing at
+once. When no replica can take it, the client gets 503 `no_replica_available` naming the model.
+
+Migration: for native replicas the gateway asks for `return_token_ids`, so every SSE chunk carries
+the ids of the tokens it delivers. If the upstream stream breaks before `[DONE]`, the same request goes
+to another replica with `resume_token_ids` = every token already delivered; that worker treats them
+as its first outputs (same seeded generator, same detokenizer state) and streams only what follows.
+The client's stream goes on with the same id, no repeated and no missing tokens. The ids are taken
+out of the chunks again unless the client asked for them. Streams with n > 1 and streams from external
+replicas are retried only before their first byte; a later break ends them with an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+from fastapi.responses import Response, StreamingResponse
+
+from infercloud.config import GatewaySpec
+from infercloud.controller.replicas import Replica, ReplicaSet
+from infercloud.gateway.metrics import GatewayMetrics
+from infercloud.gateway.planner import Plan, RoutePlanner
+from infercloud.openai.errors import APIError
+from infercloud.openai.sse import sse_done, sse_event
+
+RETRYABLE_STATUS = frozenset({502, 503, 504})
+
+
+class StreamBroken(Exception):
+    """The upstream stream ended without `data: [DONE]`."""
+
+
+def no_replica(model: str, attempts: int, last_error: str | None) -> APIError:
+    detail = f" Last error: {last_error}." if last_error else ""
+    return APIError(503, f"No replica of model `{model}` could take the request after {attempts} attempts.{detail}",
+                    type="overloaded_error", code="no_replica_available", headers={"Retry-After": "1"})
+
+
+class Proxy:
+    def __init__(self, replicas: ReplicaSet, planner: RoutePlanner, client: httpx.AsyncClient, spec: GatewaySpec,
+                 metrics: GatewayMetrics):
+        self.replicas = replicas
+        self.planner = planner
+        self.client = client
+        self.spec = spec
+        self.metrics = metrics
+
+    # -- choosing and sending ----------------------------------------------------------------------
+    def _pick(self, plan: Plan, tried: set[str]) -> Replica | None:
+        candidates = {r.replica_id: r for r in self.replicas.routable(plan.route.model) if r.replica_id not in tried}
+        if not candidates:
+            return None
+        policy = self.planner.routes[plan.route.model].policy
+        chosen = policy.choose(plan.route, [r.view() for r in candidates.values()])
+        return candidates[chosen.replica_id] if chosen is not None else None
+
+    def _begin(self, replica: Replica, plan: Plan) -> None:
+        replica.outstanding_requests += 1
+        replica.outstanding_tokens += plan.outstanding_tokens
+        replica.num_routed += 1
+        replica.known_hashes.add(plan.route.prompt_block_hashes)
+        self.metrics.routed(replica)
+
+    def _end(self, replica: Replica, plan: Plan) -> None:
+        replica.outstanding_requests -= 1
+        replica.outstanding_tokens -= plan.outstanding_tokens
+
+    async def _send(self, plan: Plan, path: str, content: Callable[[Replica], bytes], headers: dict[str, str],
+                    tried: set[str]) -> tuple[Replica, httpx.Response]:
+        """Open a response on some replica (streamed; the caller reads and closes it and calls _end)."""
+        backoff, last_error = self.spec.retry_backoff_s, None
+        for attempt in range(self.spec.max_attempts):
+            if attempt:
+                self.metrics.retry(plan.route.model)
+                await asyncio.sleep(backoff)
+                backoff *= 2
+            replica = self._pick(plan, tried)
+            if replica is None:
+                last_error = last_error or "no replica is ready"
+                continue
+            tried.add(replica.replica_id)
+            self._begin(replica, plan)
+            try:
+                request = self.client.build_request("POST", replica.url + path, content=content(replica),
+                                                    headers=headers)
+                response = await self.client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                self._end(replica, plan)
+                self.replicas.mark_failed(replica)
+                last_error = f"{replica.replica_id} unreachable ({type(exc).__name__})"
+                continue
+            if response.status_code in RETRYABLE_STATUS:
+                body = await response.aread()
+                await response.aclose()
+                self._end(replica, plan)
+                last_error = f"{replica.replica_id} answered {response.status_code}: {_message(body)}"
+                continue
+            return replica, response
+        raise no_replica(plan.route.model, self.spec.max_attempts, last_error)
+
+    # -- plain requests ----------------------------------------------------------------------------
+    async def unary(self, plan: Plan, path: str, raw: bytes, headers: dict[str, str]) -> Response:
+        tried: set[str] = set()
+        while True:
+            replica, response = await self._send(plan, path, lambda _: raw, headers, tried)
+            try:
+                content = await response.aread()
+            except httpx.TransportError:  # died while answering: nothing reached the client, so retry
+                self.replicas.mark_failed(replica)
+                if len(tried) >= self.spec.max_attempts:
+                    raise no_replica(plan.route.model, len(tried), f"{replica.replica_id} failed mid-response")
+                continue
+            finally:
+                await response.aclose()
+                self._end(replica, plan)
+            return Response(content, status_code=response.status_code,
+                            media_type=response.headers.get("content-type", "application/json"),
+                            headers={"X-Request-Id": headers["X-Request-Id"]})
+
+    # -- streams -----------------------------------------------------------------------------------
+    async def stream(self, plan: Plan, path: str, body: dict, headers: dict[str, str]) -> Response:
+        relay = _Relay(self, plan, path, body, headers)
+        replica, response = await self._send(plan, path, relay.content, headers, relay.tried)
+        if response.status_code != 200:  # a client error (400, 404, ...): pass it on as it is
+            content = await response.aread()
+            await response.aclose()
+            self._end(replica, plan)
+            return Response(content, status_code=response.status_code,
+                            media_type=response.headers.get("content-type", "application/json"),
+                            headers={"X-Request-Id": headers["X-Request-Id"]})
+        return StreamingResponse(relay.events(replica, response), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Request-Id": headers["X-Request-Id"]})
+
+
+class _Relay:
+    """One client stream: relays upstream chunks and, if the upstream breaks, resumes on another replica."""
+
+    def __init__(self, proxy: Proxy, plan: Plan, path: str, body: dict, headers: dict[str, str]):
+        self.proxy = proxy
+        self.plan = plan
+        self.path = path
+        self.body = body
+        self.headers = headers
+        self.tried: set[str] = set()
+        self.wants_ids = bool(body.get("return_token_ids"))
+        self.can_migrate = body.get("n", 1) in (1, None)
+        self.delivered: list[int] = list(body.get("resume_token_ids") or [])
+        self.stream_id: str | None = None
+        self.sent_role = self.sent_prompt_ids = self.finished = self.saw_finish = False
+
+    def content(self, replica: Replica) -> bytes:
+        if replica.is_external:
+            return json.dumps(self.body).encode()
+        body = {**self.body, "return_token_ids": True}
+        if self.delivered:
+            body["resume_token_ids"] = self.delivered
+        return json.dumps(body).encode()
+
+    async def events(self, replica: Replica, response: httpx.Response) -> AsyncIterator[str]:
+        open_replica: Replica | None = replica
+        try:
+            while True:
+                try:
+                    async for line in response.aiter_lines():
+                        event = self._rewrite(line)
+                        if event is not None:
+                            yield event
+                        if self.finished:
+                            return
+                    raise StreamBroken("the stream ended before [DONE]")
+                except (httpx.TransportError, StreamBroken) as exc:
+                    await response.aclose()
+                    self.proxy._end(replica, self.plan)
+                    self.proxy.replicas.mark_failed(replica)
+                    open_replica = None
+                    if self.saw_finish:  # everything but [DONE] had arrived
+                        yield sse_done()
+                        return
+                    if not self.can_migrate or replica.is_external:
+                        yield sse_event(_error_body(f"The replica serving this stream failed ({exc!r})."))
+                        return
+                    try:
+                        replica, response = await self.proxy._send(self.plan, self.path, self.content,
+                                                                   self.headers, self.tried)
+                    except APIError as err:
+                        yield sse_event(err.body())
+                        return
+                    open_replica = replica
+                    self.proxy.metrics.migration(self.plan.route.model)
+                    if response.status_code != 200:
+                        yield sse_event(_error_body(f"Resuming the stream failed: {_message(await response.aread())}"))
+                        return
+        finally:
+            if open_replica is not None:
+                await response.aclose()
+                self.proxy._end(open_replica, self.plan)
+
+    def _rewrite(self, line: str) -> str | None:
+        """One upstream SSE line -> the event for the client (None: nothing to send)."""
+        if not line.startswith("data:"):
+            return None
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            self.finished = True
+            return sse_done()
+        try:
+            chunk = json.loads(payload)
+        except json.JSONDecodeError:
+            return f"{line}\n\n"
+        if not isinstance(chunk, dict) or "choices" not in chunk:
+            return f"{line}\n\n"
+        if self.stream_id is None:
+            self.stream_id = chunk.get("id")
+        elif "id" in chunk:
+            chunk["id"] = self.stream_id
+        if "prompt_token_ids" in chunk and (self.sent_prompt_ids or not self.wants_ids):
+            del chunk["prompt_token_ids"]
+        self.sent_prompt_ids |= self.wants_ids
+        keep = []
+        for choice in chunk["choices"]:
+            ids = choice.get("token_ids") if self.wants_ids else choice.pop("token_ids", None)
+            if ids:
+                self.delivered.extend(ids)
+            self.saw_finish |= bool(choice.get("finish_reason"))
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and "role" in delta:
+                if self.sent_role:
+                    del delta["role"]
+                self.sent_role = True
+            if (self.wants_ids and ids) or _has_content(choice) or (isinstance(delta, dict) and "role" in delta):
+                keep.append(choice)
+        if chunk["choices"] and not keep:
+            return None
+        chunk["choices"] = keep if chunk["choices"] else []
+        return sse_event(chunk)
+
+
+def _has_content(choice: dict) -> bool:
+    delta = choice.get("delta")
+    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+    return bool(text) or bool(choice.get("finish_reason")) or bool(choice.get("logprobs"))
+
+
+def _error_body(message: str) -> dict:
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": "replica_failed"}}
+
+
+def _message(body: bytes) -> str:
+    try:
+        return json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return body[:200].decode(errors="replace")
