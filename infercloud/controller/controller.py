@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 
-import httpx
+import aiohttp
 
 from infercloud.cluster.base import ClusterBackend, WorkerSpec
 from infercloud.config import ModelSpec, ServerConfig
@@ -30,7 +30,7 @@ log = logging.getLogger("infercloud.controller")
 
 class Controller:
     def __init__(self, config: ServerConfig, backend: ClusterBackend, replicas: ReplicaSet,
-                 client: httpx.AsyncClient, clock: Callable[[], float] = time.monotonic):
+                 client: aiohttp.ClientSession, clock: Callable[[], float] = time.monotonic):
         self.config = config
         self.spec = config.controller
         self.backend = backend
@@ -52,7 +52,7 @@ class Controller:
         self._task = asyncio.create_task(self._loop(), name="controller")
 
     async def wait_ready(self, timeout_s: float) -> bool:
-        """Until every model with native replicas has a READY one (True) or the timeout passes (False).
+        """Until every native replica is READY (True) or the timeout passes (False).
 
         External replicas are not waited for beyond the first probe: they may be down, and routing
         learns of them when they come up.
@@ -60,7 +60,8 @@ class Controller:
         deadline = self.clock() + timeout_s
         await asyncio.gather(*(self.probe(r) for r in self.replicas.all() if r.is_external))
         while self.clock() < deadline:
-            if all(self.replicas.routable(m.name) for m in self.config.models if m.replicas):
+            if all(sum(not r.is_external for r in self.replicas.routable(m.name)) >= m.replicas
+                   for m in self.config.models):
                 return True
             await asyncio.sleep(0.1)
         return False
@@ -160,16 +161,20 @@ class Controller:
             replica.state = ReplicaState.READY
 
     async def _read(self, replica: Replica) -> tuple[bool, dict | None]:
-        timeout = self.spec.probe_timeout_s
         try:
             if replica.is_external:
-                health = await self.client.get(f"{replica.url}/health", timeout=timeout)
-                return health.status_code == 200, None
-            health, state = await asyncio.gather(self.client.get(f"{replica.url}/health", timeout=timeout),
-                                                 self.client.get(f"{replica.url}/internal/state", timeout=timeout))
-            return health.status_code == 200 and state.status_code == 200, state.json()
-        except (httpx.HTTPError, ValueError):
+                return (await self._get(f"{replica.url}/health"))[0] == 200, None
+            (health, _), (status, state) = await asyncio.gather(self._get(f"{replica.url}/health"),
+                                                                self._get(f"{replica.url}/internal/state"))
+            return health == 200 and status == 200, state
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             return False, None
+
+    async def _get(self, url: str) -> tuple[int, dict | None]:
+        timeout = aiohttp.ClientTimeout(total=self.spec.probe_timeout_s)
+        async with self.client.get(url, timeout=timeout) as response:
+            body = await response.json(content_type=None) if response.status == 200 else None
+            return response.status, body
 
     def _absorb(self, replica: Replica, state: dict) -> None:
         model_state = (state.get("models") or {}).get(replica.model)

@@ -95,8 +95,8 @@ def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
             return await gateway.handle(request, path)
         return endpoint
 
-    for path in ENDPOINTS:
-        app.add_api_route(path, proxied(path), methods=["POST"])
+    for path in ENDPOINTS:  # plain Starlette routes: no FastAPI dependency solving on the hot path
+        app.add_route(path, proxied(path), methods=["POST"])
 
     @app.get("/v1/models")
     async def models():

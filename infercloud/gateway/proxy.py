@@ -19,7 +19,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 
-import httpx
+import aiohttp
 from fastapi.responses import Response, StreamingResponse
 
 from infercloud.config import GatewaySpec
@@ -43,7 +43,7 @@ def no_replica(model: str, attempts: int, last_error: str | None) -> APIError:
 
 
 class Proxy:
-    def __init__(self, replicas: ReplicaSet, planner: RoutePlanner, client: httpx.AsyncClient, spec: GatewaySpec,
+    def __init__(self, replicas: ReplicaSet, planner: RoutePlanner, client: aiohttp.ClientSession, spec: GatewaySpec,
                  metrics: GatewayMetrics):
         self.replicas = replicas
         self.planner = planner
@@ -72,7 +72,7 @@ class Proxy:
         replica.outstanding_tokens -= plan.outstanding_tokens
 
     async def _send(self, plan: Plan, path: str, content: Callable[[Replica], bytes], headers: dict[str, str],
-                    tried: set[str]) -> tuple[Replica, httpx.Response]:
+                    tried: set[str]) -> tuple[Replica, aiohttp.ClientResponse]:
         """Open a response on some replica (streamed; the caller reads and closes it and calls _end)."""
         backoff, last_error = self.spec.retry_backoff_s, None
         for attempt in range(self.spec.max_attempts):
@@ -87,19 +87,16 @@ class Proxy:
             tried.add(replica.replica_id)
             self._begin(replica, plan)
             try:
-                request = self.client.build_request("POST", replica.url + path, content=content(replica),
-                                                    headers=headers)
-                response = await self.client.send(request, stream=True)
-            except httpx.TransportError as exc:
+                response = await self.client.post(replica.url + path, data=content(replica), headers=headers)
+            except aiohttp.ClientError as exc:
                 self._end(replica, plan)
                 self.replicas.mark_failed(replica)
                 last_error = f"{replica.replica_id} unreachable ({type(exc).__name__})"
                 continue
-            if response.status_code in RETRYABLE_STATUS:
-                body = await response.aread()
-                await response.aclose()
+            if response.status in RETRYABLE_STATUS:
+                body = await _read_and_close(response)
                 self._end(replica, plan)
-                last_error = f"{replica.replica_id} answered {response.status_code}: {_message(body)}"
+                last_error = f"{replica.replica_id} answered {response.status}: {_message(body)}"
                 continue
             return replica, response
         raise no_replica(plan.route.model, self.spec.max_attempts, last_error)
@@ -110,16 +107,16 @@ class Proxy:
         while True:
             replica, response = await self._send(plan, path, lambda _: raw, headers, tried)
             try:
-                content = await response.aread()
-            except httpx.TransportError:  # died while answering: nothing reached the client, so retry
+                content = await response.read()
+            except aiohttp.ClientError:  # died while answering: nothing reached the client, so retry
                 self.replicas.mark_failed(replica)
                 if len(tried) >= self.spec.max_attempts:
                     raise no_replica(plan.route.model, len(tried), f"{replica.replica_id} failed mid-response")
                 continue
             finally:
-                await response.aclose()
+                response.close()
                 self._end(replica, plan)
-            return Response(content, status_code=response.status_code,
+            return Response(content, status_code=response.status,
                             media_type=response.headers.get("content-type", "application/json"),
                             headers={"X-Request-Id": headers["X-Request-Id"]})
 
@@ -127,11 +124,10 @@ class Proxy:
     async def stream(self, plan: Plan, path: str, body: dict, headers: dict[str, str]) -> Response:
         relay = _Relay(self, plan, path, body, headers)
         replica, response = await self._send(plan, path, relay.content, headers, relay.tried)
-        if response.status_code != 200:  # a client error (400, 404, ...): pass it on as it is
-            content = await response.aread()
-            await response.aclose()
+        if response.status != 200:  # a client error (400, 404, ...): pass it on as it is
+            content = await _read_and_close(response)
             self._end(replica, plan)
-            return Response(content, status_code=response.status_code,
+            return Response(content, status_code=response.status,
                             media_type=response.headers.get("content-type", "application/json"),
                             headers={"X-Request-Id": headers["X-Request-Id"]})
         return StreamingResponse(relay.events(replica, response), media_type="text/event-stream",
@@ -162,20 +158,20 @@ class _Relay:
             body["resume_token_ids"] = self.delivered
         return json.dumps(body).encode()
 
-    async def events(self, replica: Replica, response: httpx.Response) -> AsyncIterator[str]:
+    async def events(self, replica: Replica, response: aiohttp.ClientResponse) -> AsyncIterator[str]:
         open_replica: Replica | None = replica
         try:
             while True:
                 try:
-                    async for line in response.aiter_lines():
-                        event = self._rewrite(line)
+                    async for line in response.content:
+                        event = self._rewrite(line.decode())
                         if event is not None:
                             yield event
                         if self.finished:
                             return
                     raise StreamBroken("the stream ended before [DONE]")
-                except (httpx.TransportError, StreamBroken) as exc:
-                    await response.aclose()
+                except (aiohttp.ClientError, StreamBroken) as exc:
+                    response.close()
                     self.proxy._end(replica, self.plan)
                     self.proxy.replicas.mark_failed(replica)
                     open_replica = None
@@ -193,16 +189,17 @@ class _Relay:
                         return
                     open_replica = replica
                     self.proxy.metrics.migration(self.plan.route.model)
-                    if response.status_code != 200:
-                        yield sse_event(_error_body(f"Resuming the stream failed: {_message(await response.aread())}"))
+                    if response.status != 200:
+                        yield sse_event(_error_body(f"Resuming the stream failed: {_message(await response.read())}"))
                         return
         finally:
             if open_replica is not None:
-                await response.aclose()
+                response.close()  # unfinished (the client left): closing the connection aborts it upstream
                 self.proxy._end(open_replica, self.plan)
 
     def _rewrite(self, line: str) -> str | None:
         """One upstream SSE line -> the event for the client (None: nothing to send)."""
+        line = line.rstrip("\r\n")
         if not line.startswith("data:"):
             return None
         payload = line[5:].strip()
@@ -239,6 +236,15 @@ class _Relay:
             return None
         chunk["choices"] = keep if chunk["choices"] else []
         return sse_event(chunk)
+
+
+async def _read_and_close(response: aiohttp.ClientResponse) -> bytes:
+    try:
+        return await response.read()
+    except aiohttp.ClientError:
+        return b""
+    finally:
+        response.close()
 
 
 def _has_content(choice: dict) -> bool:

@@ -13,13 +13,18 @@ from infercloud.worker.worker import Worker
 
 log = logging.getLogger("infercloud.worker")
 
+# Idle keep-alive connections live this long: longer than the gateway keeps its pooled connections
+# (gateway/server.py), so the gateway never sends a request down a connection the worker just closed.
+WORKER_KEEP_ALIVE_S = 75
+
 
 def serve(config: ServerConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     worker = Worker.create(config)
     app = build_app(worker)
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                               timeout_graceful_shutdown=1)
+                               timeout_graceful_shutdown=1,
+                               timeout_keep_alive=WORKER_KEEP_ALIVE_S)
     server = DrainingServer(uv_config, worker)
     url = f"http://{config.host}:{config.port}"
     print(f"infercloud serving {', '.join(worker.model_names)} on {url}", flush=True)

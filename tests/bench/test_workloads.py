@@ -92,7 +92,7 @@ def test_unknown_workload_names_the_known_ones():
     with pytest.raises(ValueError, match="W1"):
         make_workload("W9", WorkloadShape(VOCAB))
     assert make_workload("w1", WorkloadShape(VOCAB)).name == "W1"
-    assert {"W1", "W2", "W3", "W4", "W6", "random", "jsonl"} == set(WORKLOADS)
+    assert {"W1", "W2", "W3", "W4", "W5", "W6", "random", "jsonl"} == set(WORKLOADS)
 
 
 def test_request_rounds_keep_drawing_with_unique_ids():
@@ -151,3 +151,14 @@ def test_jsonl_empty_file_and_missing_path(tmp_path):
         make_workload("jsonl", WorkloadShape(VOCAB))
     with pytest.raises(OSError):
         load_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_w5_is_w4_with_a_tenant_per_prefix():
+    requests = make_workload("W5", WorkloadShape(VOCAB)).requests(np.random.default_rng(0), 128)
+    assert len({r.prefix_index for r in requests}) == 16
+    assert all(r.tenant == f"tenant-{r.prefix_index}" for r in requests)
+    by_prefix = {}
+    for r in requests:
+        by_prefix.setdefault(r.prefix_index, set()).add(tuple(r.prompt_token_ids[:1024]))
+    assert all(len(prefixes) == 1 for prefixes in by_prefix.values())   # one shared prefix per tenant
+    assert [r.prefix_index for r in requests[:17]] == list(range(16)) + [0]  # question-major

@@ -1,9 +1,9 @@
-"""Benchmark workloads by name (BENCHMARKS.md W1-W4, W6, `random`, `jsonl`) and the requests they draw.
+"""Benchmark workloads by name (BENCHMARKS.md W1-W6, `random`, `jsonl`) and the requests they draw.
 
 `make_workload(name, shape)` builds one from a `WorkloadShape` (vocabulary size, optional length
 overrides, the prompts file); `request_rounds` draws requests for a run limited by time rather than
-count. One module per kind of workload; W5 (routing), W7 (cold start) and W8 (many models) will be
-more modules here, using the optional BenchRequest fields described in base.py.
+count. One module per kind of workload; W5 (routing) is W4's shape with a tenant per prefix; W7 (cold
+start) and W8 (many models) will be more modules here, using the optional BenchRequest fields of base.py.
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ def _w4(s: WorkloadShape) -> Workload:
     return SharedPrefix(s.vocab_size, prefix_len=s.input_len or 1024, output_len=s.output_len or 32)
 
 
+def _w5(s: WorkloadShape) -> Workload:
+    return SharedPrefix(s.vocab_size, num_prefixes=16, num_questions=8, prefix_len=s.input_len or 1024,
+                        output_len=s.output_len or 32, name="W5", tenant_per_prefix=True)
+
+
 def _w6(s: WorkloadShape) -> Workload:
     return Interference(s.vocab_size, long_input_len=s.input_len or 2048, stream_output_len=s.output_len or 256)
 
@@ -65,6 +70,7 @@ WORKLOADS: dict[str, Callable[[WorkloadShape], Workload]] = {
     "W2": lambda s: w2(s.vocab_size, s.input_len or 1024, s.output_len or 16),
     "W3": _w3,
     "W4": _w4,
+    "W5": _w5,
     "W6": _w6,
     "random": _random,
     "jsonl": _jsonl,

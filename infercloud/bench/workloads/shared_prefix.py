@@ -3,6 +3,8 @@
 The order is question-major (p0q0, p1q0, ..., p7q0, p0q1, ...): consecutive requests never share a
 prefix, and a prefix's later questions arrive after its first one has been computed (or is being).
 Asked for more requests than prefixes x questions, it adds questions to every prefix.
+W5 (routing) is the same shape with 16 prefixes, each a tenant: `tenant` is set, so the requests
+carry it as the OpenAI `user` field.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class SharedPrefix:
     question_len: int = 32
     output_len: int = 32
     name: str = "W4"
+    tenant_per_prefix: bool = False   # W5: prefix p is tenant-p's
 
     @property
     def natural_size(self) -> int:
@@ -34,7 +37,9 @@ class SharedPrefix:
         prefixes = [random_token_ids(rng, self.prefix_len, self.vocab_size) for _ in range(self.num_prefixes)]
         questions = [[random_token_ids(rng, self.question_len, self.vocab_size) for _ in range(num_questions)]
                      for _ in range(self.num_prefixes)]
-        ordered = [BenchRequest(f"w4-p{p}-q{q}", prefixes[p] + questions[p][q], self.output_len, prefix_index=p)
+        tag = self.name.lower()
+        ordered = [BenchRequest(f"{tag}-p{p}-q{q}", prefixes[p] + questions[p][q], self.output_len, prefix_index=p,
+                                tenant=f"tenant-{p}" if self.tenant_per_prefix else None)
                    for q in range(num_questions) for p in range(self.num_prefixes)]
         return ordered[:num_requests]
 
