@@ -4,11 +4,11 @@
 
 One cloud serves the model twice under two names, `w5-round-robin` and `w5-prefix-aware`, each with
 its own replicas (same weights, same engine config), so both policies run in one process tree on the
-same machine, one after the other, on the same W5 requests (16 shared 1024-token prefixes, question-
-major order). Each replica's KV cache is sized to hold fewer than all 16 prefixes, as a fleet serving
+same machine, one after the other, on the same W5 requests (16 shared 1024-token prefixes, shuffled). Each replica's KV cache is sized to hold fewer than all 16 prefixes, as a fleet serving
 more tenants than one replica can cache would be: round_robin makes every replica cycle through all
-of them, prefix_aware gives each replica its share. Then the gateway overhead: p50 latency of a
-1-token completion through the gateway minus straight to one of its workers, interleaved.
+of them, prefix_aware gives each replica its share. First, on the idle cloud, the gateway overhead:
+p50 latency of a 1-token completion through the gateway minus straight to one of its workers,
+interleaved.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def served_name(policy: str) -> str:
 def cloud_config(replicas: int, kv_cache_gb: float, threads: int) -> dict:
     engine = {"kv_cache_memory_gb": kv_cache_gb}
     return {"cluster": {"threads_per_worker": threads},
-            "controller": {"probe_interval_s": 0.5},
+            "controller": {"probe_interval_s": 1.0},
             "models": [{"name": served_name(p), "path": MODEL, "replicas": replicas, "routing": p, "engine": engine}
                        for p in POLICIES]}
 
@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> dict:
     peer = CloudPeer(cloud_config(args.replicas, args.kv_cache_gb, args.threads))
     peer.start(free_port())
     try:
+        state = httpx.get(f"{peer.base_url}/internal/state", timeout=10).json()
+        worker = next(r for r in state["replicas"] if r["model"] == served_name("round_robin"))
+        overhead = gateway_overhead(peer.base_url, worker["url"], served_name("round_robin"), args.overhead_requests)
         shape = WorkloadShape(vocab_size=49152)
         results = {}
         for policy in POLICIES:
@@ -74,8 +77,6 @@ def run(args: argparse.Namespace) -> dict:
                                  progress=not args.no_progress)
             results[policy] = run_bench(config).summary
         state = httpx.get(f"{peer.base_url}/internal/state", timeout=10).json()
-        worker = next(r for r in state["replicas"] if r["model"] == served_name("round_robin"))
-        overhead = gateway_overhead(peer.base_url, worker["url"], served_name("round_robin"), args.overhead_requests)
     finally:
         peer.stop()
     rr, pa = (results[p]["ttft_s"] for p in POLICIES)

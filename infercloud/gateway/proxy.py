@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -28,6 +29,8 @@ from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import Plan, RoutePlanner
 from infercloud.openai.errors import APIError
 from infercloud.openai.sse import sse_done, sse_event
+
+log = logging.getLogger("infercloud.gateway")
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 
@@ -168,6 +171,7 @@ class _Relay:
                         if event is not None:
                             yield event
                         if self.finished:
+                            await _drain(response)  # the body's end, so the worker sees a clean finish
                             return
                     raise StreamBroken("the stream ended before [DONE]")
                 except (aiohttp.ClientError, StreamBroken) as exc:
@@ -189,6 +193,8 @@ class _Relay:
                         return
                     open_replica = replica
                     self.proxy.metrics.migration(self.plan.route.model)
+                    log.warning("stream %s: replica failed after %d tokens (%r); resumed on %s",
+                                self.headers.get("X-Request-Id"), len(self.delivered), exc, replica.replica_id)
                     if response.status != 200:
                         yield sse_event(_error_body(f"Resuming the stream failed: {_message(await response.read())}"))
                         return
@@ -236,6 +242,13 @@ class _Relay:
             return None
         chunk["choices"] = keep if chunk["choices"] else []
         return sse_event(chunk)
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    try:
+        await response.content.read()
+    except aiohttp.ClientError:
+        pass
 
 
 async def _read_and_close(response: aiohttp.ClientResponse) -> bytes:

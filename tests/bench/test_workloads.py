@@ -161,4 +161,5 @@ def test_w5_is_w4_with_a_tenant_per_prefix():
     for r in requests:
         by_prefix.setdefault(r.prefix_index, set()).add(tuple(r.prompt_token_ids[:1024]))
     assert all(len(prefixes) == 1 for prefixes in by_prefix.values())   # one shared prefix per tenant
-    assert [r.prefix_index for r in requests[:17]] == list(range(16)) + [0]  # question-major
+    order = [r.prefix_index for r in requests]
+    assert order != sorted(order) and order[:16] != list(range(16))      # shuffled, not cyclic

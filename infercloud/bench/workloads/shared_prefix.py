@@ -4,7 +4,8 @@ The order is question-major (p0q0, p1q0, ..., p7q0, p0q1, ...): consecutive requ
 prefix, and a prefix's later questions arrive after its first one has been computed (or is being).
 Asked for more requests than prefixes x questions, it adds questions to every prefix.
 W5 (routing) is the same shape with 16 prefixes, each a tenant: `tenant` is set, so the requests
-carry it as the OpenAI `user` field.
+carry it as the OpenAI `user` field, and the order is shuffled (tenants' requests interleave at
+random; in a fixed cyclic order round robin would pin prefix p to replica p mod N by accident).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class SharedPrefix:
     output_len: int = 32
     name: str = "W4"
     tenant_per_prefix: bool = False   # W5: prefix p is tenant-p's
+    shuffle: bool = False             # W5: random order instead of question-major
 
     @property
     def natural_size(self) -> int:
@@ -41,7 +43,10 @@ class SharedPrefix:
         ordered = [BenchRequest(f"{tag}-p{p}-q{q}", prefixes[p] + questions[p][q], self.output_len, prefix_index=p,
                                 tenant=f"tenant-{p}" if self.tenant_per_prefix else None)
                    for q in range(num_questions) for p in range(self.num_prefixes)]
-        return ordered[:num_requests]
+        ordered = ordered[:num_requests]
+        if self.shuffle:
+            ordered = [ordered[i] for i in rng.permutation(len(ordered))]
+        return ordered
 
 
 def w4_requests(vocab_size: int, num_prefixes: int = 8, num_questions: int = 16, seed: int = 0,

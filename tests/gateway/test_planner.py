@@ -1,0 +1,148 @@
+"""RoutePlanner: the gateway's prompt hashes must be the worker engine's prefix-cache keys."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from infercloud.config import ModelSpec
+from infercloud.engine.kv.block_hash import hash_token_blocks
+from infercloud.engine.tokenizer import Tokenizer
+from infercloud.gateway.planner import RoutePlanner
+from infercloud.models.local import LocalModel
+
+MODEL = "smollm2-135m-instruct"
+BS = 16
+
+CHAT = [
+    {"role": "developer", "content": "You are a terse assistant who answers questions about geography."},
+    {"role": "user", "content": [{"type": "text", "text": "What is the capital of France? "},
+                                 {"type": "text", "text": "Answer in one word, please."}]},
+    {"role": "assistant", "content": "Paris."},
+    {"role": "user", "content": "And the capital of Italy, with a short note on its history and its rivers?"},
+]
+
+
+def planner(*specs: ModelSpec, default_max_tokens: int = 256) -> RoutePlanner:
+    return RoutePlanner(specs, default_max_tokens=default_max_tokens, rng=random.Random(0),
+                        margin_tokens=4096, margin_ratio=1.5)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_dir) -> Tokenizer:
+    return Tokenizer(LocalModel.open(smollm2_dir))
+
+
+@pytest.fixture(scope="module")
+def prefix_planner(smollm2_dir) -> RoutePlanner:
+    p = planner(ModelSpec(MODEL, path=str(smollm2_dir), routing="prefix_aware"))
+    assert p.routes[MODEL].tokenizer is not None
+    return p
+
+
+def plan(p: RoutePlanner, body: dict, session: str | None = None, model: str = MODEL):
+    return p.plan(model, body, len(json.dumps(body)), session)
+
+
+def worker_chat_ids(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
+    """What LLMService.chat feeds the engine: developer -> system, text parts joined."""
+    def text(content):
+        return content if isinstance(content, str) else "".join(part["text"] for part in content)
+    return tokenizer.encode_chat([{"role": "system" if m["role"] == "developer" else m["role"],
+                                   "content": text(m["content"])} for m in messages])
+
+
+# -- hashes --------------------------------------------------------------------------------------
+
+def test_chat_hashes_are_the_engines(prefix_planner, tokenizer):
+    ids = worker_chat_ids(tokenizer, CHAT)
+    assert len(ids) > 3 * BS
+    expected = hash_token_blocks(ids, BS)
+    route = plan(prefix_planner, {"model": MODEL, "messages": CHAT}).route
+    assert list(route.prompt_block_hashes) == expected
+    assert len(expected) == len(ids) // BS
+    assert route.num_prompt_tokens == len(ids)
+
+
+def test_developer_role_and_text_parts_match_plain_forms(prefix_planner):
+    plain = [{"role": "system", "content": CHAT[0]["content"]},
+             {"role": "user", "content": "What is the capital of France? Answer in one word, please."},
+             *CHAT[2:]]
+    assert (plan(prefix_planner, {"messages": CHAT}).route.prompt_block_hashes
+            == plan(prefix_planner, {"messages": plain}).route.prompt_block_hashes)
+
+
+def test_completion_prompts(prefix_planner, tokenizer):
+    text = "Once upon a time, in a land far away, there lived a king who had three daughters. " * 3
+    ids = tokenizer.encode(text)
+    assert len(ids) > 3 * BS
+    assert list(plan(prefix_planner, {"prompt": text}).route.prompt_block_hashes) == hash_token_blocks(ids, BS)
+    by_ids = plan(prefix_planner, {"prompt": ids}).route
+    assert list(by_ids.prompt_block_hashes) == hash_token_blocks(ids, BS)
+    assert by_ids.num_prompt_tokens == len(ids)
+
+
+@pytest.mark.parametrize("body", [
+    {"messages": "hello"},
+    {"messages": ["hello"]},
+    {"messages": [{"content": "no role"}]},
+    {"messages": None},
+    {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
+    {"messages": [{"role": "user", "content": 5}]},
+    {"prompt": ["a", "b"]},
+    {"prompt": None},
+    {},
+])
+def test_malformed_body_gives_no_hashes(prefix_planner, body):
+    route = plan(prefix_planner, body).route
+    assert route.prompt_block_hashes == ()
+    assert route.num_prompt_tokens == len(json.dumps(body)) // 4
+
+
+# -- load estimate and session -------------------------------------------------------------------
+
+@pytest.mark.parametrize("fields, new_tokens", [
+    ({}, 256),
+    ({"max_tokens": 10}, 10),
+    ({"max_completion_tokens": 7, "max_tokens": 10}, 7),
+    ({"max_tokens": 10, "n": 3}, 30),
+    ({"n": 2}, 512),
+])
+def test_outstanding_tokens(prefix_planner, fields, new_tokens):
+    ids = list(range(100, 140))
+    p = plan(prefix_planner, {"prompt": ids, **fields})
+    assert p.route.num_prompt_tokens == 40
+    assert p.outstanding_tokens == 40 + new_tokens
+
+
+@pytest.mark.parametrize("header, user, key", [
+    ("sess-1", "alice", "sess-1"),
+    (None, "alice", "alice"),
+    (None, "", None),
+    (None, None, None),
+    (None, 42, None),
+])
+def test_session_key(prefix_planner, header, user, key):
+    body = {"prompt": [1, 2, 3]}
+    if user is not None:
+        body["user"] = user
+    assert plan(prefix_planner, body, session=header).route.session_key == key
+
+
+# -- models routed without hashes ----------------------------------------------------------------
+
+def test_round_robin_model_estimates_from_size():
+    p = planner(ModelSpec("rr-model", routing="round_robin"), default_max_tokens=100)
+    assert p.routes["rr-model"].tokenizer is None
+    result = p.plan("rr-model", {"messages": CHAT, "max_tokens": 8}, raw_size=403, session_header=None)
+    assert result.route.prompt_block_hashes == ()
+    assert result.route.num_prompt_tokens == 100
+    assert result.outstanding_tokens == 108
+
+
+def test_prefix_aware_model_without_weights_routes_without_hashes(tmp_path):
+    p = planner(ModelSpec("ext", path=str(tmp_path / "missing"), routing="prefix_aware"))
+    assert p.routes["ext"].tokenizer is None
+    assert p.plan("ext", {"messages": CHAT}, raw_size=40, session_header=None).route.prompt_block_hashes == ()

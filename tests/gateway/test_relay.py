@@ -1,0 +1,192 @@
+"""The gateway's stream relay: `_Relay._rewrite` over worker SSE lines and `_Relay.content` per replica."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infercloud.controller.replicas import Replica
+from infercloud.gateway.proxy import _Relay
+
+PATH = "/v1/chat/completions"
+BASE = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+
+
+def relay(**fields) -> _Relay:
+    return _Relay(proxy=None, plan=None, path=PATH, body={**BASE, **fields}, headers={})
+
+
+def chunk(content: str | None = "", ids=(), finish=None, cid="chatcmpl-A", role=False, prompt_ids=None,
+          logprobs=None, index=0) -> str:
+    delta = {"role": "assistant", "content": ""} if role else {"content": content}
+    body = {"id": cid, "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish,
+                         "token_ids": list(ids)}]}
+    if prompt_ids is not None:
+        body["prompt_token_ids"] = list(prompt_ids)
+    return "data: " + json.dumps(body)
+
+
+def usage_chunk(cid="chatcmpl-A") -> str:
+    return "data: " + json.dumps({"id": cid, "object": "chat.completion.chunk", "created": 1, "model": "m",
+                                  "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2,
+                                                           "total_tokens": 5}})
+
+
+def parse(event: str | None) -> dict:
+    assert event is not None and event.startswith("data: ") and event.endswith("\n\n")
+    return json.loads(event[len("data: "):])
+
+
+# -- token ids -----------------------------------------------------------------------------------
+
+def test_ids_accumulate_and_are_removed_when_not_asked():
+    r = relay()
+    first = parse(r._rewrite(chunk("Hi", ids=[5], prompt_ids=[1, 2, 3])))
+    second = parse(r._rewrite(chunk(" there", ids=[6, 7])))
+    assert r.delivered == [5, 6, 7]
+    for event in (first, second):
+        assert "prompt_token_ids" not in event
+        assert all("token_ids" not in c for c in event["choices"])
+    assert [c["delta"]["content"] for c in (first["choices"][0], second["choices"][0])] == ["Hi", " there"]
+
+
+def test_ids_kept_when_asked_and_prompt_ids_only_once():
+    r = relay(return_token_ids=True)
+    first = parse(r._rewrite(chunk("Hi", ids=[5], prompt_ids=[1, 2, 3])))
+    assert first["prompt_token_ids"] == [1, 2, 3]
+    assert first["choices"][0]["token_ids"] == [5]
+    # after a migration the new replica sends the prompt's ids again: the client already has them
+    again = parse(r._rewrite(chunk(" there", ids=[6], cid="chatcmpl-B", prompt_ids=[1, 2, 3])))
+    assert "prompt_token_ids" not in again
+    assert again["choices"][0]["token_ids"] == [6]
+    assert r.delivered == [5, 6]
+
+
+def test_ids_only_chunk_dropped_unless_asked_but_counted():
+    r = relay()
+    assert r._rewrite(chunk("", ids=[9])) is None
+    assert r.delivered == [9]
+
+    asked = relay(return_token_ids=True)
+    event = parse(asked._rewrite(chunk("", ids=[9])))
+    assert event["choices"][0]["token_ids"] == [9]
+    assert asked.delivered == [9]
+
+
+def test_client_given_resume_ids_seed_delivered():
+    r = relay(resume_token_ids=[1, 2])
+    r._rewrite(chunk("x", ids=[3]))
+    assert r.delivered == [1, 2, 3]
+
+
+# -- migration shape -----------------------------------------------------------------------------
+
+def test_stream_id_stays_the_first_replicas():
+    r = relay()
+    r._rewrite(chunk("a", ids=[1]))
+    after = [parse(r._rewrite(line)) for line in (chunk("b", ids=[2], cid="chatcmpl-B"),
+                                                    chunk("", ids=[3], cid="chatcmpl-B", finish="stop"),
+                                                    usage_chunk(cid="chatcmpl-B"))]
+    assert [e["id"] for e in after] == ["chatcmpl-A"] * 3
+
+
+def test_duplicate_role_chunk_dropped():
+    r = relay()
+    first = parse(r._rewrite(chunk(role=True)))
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert r._rewrite(chunk(role=True, cid="chatcmpl-B")) is None
+
+
+def test_duplicate_role_chunk_dropped_when_ids_asked():
+    r = relay(return_token_ids=True)
+    assert parse(r._rewrite(chunk(role=True, prompt_ids=[1])))["choices"][0]["delta"]["role"] == "assistant"
+    assert r._rewrite(chunk(role=True, cid="chatcmpl-B", prompt_ids=[1])) is None
+
+
+@pytest.mark.xfail(strict=True, reason="sent_role is one flag for the whole stream, not one per choice index: "
+                                       "with n=2 the role chunk of choice 1 is dropped")
+def test_role_chunk_of_every_choice_kept_with_n2():
+    r = relay(n=2)
+    r._rewrite(chunk(role=True, index=0))
+    second = r._rewrite(chunk(role=True, index=1))
+    assert second is not None and parse(second)["choices"][0]["delta"].get("role") == "assistant"
+
+
+# -- stream end and odd lines --------------------------------------------------------------------
+
+def test_finish_usage_and_done():
+    r = relay()
+    assert not r.saw_finish
+    end = parse(r._rewrite(chunk("", ids=[4], finish="stop")))
+    assert end["choices"][0]["finish_reason"] == "stop"
+    assert r.saw_finish and not r.finished
+    usage = parse(r._rewrite(usage_chunk()))
+    assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 5
+    assert r._rewrite("data: [DONE]") == "data: [DONE]\n\n"
+    assert r.finished
+
+
+def test_logprobs_only_chunk_kept():
+    r = relay()
+    event = parse(r._rewrite(chunk("", ids=[4], logprobs={"content": [{"token": "", "logprob": -0.1}]})))
+    assert event["choices"][0]["logprobs"]["content"][0]["logprob"] == -0.1
+
+
+@pytest.mark.parametrize("line", ["", "\n", "\r\n", ": keep-alive", "event: ping", "id: 3\n"])
+def test_non_data_lines_give_nothing(line):
+    assert relay()._rewrite(line) is None
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_line_endings(ending):
+    r = relay()
+    assert parse(r._rewrite(chunk("Hi", ids=[5]) + ending))["choices"][0]["delta"]["content"] == "Hi"
+    assert r._rewrite("data: [DONE]" + ending) == "data: [DONE]\n\n"
+    assert r.delivered == [5] and r.finished
+
+
+def test_non_chunk_data_passes_through():
+    r = relay()
+    assert r._rewrite("data: not json") == "data: not json\n\n"
+    error = 'data: {"error": {"message": "boom"}}'
+    assert parse(r._rewrite(error)) == {"error": {"message": "boom"}}
+
+
+# -- the body sent to each replica ---------------------------------------------------------------
+
+def native() -> Replica:
+    return Replica("m-0", "m", "http://127.0.0.1:1", is_external=False)
+
+
+def external() -> Replica:
+    return Replica("m-ext-0", "m", "http://example.invalid", is_external=True)
+
+
+def test_content_native_asks_ids_and_resumes():
+    r = relay()
+    sent = json.loads(r.content(native()))
+    assert sent["return_token_ids"] is True
+    assert "resume_token_ids" not in sent
+    r._rewrite(chunk("Hi", ids=[5, 6]))
+    sent = json.loads(r.content(native()))
+    assert sent["resume_token_ids"] == [5, 6]
+    assert {k: v for k, v in sent.items() if k not in ("return_token_ids", "resume_token_ids")} == BASE
+
+
+def test_content_external_is_the_client_body():
+    r = relay(temperature=0.5)
+    r._rewrite(chunk("Hi", ids=[5]))
+    assert json.loads(r.content(external())) == {**BASE, "temperature": 0.5}
+
+
+def test_content_native_passes_client_resume_ids():
+    r = relay(resume_token_ids=[7, 8])
+    assert json.loads(r.content(native()))["resume_token_ids"] == [7, 8]
+
+
+def test_can_migrate_only_single_choice():
+    assert relay().can_migrate
+    assert relay(n=1).can_migrate
+    assert not relay(n=2).can_migrate
