@@ -6,8 +6,8 @@ One cloud serves the model twice under two names, `w5-round-robin` and `w5-prefi
 its own replicas (same weights, same engine config), so both policies run in one process tree on the
 same machine, one after the other, on the same W5 requests (16 shared 1024-token prefixes, shuffled). Each replica's KV cache is sized to hold fewer than all 16 prefixes, as a fleet serving
 more tenants than one replica can cache would be: round_robin makes every replica cycle through all
-of them, prefix_aware gives each replica its share. First, on the idle cloud, the gateway overhead:
-p50 latency of a 1-token completion through the gateway minus straight to one of its workers,
+of them, prefix_aware gives each replica its share. First, on a cloud of one replica, the gateway
+overhead: p50 latency of a 1-token completion through the gateway minus straight to its worker,
 interleaved.
 """
 
@@ -44,7 +44,8 @@ def cloud_config(replicas: int, kv_cache_gb: float, threads: int) -> dict:
 
 
 def gateway_overhead(gateway_url: str, worker_url: str, model: str, num: int) -> dict:
-    """p50/p90 of a 1-token completion both ways, interleaved so drift hits both alike."""
+    """p50/p90 of a 1-token completion both ways (gateway -> its only worker, and that worker straight),
+    interleaved so drift hits both alike."""
     body = {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
     times: dict[str, list[float]] = {"direct": [], "gateway": []}
     with httpx.Client(timeout=60) as client:
@@ -62,13 +63,25 @@ def gateway_overhead(gateway_url: str, worker_url: str, model: str, num: int) ->
     return out
 
 
+def measure_overhead(num: int, threads: int) -> dict:
+    """Gateway overhead on a cloud of one replica: with several, which worker a request meets (one
+    just used, or one idle for a while) moves its latency by more than the gateway adds."""
+    engine = {"kv_cache_memory_gb": 0.1}
+    peer = CloudPeer({"cluster": {"threads_per_worker": threads},
+                      "models": [{"name": "overhead", "path": MODEL, "replicas": 1, "engine": engine}]})
+    peer.start(free_port())
+    try:
+        (worker,) = httpx.get(f"{peer.base_url}/internal/state", timeout=10).json()["replicas"]
+        return gateway_overhead(peer.base_url, worker["url"], "overhead", num)
+    finally:
+        peer.stop()
+
+
 def run(args: argparse.Namespace) -> dict:
+    overhead = measure_overhead(args.overhead_requests, args.threads)
     peer = CloudPeer(cloud_config(args.replicas, args.kv_cache_gb, args.threads))
     peer.start(free_port())
     try:
-        state = httpx.get(f"{peer.base_url}/internal/state", timeout=10).json()
-        worker = next(r for r in state["replicas"] if r["model"] == served_name("round_robin"))
-        overhead = gateway_overhead(peer.base_url, worker["url"], served_name("round_robin"), args.overhead_requests)
         shape = WorkloadShape(vocab_size=49152)
         results = {}
         for policy in POLICIES:
@@ -113,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infercloud.bench.routing", description=__doc__.split("\n")[0])
     parser.add_argument("--replicas", type=int, default=2, help="replicas per policy (default 2)")
     parser.add_argument("--concurrency", type=int, default=8, help="closed-loop concurrency (default 8)")
-    parser.add_argument("--num-requests", type=int, default=None, help="default: W5's 128")
+    parser.add_argument("--num-requests", type=int, default=None, help="default: W5's 256 (16 tenants x 16 questions)")
     parser.add_argument("--kv-cache-gb", type=float, default=0.6,
                         help="KV cache per replica (default 0.6: ~13 of the 16 prefixes)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")

@@ -87,28 +87,35 @@ class BenchResult:
 def run_bench(config: BenchConfig) -> BenchResult:
     request_rng, warmup_rng, arrival_rng = (np.random.default_rng(s)
                                             for s in np.random.SeedSequence(config.seed).spawn(3))
-    requests, total, scheduled = _requests(config, request_rng)
+    requests, total, scheduled, own_warmup = _requests(config, request_rng)
     arrivals = _arrivals(config, scheduled, arrival_rng)
-    warmup = [_as_warmup(r) for r in config.workload.requests(warmup_rng, config.num_warmup)] \
-        if config.num_warmup > 0 else []
+    if own_warmup:  # the workload's own (W5: one request per tenant)
+        warmup = [_as_warmup(r) for r in own_warmup]
+    else:
+        warmup = [_as_warmup(r) for r in config.workload.requests(warmup_rng, config.num_warmup)
+                  if not r.is_warmup] if config.num_warmup > 0 else []
     target = Target(config.base_url, config.model, vllm_extras=config.vllm_extras)
     with tqdm(total=total, desc=config.label, unit="req", disable=not config.progress, file=sys.stderr) as bar:
         load = run_load_sync(target, requests, arrivals, warmup, on_done=_progress(bar))
     return BenchResult(config, load)
 
 
-def _requests(config: BenchConfig, rng: np.random.Generator) -> tuple[Iterable[BenchRequest], int | None, bool]:
-    """The requests (a list, or a lazy stream for a duration), their count if known, whether scheduled."""
+def _requests(config: BenchConfig, rng: np.random.Generator
+              ) -> tuple[Iterable[BenchRequest], int | None, bool, list[BenchRequest]]:
+    """The requests (a list, or a lazy stream for a duration), their count if known, whether scheduled,
+    and the workload's own warm-up requests (those it marks is_warmup)."""
     workload = config.workload
     if config.duration_s is None:
         num = config.num_requests or workload.natural_size or max(32, 4 * (config.concurrency or 1))
-        requests = workload.requests(rng, num)
-        return requests, len(requests), is_scheduled(requests)
+        drawn = workload.requests(rng, num)
+        requests = [r for r in drawn if not r.is_warmup]
+        return requests, len(requests), is_scheduled(requests), [r for r in drawn if r.is_warmup]
     rounds = request_rounds(workload, rng)
     first = next(rounds)
     if first.send_offset_s is not None:
         raise ValueError(f"{workload.name} has its own schedule: give a request count, not a duration")
-    return until(chain([first], rounds), config.duration_s, time.perf_counter), None, False
+    measured = (r for r in chain([first], rounds) if not r.is_warmup)
+    return until(measured, config.duration_s, time.perf_counter), None, False, []
 
 
 def _arrivals(config: BenchConfig, scheduled: bool, rng: np.random.Generator) -> ArrivalProcess:
@@ -123,7 +130,7 @@ def _arrivals(config: BenchConfig, scheduled: bool, rng: np.random.Generator) ->
 
 def _as_warmup(req: BenchRequest) -> BenchRequest:
     return BenchRequest(f"warmup-{req.request_id}", req.prompt_token_ids, req.max_tokens, model=req.model,
-                        tenant=req.tenant, region=req.region)
+                        tenant=req.tenant, region=req.region, is_warmup=True)
 
 
 def _progress(bar: tqdm) -> Callable[[StreamRecord], None]:

@@ -148,10 +148,13 @@ class _Relay:
         self.headers = headers
         self.tried: set[str] = set()
         self.wants_ids = bool(body.get("return_token_ids"))
-        self.can_migrate = body.get("n", 1) in (1, None)
+        self.num_choices = body.get("n") if isinstance(body.get("n"), int) else 1
+        self.can_migrate = self.num_choices == 1
         self.delivered: list[int] = list(body.get("resume_token_ids") or [])
         self.stream_id: str | None = None
-        self.sent_role = self.sent_prompt_ids = self.finished = self.saw_finish = False
+        self.sent_prompt_ids = self.finished = False
+        self.roles_sent: set[int] = set()        # choice indexes whose role chunk the client has
+        self.choices_finished: set[int] = set()  # choice indexes that had their finish_reason
 
     def content(self, replica: Replica) -> bytes:
         if replica.is_external:
@@ -203,6 +206,11 @@ class _Relay:
                 response.close()  # unfinished (the client left): closing the connection aborts it upstream
                 self.proxy._end(open_replica, self.plan)
 
+    @property
+    def saw_finish(self) -> bool:
+        """Every choice has had its finish_reason: all but [DONE] (and usage) was delivered."""
+        return len(self.choices_finished) >= self.num_choices
+
     def _rewrite(self, line: str) -> str | None:
         """One upstream SSE line -> the event for the client (None: nothing to send)."""
         line = line.rstrip("\r\n")
@@ -230,12 +238,13 @@ class _Relay:
             ids = choice.get("token_ids") if self.wants_ids else choice.pop("token_ids", None)
             if ids:
                 self.delivered.extend(ids)
-            self.saw_finish |= bool(choice.get("finish_reason"))
+            if choice.get("finish_reason"):
+                self.choices_finished.add(choice.get("index", 0))
             delta = choice.get("delta")
             if isinstance(delta, dict) and "role" in delta:
-                if self.sent_role:
+                if choice.get("index", 0) in self.roles_sent:
                     del delta["role"]
-                self.sent_role = True
+                self.roles_sent.add(choice.get("index", 0))
             if (self.wants_ids and ids) or _has_content(choice) or (isinstance(delta, dict) and "role" in delta):
                 keep.append(choice)
         if chunk["choices"] and not keep:

@@ -154,7 +154,12 @@ def test_jsonl_empty_file_and_missing_path(tmp_path):
 
 
 def test_w5_is_w4_with_a_tenant_per_prefix():
-    requests = make_workload("W5", WorkloadShape(VOCAB)).requests(np.random.default_rng(0), 128)
+    drawn = make_workload("W5", WorkloadShape(VOCAB)).requests(np.random.default_rng(0), 128)
+    warm, requests = drawn[:16], drawn[16:]
+    assert len(requests) == 128 and not any(r.is_warmup for r in requests)
+    assert all(r.is_warmup for r in warm) and sorted(r.prefix_index for r in warm) == list(range(16))
+    assert all(w.prompt_token_ids[:1024] == next(r for r in requests if r.prefix_index == w.prefix_index)
+               .prompt_token_ids[:1024] for w in warm)                  # warm-up touches the same prefixes
     assert len({r.prefix_index for r in requests}) == 16
     assert all(r.tenant == f"tenant-{r.prefix_index}" for r in requests)
     by_prefix = {}

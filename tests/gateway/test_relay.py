@@ -105,8 +105,6 @@ def test_duplicate_role_chunk_dropped_when_ids_asked():
     assert r._rewrite(chunk(role=True, cid="chatcmpl-B", prompt_ids=[1])) is None
 
 
-@pytest.mark.xfail(strict=True, reason="sent_role is one flag for the whole stream, not one per choice index: "
-                                       "with n=2 the role chunk of choice 1 is dropped")
 def test_role_chunk_of_every_choice_kept_with_n2():
     r = relay(n=2)
     r._rewrite(chunk(role=True, index=0))
@@ -115,6 +113,14 @@ def test_role_chunk_of_every_choice_kept_with_n2():
 
 
 # -- stream end and odd lines --------------------------------------------------------------------
+
+def test_saw_finish_waits_for_every_choice_with_n2():
+    r = relay(n=2)
+    r._rewrite(chunk("a", index=0, finish="stop"))
+    assert not r.saw_finish                         # choice 1 is still running: a break now is an error
+    r._rewrite(chunk("b", index=1, finish="length"))
+    assert r.saw_finish
+
 
 def test_finish_usage_and_done():
     r = relay()

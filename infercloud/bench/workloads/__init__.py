@@ -47,8 +47,9 @@ def _w4(s: WorkloadShape) -> Workload:
 
 
 def _w5(s: WorkloadShape) -> Workload:
-    return SharedPrefix(s.vocab_size, num_prefixes=16, num_questions=8, prefix_len=s.input_len or 1024,
-                        output_len=s.output_len or 32, name="W5", tenant_per_prefix=True, shuffle=True)
+    return SharedPrefix(s.vocab_size, num_prefixes=16, num_questions=16, prefix_len=s.input_len or 1024,
+                        output_len=s.output_len or 32, name="W5", tenant_per_prefix=True, shuffle=True,
+                        warm_each_prefix=True)
 
 
 def _w6(s: WorkloadShape) -> Workload:

@@ -34,6 +34,7 @@ class BenchRequest:
     tenant: str | None = None            # the OpenAI `user` field (W5 tenants); None: not sent
     region: str | None = None            # where the client is (W5 region routing); not sent yet
     send_offset_s: float | None = None   # a fixed schedule: seconds after the run starts (W6, W7)
+    is_warmup: bool = False              # sent before the run and not measured (W5: one per tenant)
 
 
 class Workload(Protocol):

@@ -6,6 +6,8 @@ Asked for more requests than prefixes x questions, it adds questions to every pr
 W5 (routing) is the same shape with 16 prefixes, each a tenant: `tenant` is set, so the requests
 carry it as the OpenAI `user` field, and the order is shuffled (tenants' requests interleave at
 random; in a fixed cyclic order round robin would pin prefix p to replica p mod N by accident).
+Its tenants are long-lived: one extra question per tenant is marked warm-up, sent before the
+measured run, so the run measures where the fleet serves each tenant from, not its first visit.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class SharedPrefix:
     name: str = "W4"
     tenant_per_prefix: bool = False   # W5: prefix p is tenant-p's
     shuffle: bool = False             # W5: random order instead of question-major
+    warm_each_prefix: bool = False    # W5: one more question per prefix, marked is_warmup
 
     @property
     def natural_size(self) -> int:
@@ -46,6 +49,13 @@ class SharedPrefix:
         ordered = ordered[:num_requests]
         if self.shuffle:
             ordered = [ordered[i] for i in rng.permutation(len(ordered))]
+        if self.warm_each_prefix:
+            warm = [BenchRequest(f"{tag}-p{p}-warm", prefixes[p] + random_token_ids(rng, self.question_len,
+                                                                                    self.vocab_size),
+                                 self.output_len, prefix_index=p, is_warmup=True,
+                                 tenant=f"tenant-{p}" if self.tenant_per_prefix else None)
+                    for p in range(self.num_prefixes)]
+            ordered = warm + ordered
         return ordered
 
 
