@@ -29,6 +29,7 @@ from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import Plan, RoutePlanner
 from infercloud.openai.errors import APIError
 from infercloud.openai.sse import sse_done, sse_event
+from infercloud.router.prefix_aware import match_length
 
 log = logging.getLogger("infercloud.gateway")
 
@@ -53,6 +54,7 @@ class Proxy:
         self.client = client
         self.spec = spec
         self.metrics = metrics
+        self._leases: dict[tuple[int, str], int] = {}  # (request's plan, replica) -> tokens counted there
 
     # -- choosing and sending ----------------------------------------------------------------------
     def _pick(self, plan: Plan, tried: set[str]) -> Replica | None:
@@ -64,15 +66,24 @@ class Proxy:
         return candidates[chosen.replica_id] if chosen is not None else None
 
     def _begin(self, replica: Replica, plan: Plan) -> None:
+        """Count the request against the replica: its tokens less the prompt blocks the replica holds.
+
+        A prompt whose 1024-token prefix is cached there costs the replica its question and output,
+        not its whole length, so a replica serving cache hits does not look loaded to the policies.
+        """
+        block_size = self.planner.routes[plan.route.model].block_size
+        cached = match_length(plan.route.prompt_block_hashes, replica.known_hashes) * block_size
+        tokens = plan.outstanding_tokens - cached
+        self._leases[(id(plan), replica.replica_id)] = tokens
         replica.outstanding_requests += 1
-        replica.outstanding_tokens += plan.outstanding_tokens
+        replica.outstanding_tokens += tokens
         replica.num_routed += 1
         replica.known_hashes.add(plan.route.prompt_block_hashes)
         self.metrics.routed(replica)
 
     def _end(self, replica: Replica, plan: Plan) -> None:
         replica.outstanding_requests -= 1
-        replica.outstanding_tokens -= plan.outstanding_tokens
+        replica.outstanding_tokens -= self._leases.pop((id(plan), replica.replica_id))
 
     async def _send(self, plan: Plan, path: str, content: Callable[[Replica], bytes], headers: dict[str, str],
                     tried: set[str]) -> tuple[Replica, aiohttp.ClientResponse]:

@@ -29,7 +29,7 @@ class ReplicaView:
     replica_id: str
     model: str
     outstanding_requests: int = 0
-    outstanding_tokens: int = 0                  # prompt + max new tokens of requests in flight there
+    outstanding_tokens: int = 0                  # uncached prompt + max new tokens of requests in flight there
     cached_block_hashes: Container[bytes] = field(default_factory=frozenset)  # worker state + recent routing
     region: str | None = None
 

@@ -1,9 +1,10 @@
 """least_load: power of two choices on outstanding tokens.
 
 Algorithm: draw two distinct replicas at random and take the one with fewer outstanding tokens
-(prompt + max new tokens of the requests the gateway has in flight there); ties go to fewer
-outstanding requests, then to the first drawn. With one replica, that one. Two random choices keep
-load within a small factor of optimal without herding every gateway onto the same idle replica.
+(the gateway's count of work in flight there: each request's prompt tokens not already cached on that
+replica, plus its max new tokens); ties go to fewer outstanding requests, then to the first drawn.
+With one replica, that one. Two random choices keep load within a small factor of optimal without
+herding every gateway onto the same idle replica.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ hash i stands for the whole prefix up to block i. A replica's match length is th
 prompt hashes found in its known cache (the hashes its /internal/state reports plus those of prompts
 recently routed to it). The replica with the longest match wins (ties: fewer outstanding tokens).
 Fall back to least_load when no replica matches a single block, or when the winner's outstanding
-tokens exceed the least loaded replica's by more than `margin_tokens` (default 4096, about six W5
-requests) and by more than `margin_ratio` (default 1.5x): a warm cache is not worth a long queue.
+tokens exceed the least loaded replica's by more than `margin_tokens` (default 4096: about four W5
+requests that miss the cache, or sixty that hit it) and by more than `margin_ratio` (default 1.5x): a
+warm cache is not worth a long queue.
 """
 
 from __future__ import annotations
