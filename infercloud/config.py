@@ -129,8 +129,6 @@ def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
     if value is None and "None" in str(f.type):
         return None
     expected = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(f.type).split(" ")[0])
-    if expected is None and str(f.type).split(" ")[0] == "str":
-        expected = str
     if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {f.type}, got {value!r}")
     return value

@@ -24,8 +24,6 @@ import json
 import os
 import platform
 import pstats
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +38,7 @@ import yaml
 from infercloud.bench.closed_loop import ClosedLoopResult, run_closed_loop
 from infercloud.bench.http_client import DEFAULT_NUM_WARMUP, ClosedLoop, LoadResult, Target, run_load_sync
 from infercloud.bench.workloads import BenchRequest, w1_requests
+from infercloud.cluster.local import free_port, stop_process
 from infercloud.engine.config import EngineConfig
 from infercloud.engine.engine import LLMEngine
 from infercloud.models.catalog import model_path
@@ -115,7 +114,7 @@ class ServerProcess:
     """`infercloud serve` as a child process: started on a free port, healthy before use, stopped by SIGTERM."""
 
     def __init__(self, plan: Plan, workdir: Path, profile_dir: Path | None):
-        self.port = _free_port()
+        self.port = free_port()
         config_path = workdir / "serve.yaml"
         config_path.write_text(yaml.safe_dump(plan.server_config(self.port)))
         self.log_path = workdir / "serve.log"
@@ -146,13 +145,7 @@ class ServerProcess:
         return httpx.get(f"{self.url}/internal/state", timeout=10, trust_env=False).json()
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait()
+        return stop_process(self.proc, 60)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -285,12 +278,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n(profiled run: throughput not comparable)\n" + profile_summary(profile_dir))
     print(f"\ntotal {results['total_s']:.0f} s" + (f"; raw: {args.out}" if args.out else ""))
     return 0 if http["failed"] == 0 else 1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _log(message: str) -> None:

@@ -30,6 +30,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen, timeout_s: float, drain: bool = True) -> int:
+    """SIGTERM (a server drains) or SIGKILL; kill it if it is still there after `timeout_s`. Its exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM if drain else signal.SIGKILL)
+        try:
+            return process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -83,14 +94,7 @@ class LocalBackend:
         return LocalWorker(spec.worker_id, f"http://{self.host}:{port}", process, log_path)
 
     def stop_worker(self, handle: LocalWorker, drain: bool = True, timeout_s: float = 30.0) -> None:
-        if handle.is_alive():
-            handle.process.send_signal(signal.SIGTERM if drain else signal.SIGKILL)
-            try:
-                handle.process.wait(timeout_s)
-                return
-            except subprocess.TimeoutExpired:
-                handle.process.kill()
-        handle.process.wait()
+        stop_process(handle.process, timeout_s, drain)
 
     def nodes(self) -> list[NodeView]:
         try:

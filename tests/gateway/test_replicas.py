@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+
+from infercloud.config import GatewaySpec, ModelSpec
+from infercloud.engine.kv.block_hash import hash_token_blocks
+from infercloud.gateway.metrics import GatewayMetrics
+from infercloud.gateway.planner import Plan, RoutePlanner
+from infercloud.gateway.proxy import Proxy
 
 from infercloud.controller.replicas import KnownHashes, Replica, ReplicaSet, ReplicaState
 from infercloud.router import RouteRequest, make_policy
@@ -123,3 +131,21 @@ def test_mark_failed(state, after):
     replicas.mark_failed(replica)
     assert replica.state == after
     assert replicas.routable("m") == []
+
+
+def test_load_on_a_replica_leaves_out_the_prompt_blocks_it_holds():
+    """A cache hit costs a replica its uncached tail and output, not the whole prompt (prefix_aware's guard)."""
+    planner = RoutePlanner((ModelSpec("m", routing="round_robin"),), 256, random.Random(0), 4096, 1.5)
+    proxy = Proxy(ReplicaSet(), planner, None, GatewaySpec(), GatewayMetrics(lambda: []))
+    hashes = tuple(hash_token_blocks(list(range(100, 100 + 64)), 16))          # 4 full blocks
+    plan = Plan(RouteRequest("m", hashes, 70), outstanding_tokens=70 + 30)
+    warm, cold = Replica("m-0", "m", "http://a"), Replica("m-1", "m", "http://b")
+    warm.known_hashes.add(hashes[:3])
+    proxy._begin(warm, plan)
+    proxy._begin(cold, plan)
+    assert (warm.outstanding_tokens, cold.outstanding_tokens) == (100 - 48, 100)
+    assert hashes[3] in warm.known_hashes and hashes[0] in cold.known_hashes   # recent routing is remembered
+    proxy._end(warm, plan)
+    proxy._end(cold, plan)
+    assert warm.outstanding_tokens == cold.outstanding_tokens == 0
+    assert warm.outstanding_requests == cold.outstanding_requests == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
+from infercloud.cluster.local import stop_process
 
 
 def free_port() -> int:
@@ -39,13 +40,7 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait()
+        return stop_process(self.proc, 60)
 
 
 def start_server(tmp_path: Path, config: dict, startup_timeout_s: float = 180.0) -> ServerProcess:
