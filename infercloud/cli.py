@@ -12,14 +12,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from infercloud import __version__
 from infercloud.bench.cli import add_bench_parser
 from infercloud.models.catalog import CATALOG, ModelNotFoundError, models_dir, resolve_model
 from infercloud.models.inventory import ModelOnDisk, models_on_disk, remove_model
 from infercloud.models.pull import PullError, pull
+from infercloud.tables import format_table
+from infercloud.tenancy.cli import add_tenancy_parsers
 
 # Errors that mean "the user asked for something that cannot be done", not a bug.
-USER_ERRORS = (ModelNotFoundError, PullError, OSError, ValueError)  # ConfigError and InvalidParamError are ValueErrors
+USER_ERRORS = (ModelNotFoundError, PullError, OSError, ValueError,  # ConfigError, TenancyError are ValueErrors
+               SQLAlchemyError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_parser(commands)
     add_chat_parser(commands)
     add_bench_parser(commands)
+    add_tenancy_parsers(commands)
     return parser
 
 
@@ -190,7 +196,7 @@ def run_models_pull(args: argparse.Namespace) -> int:
 
 def run_models_list(args: argparse.Namespace) -> int:
     rows = [_list_row(model) for model in models_on_disk()]
-    print(_format_table(["NAME", "KIND", "PULLED", "SIZE", "PATH"], rows))
+    print(format_table(["NAME", "KIND", "PULLED", "SIZE", "PATH"], rows))
     return 0
 
 
@@ -203,12 +209,6 @@ def run_models_rm(args: argparse.Namespace) -> int:
 def _list_row(model: ModelOnDisk) -> list[str]:
     size = _human_size(model.size_bytes) if model.size_bytes is not None else "-"
     return [model.name, model.kind or "-", "yes" if model.is_pulled else "no", size, str(model.path)]
-
-
-def _format_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows])
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def _human_size(num_bytes: int) -> str:

@@ -18,6 +18,16 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class PriceSpec:
+    """What a model's requests cost: token prices billed to tenants, and the device's cost to the operator."""
+
+    input_per_mtok: float = 0.0               # USD per million prompt tokens not served from the prefix cache
+    cached_input_per_mtok: float = 0.0        # USD per million prompt tokens served from the prefix cache
+    output_per_mtok: float = 0.0              # USD per million completion tokens
+    device_per_hour: float = 0.0              # USD per hour of the device a replica runs on (operator's cost)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str                                 # the name clients send as `model`
     kind: Literal["chat", "embedding"] = "chat"
@@ -30,6 +40,7 @@ class ModelSpec:
     routing: str = "least_load"               # round_robin | least_load | prefix_aware | session
     threads: int | None = None                # torch threads per replica; default cluster.threads_per_worker
     external: tuple[str, ...] = ()            # base URLs of OpenAI-compatible servers routed to as replicas
+    price: PriceSpec = field(default_factory=PriceSpec)
 
     @property
     def source(self) -> str:
@@ -63,6 +74,39 @@ class GatewaySpec:
     default_max_tokens: int = 256             # counted as outstanding for requests that give no max_tokens
 
 
+TIERS = ("interactive", "standard", "batch")   # highest first; the engine serves a higher tier first
+
+
+@dataclass(frozen=True)
+class TenantSpec:
+    """A tenant declared in the config: created in the database at start, its limits set from here.
+
+    None means no limit. Budgets are in USD of billed token prices per calendar period (UTC).
+    """
+
+    name: str
+    tier: str = "standard"                    # the highest tier its requests may ask for (and their default)
+    models: tuple[str, ...] | None = None     # models it may call; None: all
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None      # prompt + max new tokens, charged on admission, settled at the end
+    max_concurrent: int | None = None
+    max_tokens_per_request: int | None = None # cap on max_tokens (and the default when a request sets none)
+    budget_usd: float | None = None
+    budget_period: str = "month"              # day | month | total
+    salt_prefix_cache: bool = False           # its prompts share cached blocks only among its own requests
+    home_region: str | None = None
+
+
+@dataclass(frozen=True)
+class TenancySpec:
+    """Turns on auth: every /v1 request needs an API key of a tenant in this database."""
+
+    database: str | None = None               # SQLAlchemy URL; default sqlite under the infercloud home
+    tenants: tuple[TenantSpec, ...] = ()      # declared here (more can be made with `infercloud tenants create`)
+    auth_cache_s: float = 1.0                 # a verified key is trusted this long before it is looked up again
+    ledger_flush_s: float = 0.05              # usage rows wait at most this long to be written (one transaction)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -78,10 +122,15 @@ class ServerConfig:
     cluster: ClusterSpec | None = None        # set: cloud mode (gateway on host:port, workers by the backend)
     controller: ControllerSpec = field(default_factory=ControllerSpec)
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
+    tenancy: TenancySpec | None = None        # set: API keys required (implies cloud mode)
 
     @property
     def is_cloud(self) -> bool:
-        return self.cluster is not None
+        return self.cluster is not None or self.tenancy is not None
+
+    @property
+    def cluster_spec(self) -> ClusterSpec:
+        return self.cluster or ClusterSpec()
 
 
 def _build(cls, data: Any, where: str):
@@ -101,12 +150,30 @@ def _build(cls, data: Any, where: str):
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-_SECTIONS = {"engine": EngineConfig, "cluster": ClusterSpec, "controller": ControllerSpec, "gateway": GatewaySpec}
+_SECTIONS = {"engine": EngineConfig, "cluster": ClusterSpec, "controller": ControllerSpec, "gateway": GatewaySpec,
+             "price": PriceSpec, "tenancy": TenancySpec}
 
 
 def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
     if f.name in _SECTIONS:
-        return _build(_SECTIONS[f.name], {} if value is None and f.name == "cluster" else value, where)
+        return _build(_SECTIONS[f.name], {} if value is None and f.name in ("cluster", "tenancy") else value, where)
+    if f.name == "tenants":
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list of tenants")
+        tenants = tuple(_build(TenantSpec, t, f"{where}[{i}]") for i, t in enumerate(value))
+        if len({t.name for t in tenants}) != len(tenants):
+            raise ConfigError(f"{where}: tenant names must be unique")
+        return tenants
+    if f.name == "models" and where.startswith("config.tenancy"):
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+            raise ConfigError(f"{where}: expected a list of model names, got {value!r}")
+        return tuple(value)
+    if f.name == "tier" and value not in TIERS:
+        raise ConfigError(f"{where}: must be one of {', '.join(TIERS)}, got {value!r}")
+    if f.name == "budget_period" and value not in ("day", "month", "total"):
+        raise ConfigError(f"{where}: must be day, month or total, got {value!r}")
     if f.name == "external":
         if not isinstance(value, list) or not all(isinstance(u, str) and u.startswith(("http://", "https://"))
                                                   for u in value):
@@ -129,6 +196,9 @@ def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
     if value is None and "None" in str(f.type):
         return None
     expected = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(f.type).split(" ")[0])
+    if value is not None and isinstance(value, (int, float)) and "float" in str(f.type) and \
+            not isinstance(value, bool) and value < 0:
+        raise ConfigError(f"{where}: must not be negative, got {value!r}")
     if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {f.type}, got {value!r}")
     return value
@@ -148,6 +218,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfi
         if not 0 < getattr(config, port_field) < 65536:
             raise ConfigError(f"config.{port_field}: must be between 1 and 65535")
     _check_positive(config)
+    _check_tenancy(config)
     return config
 
 
@@ -165,3 +236,26 @@ def _check_positive(config: ServerConfig) -> None:
     for where, ok, rule in checks:
         if not ok:
             raise ConfigError(f"{where}: {rule}")
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_tenancy(config: ServerConfig) -> None:
+    """Without tenants the API is open, which only loopback may be; tenants may only name known models."""
+    if config.tenancy is None:
+        if config.host not in LOOPBACK_HOSTS:
+            raise ConfigError(f"config.host: {config.host} is not loopback, and with no `tenancy` section the API "
+                              "would be open to anyone who can reach it; declare tenancy (API keys) or bind "
+                              "127.0.0.1")
+        return
+    names = {m.name for m in config.models}
+    for i, tenant in enumerate(config.tenancy.tenants):
+        for model in tenant.models or ():
+            if model not in names:
+                raise ConfigError(f"config.tenancy.tenants[{i}].models: unknown model {model!r} "
+                                  f"(configured: {', '.join(sorted(names))})")
+        for field_name in ("requests_per_minute", "tokens_per_minute", "max_concurrent", "max_tokens_per_request"):
+            value = getattr(tenant, field_name)
+            if value is not None and value < 1:
+                raise ConfigError(f"config.tenancy.tenants[{i}].{field_name}: must be at least 1")

@@ -26,6 +26,9 @@ from infercloud.bench.peers.cloud import CloudPeer
 from infercloud.bench.serve import BenchConfig, run_bench
 from infercloud.bench.workloads import WorkloadShape, make_workload
 from infercloud.cluster.local import free_port
+from infercloud.config import TenantSpec
+from infercloud.tenancy.db import open_database
+from infercloud.tenancy.store import TenantStore
 
 MODEL = "smollm2-135m-instruct"
 POLICIES = ("round_robin", "prefix_aware")
@@ -43,18 +46,21 @@ def cloud_config(replicas: int, kv_cache_gb: float, threads: int) -> dict:
                        for p in POLICIES]}
 
 
-def gateway_overhead(gateway_url: str, worker_url: str, model: str, num: int) -> dict:
+def gateway_overhead(gateway_url: str, worker_url: str, model: str, num: int,
+                     gateway_headers: dict[str, str] | None = None) -> dict:
     """p50/p90 of a 1-token completion both ways (gateway -> its only worker, and that worker straight),
     interleaved so drift hits both alike."""
     body = {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
     times: dict[str, list[float]] = {"direct": [], "gateway": []}
+    ways = (("direct", worker_url, {}), ("gateway", gateway_url, gateway_headers or {}))
     with httpx.Client(timeout=60) as client:
-        for url in (worker_url, gateway_url) * 5:  # warm connections and caches
-            client.post(f"{url}/v1/completions", json=body).raise_for_status()
+        for _ in range(5):  # warm connections and caches
+            for _, url, headers in ways:
+                client.post(f"{url}/v1/completions", json=body, headers=headers).raise_for_status()
         for _ in range(num):
-            for name, url in (("direct", worker_url), ("gateway", gateway_url)):
+            for name, url, headers in ways:
                 start = time.perf_counter()
-                client.post(f"{url}/v1/completions", json=body).raise_for_status()
+                client.post(f"{url}/v1/completions", json=body, headers=headers).raise_for_status()
                 times[name].append(time.perf_counter() - start)
     out = {name: {"p50_ms": 1e3 * statistics.median(t), "p90_ms": 1e3 * statistics.quantiles(t, n=10)[-1]}
            for name, t in times.items()}
@@ -63,22 +69,39 @@ def gateway_overhead(gateway_url: str, worker_url: str, model: str, num: int) ->
     return out
 
 
-def measure_overhead(num: int, threads: int) -> dict:
+def measure_overhead(num: int, threads: int, tenancy: bool = False) -> dict:
     """Gateway overhead on a cloud of one replica: with several, which worker a request meets (one
-    just used, or one idle for a while) moves its latency by more than the gateway adds."""
+    just used, or one idle for a while) moves its latency by more than the gateway adds.
+
+    `tenancy`: the gateway also authenticates a key, checks rate limits, concurrency and a budget,
+    and writes a priced ledger row (SQLite) for every request."""
     engine = {"kv_cache_memory_gb": 0.1}
-    peer = CloudPeer({"cluster": {"threads_per_worker": threads},
-                      "models": [{"name": "overhead", "path": MODEL, "replicas": 1, "engine": engine}]})
+    price = {"input_per_mtok": 0.1, "output_per_mtok": 0.4, "device_per_hour": 1.0}
+    config = {"cluster": {"threads_per_worker": threads},
+              "models": [{"name": "overhead", "path": MODEL, "replicas": 1, "engine": engine, "price": price}]}
+    peer = CloudPeer(config)
+    if tenancy:
+        url = f"sqlite:///{peer.dir / 'overhead-ledger.db'}"
+        peer.dir.mkdir(parents=True, exist_ok=True)
+        store = TenantStore(open_database(url))
+        store.upsert_tenant(TenantSpec("bench", requests_per_minute=10**6, tokens_per_minute=10**9,
+                                       max_concurrent=64, budget_usd=10**6))
+        peer.api_key, _ = store.create_key("bench")
+        store.engine.dispose()
+        config["tenancy"] = {"database": url}
     peer.start(free_port())
     try:
         (worker,) = httpx.get(f"{peer.base_url}/internal/state", timeout=10).json()["replicas"]
-        return gateway_overhead(peer.base_url, worker["url"], "overhead", num)
+        return gateway_overhead(peer.base_url, worker["url"], "overhead", num, peer.auth_headers)
     finally:
         peer.stop()
 
 
 def run(args: argparse.Namespace) -> dict:
     overhead = measure_overhead(args.overhead_requests, args.threads)
+    overhead_tenancy = measure_overhead(args.overhead_requests, args.threads, tenancy=True)
+    if args.overhead_only:
+        return {"machine_cpus": _cpus(), "gateway_overhead": overhead, "gateway_overhead_with_tenancy": overhead_tenancy}
     peer = CloudPeer(cloud_config(args.replicas, args.kv_cache_gb, args.threads))
     peer.start(free_port())
     try:
@@ -99,7 +122,7 @@ def run(args: argparse.Namespace) -> dict:
             "replica_state": [{k: r[k] for k in ("replica_id", "num_routed")} |
                               {"prefix_cache_hit_rate": (r["engine"] or {}).get("prefix_cache_hit_rate")}
                               for r in state["replicas"]],
-            "gateway_overhead": overhead}
+            "gateway_overhead": overhead, "gateway_overhead_with_tenancy": overhead_tenancy}
 
 
 def _cpus() -> int:
@@ -109,6 +132,15 @@ def _cpus() -> int:
 
 
 def print_report(report: dict) -> None:
+    if "w5" in report:
+        print_w5(report)
+    for key, what in (("gateway_overhead", "open"), ("gateway_overhead_with_tenancy", "with auth, limits, ledger")):
+        o = report[key]
+        print(f"1-token completion p50: direct {o['direct']['p50_ms']:.2f} ms, through the gateway ({what}) "
+              f"{o['gateway']['p50_ms']:.2f} ms: the gateway adds {o['added_p50_ms']:.2f} ms")
+
+
+def print_w5(report: dict) -> None:
     print(f"W5 over {report['replicas']} replicas, concurrency {report['concurrency']}:")
     print(f"{'policy':<14}{'TTFT p50 ms':>12}{'TTFT p90 ms':>12}{'out tok/s':>11}{'failed':>8}")
     for policy, s in report["w5"].items():
@@ -117,9 +149,6 @@ def print_report(report: dict) -> None:
     print(f"p90 TTFT round_robin / prefix_aware: {report['p90_ttft_ratio_rr_over_prefix']:.2f}x")
     for r in report["replica_state"]:
         print(f"  {r['replica_id']}: {r['num_routed']} requests, prefix-cache hit rate {r['prefix_cache_hit_rate']}")
-    o = report["gateway_overhead"]
-    print(f"1-token completion p50: direct {o['direct']['p50_ms']:.2f} ms, through the gateway "
-          f"{o['gateway']['p50_ms']:.2f} ms: the gateway adds {o['added_p50_ms']:.2f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="KV cache per replica (default 0.6: ~13 of the 16 prefixes)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     parser.add_argument("--overhead-requests", type=int, default=300, help="1-token requests each way (default 300)")
+    parser.add_argument("--overhead-only", action="store_true", help="only the gateway overhead, open and with tenancy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the report here as JSON")
     parser.add_argument("--no-progress", action="store_true")

@@ -51,10 +51,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 def config_to_yaml(config) -> str:
     """A ServerConfig back to the YAML that load_config reads (tuples as lists, cloud sections dropped)."""
     data = dataclasses.asdict(config)
-    for key in ("cluster", "controller", "gateway"):
+    for key in ("cluster", "controller", "gateway", "tenancy"):
         data.pop(key, None)
     for model in data["models"]:
-        for key in ("replicas", "routing", "threads", "external"):
+        for key in ("replicas", "routing", "threads", "external", "price"):
             model.pop(key, None)
     return yaml.safe_dump(data, sort_keys=False)
 

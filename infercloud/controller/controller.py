@@ -75,7 +75,7 @@ class Controller:
         await asyncio.gather(*(self.remove_replica(r) for r in self.replicas.all()), return_exceptions=True)
 
     async def start_replica(self, model: ModelSpec) -> Replica:
-        threads = model.threads or self.config.cluster.threads_per_worker
+        threads = model.threads or self.config.cluster_spec.threads_per_worker
         worker_model = dataclasses.replace(model, engine=dataclasses.replace(model.engine, num_threads=threads))
         worker_config = dataclasses.replace(self.config, models=(worker_model,), cluster=None)
         replica_id = self.replicas.new_id(model.name)
@@ -132,7 +132,7 @@ class Controller:
         if not self.spec.restart:
             return False
         if replica.state == ReplicaState.STARTING:
-            return self.clock() - replica.started_at > self.config.cluster.startup_timeout_s
+            return self.clock() - replica.started_at > self.config.cluster_spec.startup_timeout_s
         return replica.state == ReplicaState.UNHEALTHY and replica.failed_probes >= self.spec.unhealthy_after
 
     async def probe(self, replica: Replica) -> None:

@@ -9,8 +9,9 @@ the controller sets the state from probes and merges the worker's own cached-pre
 from __future__ import annotations
 
 import itertools
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -82,18 +83,34 @@ class Replica:
 class ReplicaSet:
     """Every replica of every model, by model; ids are `<model>-<n>` with n counting up, never reused."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._by_model: dict[str, list[Replica]] = {}
         self._counter = itertools.count()
+        self.clock = clock
+        self._added_at: dict[str, float] = {}          # replica id -> when it joined the set
+        self._past_seconds: dict[str, float] = {}      # model -> replica-seconds of replicas since removed
 
     def new_id(self, model: str) -> str:
         return f"{model}-{next(self._counter)}"
 
     def add(self, replica: Replica) -> None:
         self._by_model.setdefault(replica.model, []).append(replica)
+        self._added_at[replica.replica_id] = self.clock()
 
     def remove(self, replica: Replica) -> None:
         self._by_model.get(replica.model, []).remove(replica)
+        added = self._added_at.pop(replica.replica_id, None)
+        if added is not None:
+            self._past_seconds[replica.model] = self._past_seconds.get(replica.model, 0.0) + self.clock() - added
+
+    def replica_seconds(self) -> dict[str, float]:
+        """Per model, the seconds its replicas have been in the set (alive or starting) since it was made."""
+        now = self.clock()
+        seconds = dict(self._past_seconds)
+        for model, replicas in self._by_model.items():
+            seconds[model] = seconds.get(model, 0.0) + sum(now - self._added_at[r.replica_id] for r in replicas
+                                                            if r.replica_id in self._added_at)
+        return seconds
 
     def of(self, model: str) -> list[Replica]:
         return list(self._by_model.get(model, []))

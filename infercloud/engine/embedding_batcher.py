@@ -13,16 +13,24 @@ future resolves when its last slice is done; if a batch fails, every caller in i
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
 from infercloud.engine.embedding_engine import EmbeddingEngine
 
 EmbedInput = str | list[int]
+
+
+class Embedded(NamedTuple):
+    vectors: torch.Tensor          # [n, dim], float32, CPU
+    token_counts: list[int]
+    device_seconds: float          # the caller's share (by tokens) of the batches its inputs ran in
 
 
 class BatcherStoppedError(RuntimeError):
@@ -50,6 +58,7 @@ class _Pending:
     num_taken: int = 0
     parts: list[torch.Tensor] = field(default_factory=list)
     token_counts: list[int] = field(default_factory=list)
+    device_seconds: float = 0.0    # its share (by tokens) of each batch it was in
 
     @property
     def num_left(self) -> int:
@@ -106,19 +115,19 @@ class EmbeddingBatcher:
         return BatcherStats(self._batches_run, self._texts_embedded, self._tokens_embedded)
 
     # -- callers -----------------------------------------------------------------------------------
-    async def embed(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
-        """Embeddings [n, dim] (float32, CPU) and token counts, computed in shared batches."""
+    async def embed(self, texts: Sequence[str]) -> Embedded:
+        """Embeddings [n, dim] (float32, CPU), token counts and device-seconds, computed in shared batches."""
         return await self._submit(list(texts))
 
-    async def embed_tokens(self, token_ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, list[int]]:
+    async def embed_tokens(self, token_ids: Sequence[Sequence[int]]) -> Embedded:
         """As EmbeddingEngine.embed_tokens, batched; bad ids are rejected here, before they join a batch."""
         seqs = [list(ids[:self.engine.max_seq_length]) for ids in token_ids]
         self.engine.validate(seqs)
         return await self._submit(seqs)
 
-    async def _submit(self, inputs: list[EmbedInput]) -> tuple[torch.Tensor, list[int]]:
+    async def _submit(self, inputs: list[EmbedInput]) -> Embedded:
         if not inputs:
-            return torch.empty(0, self.engine.dim), []
+            return Embedded(torch.empty(0, self.engine.dim), [], 0.0)
         self.start()
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, loop.create_future(), loop.time())
@@ -174,8 +183,11 @@ class EmbeddingBatcher:
 
     async def _execute(self, slices: list[_Slice]) -> None:
         inputs = [x for s in slices for x in s.pending.inputs[s.start:s.stop]]
+        loop = asyncio.get_running_loop()
         try:
-            vectors, counts = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_batch, inputs)
+            started = time.perf_counter()
+            vectors, counts = await loop.run_in_executor(self._executor, self._run_batch, inputs)
+            batch_s = time.perf_counter() - started
         except Exception as exc:
             for s in slices:
                 s.pending.fail(exc)
@@ -187,14 +199,16 @@ class EmbeddingBatcher:
         self._batches_run += 1
         self._texts_embedded += len(inputs)
         self._tokens_embedded += sum(counts)
-        offset = 0
+        offset, total_tokens = 0, max(sum(counts), 1)
         for s in slices:
             n, pending = s.stop - s.start, s.pending
             pending.parts.append(vectors[offset:offset + n])
             pending.token_counts.extend(counts[offset:offset + n])
+            pending.device_seconds += batch_s * sum(counts[offset:offset + n]) / total_tokens
             offset += n
             if s.stop == len(pending.inputs) and not pending.future.done():
-                pending.future.set_result((torch.cat(pending.parts), pending.token_counts))
+                pending.future.set_result(Embedded(torch.cat(pending.parts), pending.token_counts,
+                                                   pending.device_seconds))
 
     def _run_batch(self, inputs: list[EmbedInput]) -> tuple[torch.Tensor, list[int]]:
         """On the batcher thread: tokenize texts, sort by length, embed, restore the callers' order."""

@@ -2,12 +2,15 @@
 
 Each step has a token budget (`max_num_batched_tokens`) and a cap on running sequences
 (`max_num_seqs`). Algorithm, per step:
+  0. If every sequence slot is taken and a waiting request is of a higher class than the lowest
+     running one, that one (lowest class, newest) is preempted to give up its slot; one victim per
+     such waiting request. So an interactive request never waits for batch requests to finish.
   1. Running requests, ordered by (higher priority, decoding before prefilling, older first), each get
      what they still need: 1 token for a decode, the rest of their prompt (up to the budget) for a
      prefill in progress. If the KV pool cannot hold the new tokens, the last running request in that
      order (lowest priority, newest) is preempted: its blocks are freed and it goes back to waiting, to
      be recomputed from scratch later (its cached prefix blocks usually survive and make that cheap).
-  2. If nothing was preempted, waiting requests (higher priority first, FCFS within a class) are
+  2. If nothing was preempted for blocks in 1, waiting requests (higher priority first, FCFS within a class) are
      admitted while budget, sequence slots and blocks last; each starts after its cached prefix and
      takes a prefill chunk of at most the remaining budget.
 A request is sampled only when its step's chunk reaches its last known token.
@@ -95,6 +98,8 @@ class Scheduler:
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
+        self._free_slots_for_higher_priority(out)
+        num_for_slots = len(out.preempted)
         self.running.sort(key=_running_key)
         i = 0
         while i < len(self.running) and budget > 0:
@@ -111,9 +116,20 @@ class Scheduler:
             out.scheduled.append(ScheduledRequest(req, num_new, self.kv.block_ids(req)))
             budget -= num_new
             i += 1
-        if not out.preempted:
+        if len(out.preempted) == num_for_slots:
             budget = self._admit_waiting(out, budget)
         return out
+
+    def _free_slots_for_higher_priority(self, out: SchedulerOutput) -> None:
+        for req in list(self.waiting):  # highest class first
+            if len(self.running) < self.max_num_seqs:
+                return
+            victim = max(self.running, key=lambda r: (-r.priority, r.arrival_time))  # lowest class, newest
+            if victim.priority >= req.priority:
+                return
+            self.running.remove(victim)
+            self._preempt(victim)
+            out.preempted.append(victim)
 
     def _admit_waiting(self, out: SchedulerOutput, budget: int) -> int:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:

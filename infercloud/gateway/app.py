@@ -1,13 +1,17 @@
 """The gateway's HTTP app: the OpenAI endpoints proxied to replicas, plus health, metrics and state.
 
-The gateway reads only what routing needs from a body (model, stream, the prompt for prefix hashing,
-max_tokens, user) and leaves validation to the worker, whose 4xx answers pass through unchanged. Its own
-errors: malformed JSON or no model 400, unknown model 404, oversized body 413, draining 503, no replica
-able to serve 503; each in OpenAI's JSON shape, with an X-Request-Id assigned or propagated.
+The gateway reads only what routing and admission need from a body (model, stream, the prompt for
+prefix hashing, max_tokens, n, user, service_tier) and leaves validation to the worker, whose 4xx
+answers pass through unchanged. With tenancy, every /v1 request is authenticated and admitted first
+(gateway/accounting.py) and metered to the end. Its own errors: missing or bad key 401, a model or
+tier the tenant may not use 403, malformed JSON or no model 400, unknown model 404, oversized body 413,
+rate limits and budgets 429, draining 503, no replica able to serve 503; each in OpenAI's JSON shape,
+with an X-Request-Id assigned or propagated.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 import uuid
@@ -16,18 +20,44 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from infercloud.config import ServerConfig
+from infercloud.config import ServerConfig, TenantSpec
 from infercloud.controller.replicas import ReplicaSet
+from infercloud.gateway.accounting import Tenancy
+from infercloud.gateway.admin import install_admin_routes
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import RoutePlanner
-from infercloud.gateway.proxy import Proxy
+from infercloud.gateway.proxy import Proxy, Upstream
+from infercloud.tenancy.admission import TIER_PRIORITY, Admission, Principal
+from infercloud.tenancy.store import Tenant
 from infercloud.openai.asgi import (RequestGuard, install_error_handlers, install_ops_routes, read_json_object,
                                    until_disconnect)
 from infercloud.openai.errors import APIError, bad_request, model_not_found
 
 log = logging.getLogger("infercloud.gateway")
 
+OPEN_TENANT = Tenant(0, TenantSpec("open", tier="interactive"), dt.datetime(1970, 1, 1))  # no-auth mode: any tier
+
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+MAX_REQUEST_ID = 80  # a longer X-Request-Id is replaced by one of the gateway's
+_GATEWAY_FIELDS = ("service_tier", "priority", "cache_salt")  # set by the gateway, never passed through
+
+
+def upstream_for(body: dict, priority: int, cache_salt: str | None, metered: bool,
+                 path: str = "/v1/chat/completions") -> Upstream:
+    """The bodies for native and external replicas (the gateway's own fields only for native generation)."""
+    client = {k: v for k, v in body.items() if k not in _GATEWAY_FIELDS}
+    options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+    client_usage, client_continuous = bool(options.get("include_usage")), bool(options.get("continuous_usage_stats"))
+    if path == "/v1/embeddings":
+        return Upstream(client, client)
+    native = {**client, "priority": priority}
+    if cache_salt is not None:
+        native["cache_salt"] = cache_salt
+    external = client
+    if metered and body.get("stream") is True:
+        native["stream_options"] = {**options, "include_usage": True, "continuous_usage_stats": True}
+        external = {**client, "stream_options": {**options, "include_usage": True}}
+    return Upstream(native, external, client_usage, client_continuous)
 
 
 @dataclass
@@ -37,36 +67,62 @@ class Gateway:
     planner: RoutePlanner
     proxy: Proxy | None = None            # set once the HTTP client exists (inside the event loop)
     metrics: GatewayMetrics | None = None
+    tenancy: Tenancy | None = None        # None: open (loopback only), no ledger
     draining: bool = False
     in_flight: int = 0
     started_at: float = field(default_factory=time.time)
 
     async def handle(self, request: Request, path: str) -> Response:
-        raw, body = await read_json_object(request)
-        model = body.get("model")
-        if not isinstance(model, str):
-            raise bad_request("Missing required field: 'model'.", param="model")
-        if model not in self.planner.routes:
-            raise model_not_found(model)
-        request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex}"
-        headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
-        plan = self.planner.plan(model, body, len(raw), request.headers.get("x-session-id"))
+        request_id = request.headers.get("x-request-id") or ""
+        if not 0 < len(request_id) <= MAX_REQUEST_ID:  # the ledger keys rows by it
+            request_id = f"req-{uuid.uuid4().hex}"
         start = time.perf_counter()
-        status = 503
+        model, status, meter = "-", 503, None
         try:
+            principal = await self.tenancy.authenticate(request.headers.get("authorization")) \
+                if self.tenancy is not None else None
+            raw, body = await read_json_object(request)
+            model = body.get("model")
+            if not isinstance(model, str):
+                model = "-"
+                raise bad_request("Missing required field: 'model'.", param="model")
+            if model not in self.planner.routes:
+                raise model_not_found(model)
+            salt = self.tenancy.cache_salt(principal, body.get("cache_salt")) if principal else None
+            tier = self._tier(principal, body)
+            plan = self.planner.plan(model, body, len(raw), request.headers.get("x-session-id"), salt,
+                                     principal.tenant.name if principal else None, -TIER_PRIORITY[tier])
+            if principal is not None:
+                meter = await self.tenancy.admit(principal, model, path, body, plan.route.num_prompt_tokens,
+                                                 request_id)
+            upstream = upstream_for(body, TIER_PRIORITY[tier], salt, meter is not None, path)
+            headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
             if body.get("stream") is True and path != "/v1/embeddings":
-                response = await self.proxy.stream(plan, path, body, headers)
+                response = await self.proxy.stream(plan, path, upstream, headers, meter)
+                meter = None  # the stream's relay closes it when the stream ends
             else:
-                response = await until_disconnect(request, self.proxy.unary(plan, path, raw, headers))
+                response = await until_disconnect(request, self.proxy.unary(plan, path, upstream, headers, meter))
             status = response.status_code
+            if principal is not None:
+                response.headers.update(self.tenancy.headers(principal))
             return response
         except APIError as exc:
             exc.headers.setdefault("X-Request-Id", request_id)
             status = exc.status
+            if meter is not None and not meter.events and not meter.pending_lookups:
+                meter.attempt_ended(None, None, "failed", exc.status)  # no replica could take it
             raise
         finally:
+            if meter is not None:
+                meter.close()
             self.metrics.requests.labels(model, path, str(status)).inc()
             self.metrics.latency.labels(model).observe(time.perf_counter() - start)
+
+    def _tier(self, principal: Principal | None, body: dict) -> str:
+        requested = body.get("service_tier")
+        if principal is not None:
+            return Admission.resolve_tier(principal.tenant, requested)
+        return Admission.resolve_tier(OPEN_TENANT, requested)
 
     def health(self) -> tuple[bool, dict]:
         models = {}
@@ -99,12 +155,17 @@ def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
         app.add_route(path, proxied(path), methods=["POST"])
 
     @app.get("/v1/models")
-    async def models():
+    async def models(request: Request):
+        visible = gateway.config.models
+        if gateway.tenancy is not None:  # a tenant sees the models it may use
+            principal = await gateway.tenancy.authenticate(request.headers.get("authorization"))
+            visible = [s for s in visible if principal.tenant.may_use(s.name)]
         created = int(gateway.started_at)
         data = [{"id": s.name, "object": "model", "created": created, "owned_by": "infercloud", "kind": s.kind,
-                 "ready_replicas": len(gateway.replicas.routable(s.name))} for s in gateway.config.models]
+                 "ready_replicas": len(gateway.replicas.routable(s.name))} for s in visible]
         return {"object": "list", "data": data}
 
+    install_admin_routes(app, gateway)
     install_ops_routes(app, gateway)
 
     return RequestGuard(app, gateway)

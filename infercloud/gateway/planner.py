@@ -1,6 +1,7 @@
 """RoutePlanner: turns a request body into what the router needs (prompt block hashes, load estimate).
 
-For models routed `prefix_aware` whose weights are on this machine, the prompt is tokenized exactly as
+For models routed `prefix_aware` (and, with tenancy, every chat model, so budgets count the prompt
+exactly) whose weights are on this machine, the prompt is tokenized exactly as
 the worker will (chat template for messages, plain encoding for a string prompt, token ids as given)
 and hashed into the engine's chained block hashes, so they match the keys of the workers' prefix
 caches. Other models skip tokenization and estimate prompt tokens from the body size.
@@ -39,27 +40,32 @@ class ModelRoute:
 
 class RoutePlanner:
     def __init__(self, models: tuple[ModelSpec, ...], default_max_tokens: int, rng: random.Random,
-                 margin_tokens: int, margin_ratio: float):
+                 margin_tokens: int, margin_ratio: float, tokenize_all: bool = False):
+        """`tokenize_all`: count every chat prompt exactly (budgets need it), not only prefix_aware ones."""
         self.default_max_tokens = default_max_tokens
         self.routes: dict[str, ModelRoute] = {}
         for spec in models:
             options = {"margin_tokens": margin_tokens, "margin_ratio": margin_ratio} \
                 if spec.routing == "prefix_aware" else {}
             policy = make_policy(spec.routing, random.Random(rng.getrandbits(64)), **options)
-            tokenizer = _load_tokenizer(spec) if spec.routing == "prefix_aware" and spec.kind == "chat" else None
+            wants_ids = spec.routing == "prefix_aware" or tokenize_all
+            tokenizer = _load_tokenizer(spec) if wants_ids and spec.kind == "chat" else None
             self.routes[spec.name] = ModelRoute(spec, policy, tokenizer)
 
-    def plan(self, model: str, body: dict, raw_size: int, session_header: str | None) -> Plan:
+    def plan(self, model: str, body: dict, raw_size: int, session_header: str | None,
+             cache_salt: str | None = None, tenant: str | None = None, priority: int = 0) -> Plan:
+        """`cache_salt`: the salt the worker will hash the prompt with (the hashes must match its cache)."""
         route = self.routes[model]
         hashes: list[bytes] = []
         ids = _prompt_ids(route.tokenizer, body) if route.tokenizer is not None else None
         num_prompt = len(ids) if ids is not None else raw_size // _BYTES_PER_TOKEN
-        if ids is not None:
-            hashes = hash_token_blocks(ids, route.block_size)
+        if ids is not None and route.spec.routing == "prefix_aware":
+            hashes = hash_token_blocks(ids, route.block_size, cache_salt)
         max_new = body.get("max_completion_tokens") or body.get("max_tokens") or self.default_max_tokens
         n = body.get("n") if isinstance(body.get("n"), int) else 1
         session = session_header or (body.get("user") if isinstance(body.get("user"), str) else None)
-        request = RouteRequest(model, tuple(hashes), num_prompt, session_key=session or None)
+        request = RouteRequest(model, tuple(hashes), num_prompt, session_key=session or None, tenant=tenant,
+                               priority=priority)
         extra = max_new * max(n, 1) if isinstance(max_new, int) else self.default_max_tokens
         return Plan(request, num_prompt + extra)
 

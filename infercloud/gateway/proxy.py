@@ -1,5 +1,13 @@
 """Proxy: sends each request to a replica the router picks, retries elsewhere, and migrates broken streams.
 
+Bodies: each request carries two bodies, one for native workers (with the gateway's `priority`,
+`cache_salt` and usage options) and one for external replicas (the client's, plus include_usage when
+metered); `Upstream` holds both.
+
+Metering: when a `RequestMeter` is given, each attempt that got a response ends in one usage event
+(see gateway/accounting.py); streams ask for usage on every chunk and pass it on only as the client
+asked, rewritten to what the client is billed.
+
 Retry: a replica that cannot be reached, or answers 502/503/504, is left for another one (up to
 `max_attempts` replicas, with a doubling backoff); a replica that cannot be reached leaves routing at
 once. When no replica can take it, the client gets 503 `no_replica_available` naming the model.
@@ -19,6 +27,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import aiohttp
 from fastapi.responses import Response, StreamingResponse
@@ -34,6 +43,20 @@ from infercloud.router.prefix_aware import match_length
 log = logging.getLogger("infercloud.gateway")
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
+
+
+@dataclass
+class Upstream:
+    """What to send: the body for native workers and the one for external replicas, and the client's wishes."""
+
+    native: dict
+    external: dict
+    client_usage: bool = False          # the client asked for stream_options.include_usage
+    client_continuous: bool = False     # ... or for usage on every chunk
+
+    def encode(self, replica: Replica, extra: dict | None = None) -> bytes:
+        body = self.external if replica.is_external else self.native
+        return json.dumps({**body, **extra} if extra else body).encode()
 
 
 class StreamBroken(Exception):
@@ -86,7 +109,7 @@ class Proxy:
         replica.outstanding_tokens -= self._leases.pop((id(plan), replica.replica_id))
 
     async def _send(self, plan: Plan, path: str, content: Callable[[Replica], bytes], headers: dict[str, str],
-                    tried: set[str]) -> tuple[Replica, aiohttp.ClientResponse]:
+                    tried: set[str], meter=None) -> tuple[Replica, aiohttp.ClientResponse]:
         """Open a response on some replica (streamed; the caller reads and closes it and calls _end)."""
         backoff, last_error = self.spec.retry_backoff_s, None
         for attempt in range(self.spec.max_attempts):
@@ -102,6 +125,11 @@ class Proxy:
             self._begin(replica, plan)
             try:
                 response = await self.client.post(replica.url + path, data=content(replica), headers=headers)
+            except asyncio.CancelledError:  # the client left while the replica worked on it
+                self._end(replica, plan)
+                if meter is not None:
+                    meter.lookup_later(self.client, replica, "aborted", None)
+                raise
             except aiohttp.ClientError as exc:
                 self._end(replica, plan)
                 self.replicas.mark_failed(replica)
@@ -116,10 +144,11 @@ class Proxy:
         raise no_replica(plan.route.model, self.spec.max_attempts, last_error)
 
     # -- plain requests ----------------------------------------------------------------------------
-    async def unary(self, plan: Plan, path: str, raw: bytes, headers: dict[str, str]) -> Response:
+    async def unary(self, plan: Plan, path: str, upstream: Upstream, headers: dict[str, str],
+                    meter=None) -> Response:
         tried: set[str] = set()
         while True:
-            replica, response = await self._send(plan, path, lambda _: raw, headers, tried)
+            replica, response = await self._send(plan, path, upstream.encode, headers, tried, meter)
             try:
                 content = await response.read()
             except aiohttp.ClientError:  # died while answering: nothing reached the client, so retry
@@ -127,41 +156,74 @@ class Proxy:
                 if len(tried) >= self.spec.max_attempts:
                     raise no_replica(plan.route.model, len(tried), f"{replica.replica_id} failed mid-response")
                 continue
+            except asyncio.CancelledError:
+                if meter is not None:
+                    meter.lookup_later(self.client, replica, "aborted", None)
+                raise
             finally:
                 response.close()
                 self._end(replica, plan)
+            if meter is not None:
+                outcome = "completed" if response.status < 400 else "failed"
+                meter.attempt_ended(replica.replica_id, _usage(content) if outcome == "completed" else None,
+                                    outcome, response.status)
             return Response(content, status_code=response.status,
                             media_type=response.headers.get("content-type", "application/json"),
                             headers={"X-Request-Id": headers["X-Request-Id"]})
 
     # -- streams -----------------------------------------------------------------------------------
-    async def stream(self, plan: Plan, path: str, body: dict, headers: dict[str, str]) -> Response:
-        relay = _Relay(self, plan, path, body, headers)
-        replica, response = await self._send(plan, path, relay.content, headers, relay.tried)
+    async def stream(self, plan: Plan, path: str, upstream: Upstream, headers: dict[str, str],
+                     meter=None) -> Response:
+        relay = _Relay(self, plan, path, upstream, headers, meter)
+        replica, response = await self._send(plan, path, relay.content, headers, relay.tried, meter)
         if response.status != 200:  # a client error (400, 404, ...): pass it on as it is
             content = await _read_and_close(response)
             self._end(replica, plan)
+            if meter is not None:
+                meter.attempt_ended(replica.replica_id, None, "failed", response.status)
             return Response(content, status_code=response.status,
                             media_type=response.headers.get("content-type", "application/json"),
                             headers={"X-Request-Id": headers["X-Request-Id"]})
-        return StreamingResponse(relay.events(replica, response), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Request-Id": headers["X-Request-Id"]})
+        relay.replica, relay.response = replica, response
+        return _RelayResponse(relay, relay.events(replica, response), media_type="text/event-stream",
+                              headers={"Cache-Control": "no-cache", "X-Request-Id": headers["X-Request-Id"]})
+
+
+class _RelayResponse(StreamingResponse):
+    """A relay's response: however the response ends (even before its body starts), the relay is closed."""
+
+    def __init__(self, relay: "_Relay", *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.relay = relay
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.relay.close()
 
 
 class _Relay:
     """One client stream: relays upstream chunks and, if the upstream breaks, resumes on another replica."""
 
-    def __init__(self, proxy: Proxy, plan: Plan, path: str, body: dict, headers: dict[str, str]):
+    def __init__(self, proxy: Proxy, plan: Plan, path: str, upstream: Upstream, headers: dict[str, str],
+                 meter=None):
         self.proxy = proxy
         self.plan = plan
         self.path = path
-        self.body = body
+        self.upstream = upstream
         self.headers = headers
+        self.meter = meter
         self.tried: set[str] = set()
+        body = upstream.external
         self.wants_ids = bool(body.get("return_token_ids"))
         self.num_choices = body.get("n") if isinstance(body.get("n"), int) else 1
         self.can_migrate = self.num_choices == 1
         self.delivered: list[int] = list(body.get("resume_token_ids") or [])
+        self.replica: Replica | None = None              # the attempt in progress, if any
+        self.response: aiohttp.ClientResponse | None = None
+        self.usage: dict | None = None     # the current attempt's usage so far
+        self.num_resumed = len(self.delivered)  # tokens the current attempt was handed as already generated
         self.stream_id: str | None = None
         self.sent_prompt_ids = self.finished = False
         self.roles_sent: set[int] = set()        # choice indexes whose role chunk the client has
@@ -169,14 +231,14 @@ class _Relay:
 
     def content(self, replica: Replica) -> bytes:
         if replica.is_external:
-            return json.dumps(self.body).encode()
-        body = {**self.body, "return_token_ids": True}
+            return self.upstream.encode(replica)
+        extra = {"return_token_ids": True}
         if self.delivered:
-            body["resume_token_ids"] = self.delivered
-        return json.dumps(body).encode()
+            extra["resume_token_ids"] = self.delivered
+        return self.upstream.encode(replica, extra)
 
     async def events(self, replica: Replica, response: aiohttp.ClientResponse) -> AsyncIterator[str]:
-        open_replica: Replica | None = replica
+        self.replica, self.response = replica, response
         try:
             while True:
                 try:
@@ -186,36 +248,56 @@ class _Relay:
                             yield event
                         if self.finished:
                             await _drain(response)  # the body's end, so the worker sees a clean finish
+                            self._close_attempt("completed")
                             return
                     raise StreamBroken("the stream ended before [DONE]")
                 except (aiohttp.ClientError, StreamBroken) as exc:
-                    response.close()
-                    self.proxy._end(replica, self.plan)
                     self.proxy.replicas.mark_failed(replica)
-                    open_replica = None
                     if self.saw_finish:  # everything but [DONE] had arrived
+                        self._close_attempt("completed")
                         yield sse_done()
                         return
                     if not self.can_migrate or replica.is_external:
+                        self._close_attempt("failed")
                         yield sse_event(_error_body(f"The replica serving this stream failed ({exc!r})."))
                         return
                     try:
-                        replica, response = await self.proxy._send(self.plan, self.path, self.content,
-                                                                   self.headers, self.tried)
+                        new_replica, response = await self.proxy._send(self.plan, self.path, self.content,
+                                                                       self.headers, self.tried)
                     except APIError as err:
+                        self._close_attempt("failed")
                         yield sse_event(err.body())
                         return
-                    open_replica = replica
+                    self._close_attempt("migrated")
+                    replica = self.replica = new_replica
+                    self.response = response
                     self.proxy.metrics.migration(self.plan.route.model)
                     log.warning("stream %s: replica failed after %d tokens (%r); resumed on %s",
                                 self.headers.get("X-Request-Id"), len(self.delivered), exc, replica.replica_id)
                     if response.status != 200:
-                        yield sse_event(_error_body(f"Resuming the stream failed: {_message(await response.read())}"))
+                        message = _message(await response.read())
+                        self._close_attempt("failed")
+                        yield sse_event(_error_body(f"Resuming the stream failed: {message}"))
                         return
         finally:
-            if open_replica is not None:
-                response.close()  # unfinished (the client left): closing the connection aborts it upstream
-                self.proxy._end(open_replica, self.plan)
+            self.close()
+
+    def _close_attempt(self, outcome: str) -> None:
+        """The current attempt is over: its connection closes, its load leaves the replica, it is metered."""
+        replica, self.replica = self.replica, None
+        if replica is None:
+            return
+        self.response.close()  # unfinished (the client left): closing the connection aborts it upstream
+        self.proxy._end(replica, self.plan)
+        if self.meter is not None:
+            self.meter.attempt_ended(replica.replica_id, self.usage, outcome, 200, self.num_resumed)
+        self.usage, self.num_resumed = None, len(self.delivered)
+
+    def close(self) -> None:
+        """The client's stream is over, however it ended (also when it never started); idempotent."""
+        self._close_attempt("aborted")
+        if self.meter is not None:
+            self.meter.close()
 
     @property
     def saw_finish(self) -> bool:
@@ -237,6 +319,15 @@ class _Relay:
             return f"{line}\n\n"
         if not isinstance(chunk, dict) or "choices" not in chunk:
             return f"{line}\n\n"
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+            if not chunk["choices"]:  # the final usage chunk
+                if not (self.upstream.client_usage or self.upstream.client_continuous):
+                    return None
+            elif not self.upstream.client_continuous:
+                del chunk["usage"]
+            if "usage" in chunk and self.meter is not None:
+                chunk["usage"] = self.meter.client_usage(chunk["usage"])
         if self.stream_id is None:
             self.stream_id = chunk.get("id")
         elif "id" in chunk:
@@ -258,6 +349,8 @@ class _Relay:
                 self.roles_sent.add(choice.get("index", 0))
             if (self.wants_ids and ids) or _has_content(choice) or (isinstance(delta, dict) and "role" in delta):
                 keep.append(choice)
+                if self.meter is not None and _has_content(choice):
+                    self.meter.first_token()
         if chunk["choices"] and not keep:
             return None
         chunk["choices"] = keep if chunk["choices"] else []
@@ -284,6 +377,14 @@ def _has_content(choice: dict) -> bool:
     delta = choice.get("delta")
     text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
     return bool(text) or bool(choice.get("finish_reason")) or bool(choice.get("logprobs"))
+
+
+def _usage(content: bytes) -> dict | None:
+    try:
+        usage = json.loads(content).get("usage")
+    except (ValueError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None
 
 
 def _error_body(message: str) -> dict:

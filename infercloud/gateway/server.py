@@ -19,12 +19,14 @@ from infercloud.cluster.local import LocalBackend
 from infercloud.config import ServerConfig
 from infercloud.controller.controller import Controller
 from infercloud.controller.replicas import ReplicaSet
+from infercloud.gateway.accounting import Tenancy
 from infercloud.gateway.app import Gateway, build_app
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import RoutePlanner
 from infercloud.gateway.proxy import Proxy
 from infercloud.models.catalog import infercloud_home
 from infercloud.openai.asgi import DrainingServer
+from infercloud.tenancy.db import default_database_url, open_database
 
 log = logging.getLogger("infercloud.gateway")
 
@@ -45,9 +47,13 @@ def serve_cloud(config: ServerConfig) -> int:
     replicas = ReplicaSet()
     gw = config.gateway
     planner = RoutePlanner(config.models, gw.default_max_tokens, random.Random(), gw.prefix_margin_tokens,
-                           gw.prefix_margin_ratio)
+                           gw.prefix_margin_ratio, tokenize_all=config.tenancy is not None)
     gateway = Gateway(config, replicas, planner)
     gateway.metrics = GatewayMetrics(replicas.all)
+    if config.tenancy is not None:
+        database = config.tenancy.database or default_database_url()
+        gateway.tenancy = Tenancy(config.tenancy, config.models, open_database(database))
+        gateway.tenancy.max_model_len = lambda model: _max_model_len(replicas, model)
     backend = LocalBackend(infercloud_home() / "run" / f"gateway-{config.port}-{os.getpid()}")
 
     @asynccontextmanager
@@ -55,16 +61,21 @@ def serve_cloud(config: ServerConfig) -> int:
         client = http_client()
         gateway.proxy = Proxy(replicas, planner, client, gw, gateway.metrics)
         controller = Controller(config, backend, replicas, client)
+        if gateway.tenancy is not None:
+            await gateway.tenancy.start()
         await controller.start()
-        if not await controller.wait_ready(config.cluster.startup_timeout_s):
+        if not await controller.wait_ready(config.cluster_spec.startup_timeout_s):
             log.warning("not every model has a ready replica yet; serving what is ready")
         url = f"http://{config.host}:{config.port}"
         summary = ", ".join(f"{m.name} x{len(replicas.of(m.name))} ({m.routing})" for m in config.models)
         print(f"infercloud gateway on {url}: {summary}; workers log to {backend.run_dir}", flush=True)
+        print(_auth_line(config), flush=True)
         try:
             yield
         finally:
             await controller.stop()
+            if gateway.tenancy is not None:
+                await gateway.tenancy.close()
             await client.close()
 
     app = build_app(gateway, lifespan)
@@ -72,3 +83,25 @@ def serve_cloud(config: ServerConfig) -> int:
                                timeout_graceful_shutdown=1)
     DrainingServer(uv_config, gateway).run()
     return 0
+
+
+def _auth_line(config: ServerConfig) -> str:
+    if config.tenancy is None:
+        return ("auth: OFF - no `tenancy` section, so /v1 needs no API key; serving on loopback only "
+                "(declare tenancy to require keys)")
+    database = config.tenancy.database or default_database_url()
+    return (f"auth: API keys required on /v1, admin keys on /admin; tenants, keys and the usage ledger in "
+            f"{_hide_password(database)}")
+
+
+def _hide_password(url: str) -> str:
+    import sqlalchemy as sa
+
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def _max_model_len(replicas: ReplicaSet, model: str) -> int | None:
+    for replica in replicas.of(model):
+        if replica.last_state and replica.last_state.get("max_model_len"):
+            return int(replica.last_state["max_model_len"])
+    return None

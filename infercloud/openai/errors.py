@@ -47,3 +47,21 @@ def too_large(limit: int) -> APIError:
 
 def internal(message: str = "The server had an error while processing your request.") -> APIError:
     return APIError(500, message, type="internal_error", code="internal_error")
+
+
+def unauthorized(message: str, code: str | None = "invalid_api_key") -> APIError:
+    return APIError(401, message, type="invalid_request_error", code=code)
+
+
+def forbidden(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(403, message, type="permission_error", param=param, code=code)
+
+
+def rate_limited(message: str, retry_after_s: float, code: str = "rate_limit_exceeded",
+                 headers: dict[str, str] | None = None) -> APIError:
+    seconds = max(1, int(-(-retry_after_s // 1))) if retry_after_s != float("inf") else 60
+    return APIError(429, message, type="requests", code=code, headers={**(headers or {}), "Retry-After": str(seconds)})
+
+
+def insufficient_quota(message: str) -> APIError:
+    return APIError(429, message, type="insufficient_quota", code="insufficient_quota")

@@ -31,6 +31,7 @@ class ChatMessage(_Strict):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+    continuous_usage_stats: bool = False    # vLLM's: usage (so far) on every chunk
 
 
 class _SamplingFields(_Strict):
@@ -55,6 +56,8 @@ class _SamplingFields(_Strict):
     ignore_eos: bool | None = None
     return_token_ids: bool | None = None    # vLLM's: prompt_token_ids and each choice's token_ids in the response
     resume_token_ids: list[int] | None = None  # infercloud's: continue a stream another replica began (n == 1)
+    priority: int = 0                       # vLLM's: lower is scheduled first (the gateway sets it from the tier)
+    cache_salt: str | None = None           # vLLM's: prefix-cache blocks are shared only among equal salts
 
 
 class ChatCompletionRequest(_SamplingFields):

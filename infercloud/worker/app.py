@@ -81,6 +81,14 @@ def build_app(worker: Worker) -> RequestGuard:
                 for name, state in worker.model_states().items()]
         return {"object": "list", "data": data}
 
+    @app.get("/internal/usage/{request_id}")
+    async def request_usage(request_id: str):
+        """What a request that ended here used, by the X-Request-Id it came with (for metering)."""
+        found = worker.recent_usage.get(request_id)
+        if found is None:
+            raise APIError(404, f"No ended request {request_id!r} is known here.", code="not_found")
+        return found
+
     install_ops_routes(app, worker)
 
     return RequestGuard(app, worker)

@@ -36,13 +36,13 @@ class EmbeddingService:
         self.in_flight += 1
         try:
             if isinstance(inputs[0], str):
-                vectors, counts = await self.batcher.embed(inputs)
+                vectors, counts, device_s = await self.batcher.embed(inputs)
             else:
                 try:
                     self.engine.validate(inputs)
                 except ValueError as exc:
                     raise bad_request(str(exc), param="input") from exc
-                vectors, counts = await self.batcher.embed_tokens(inputs)
+                vectors, counts, device_s = await self.batcher.embed_tokens(inputs)
             status = "ok"
         except asyncio.CancelledError:
             status = "aborted"
@@ -58,7 +58,8 @@ class EmbeddingService:
         data = [{"object": "embedding", "index": i, "embedding": _encode(row, body.encoding_format)}
                 for i, row in enumerate(array)]
         return {"object": "list", "data": data, "model": body.model,
-                "usage": {"prompt_tokens": sum(counts), "total_tokens": sum(counts)}}
+                "usage": {"prompt_tokens": sum(counts), "total_tokens": sum(counts),
+                          "device_seconds": round(device_s, 6)}}
 
     def state(self) -> dict:
         stats = self.batcher.stats()

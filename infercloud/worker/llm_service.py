@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -43,7 +44,7 @@ class _Choice:
 
 class LLMService:
     def __init__(self, name: str, engine: AsyncLLMEngine, metrics: ServerMetrics, max_waiting: int,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, recent_usage: "RecentUsage | None" = None):
         self.name = name
         self.engine = engine
         self.tokenizer = engine.engine.tokenizer
@@ -51,6 +52,7 @@ class LLMService:
         self.metrics = metrics
         self.max_in_flight = engine.engine.config.max_num_seqs + max_waiting
         self.clock = clock
+        self.recent_usage = recent_usage
         self.in_flight = 0
 
     # -- endpoints ---------------------------------------------------------------------------------
@@ -98,7 +100,8 @@ class LLMService:
         self.in_flight += 1
         request_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         resume = list(body.resume_token_ids or [])
-        stream = self.engine.generate(prompt_ids, params, request_id=request_id, resume_token_ids=resume)
+        stream = self.engine.generate(prompt_ids, params, request_id=request_id, resume_token_ids=resume,
+                                      priority=-body.priority, cache_salt=body.cache_salt or None)
         try:
             first = await stream.__anext__()
         except BaseException as exc:
@@ -110,9 +113,11 @@ class LLMService:
             if isinstance(exc, EngineDeadError):
                 raise APIError(503, str(exc), type="overloaded_error", code="engine_dead") from exc
             raise
-        ctx = _Ctx(request_id, kind, int(time.time()), prompt_ids, params, body, len(resume))
+        ctx = _Ctx(request_id, kind, int(time.time()), prompt_ids, params, body, len(resume),
+                   usage_key=request.headers.get("x-request-id"), last=first)
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            options = body.stream_options
+            include_usage = bool(options and (options.include_usage or options.continuous_usage_stats))
             return StreamingResponse(self._sse(ctx, first, stream, include_usage), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Request-Id": request_id})
         return await self._complete(ctx, first, stream, request)
@@ -123,24 +128,25 @@ class LLMService:
         outcome = "aborted"
 
         async def collect() -> RequestOutput:
-            last = first
             _accumulate(choices, first)
             async for out in stream:
                 _accumulate(choices, out)
-                last = out
-            return last
+                ctx.last = out
+            return ctx.last
 
         try:
             last = await until_disconnect(request, collect())
             outcome = "ok"
         finally:
+            ctx.completion_tokens = sum(len(c.token_ids) for c in choices)
             await self._end(ctx, stream, outcome)
         self.metrics.observe_request(self.name, last, sum(len(c.token_ids) for c in choices))
         return JSONResponse(ctx.response(choices, last, self._fmt_logprobs), headers={"X-Request-Id": ctx.request_id})
 
     async def _sse(self, ctx: "_Ctx", first: RequestOutput, stream: AsyncIterator[RequestOutput],
                    include_usage: bool) -> AsyncIterator[str]:
-        completion_tokens = ctx.num_resumed
+        ctx.completion_tokens = ctx.num_resumed
+        continuous = bool(ctx.body.stream_options and ctx.body.stream_options.continuous_usage_stats)
         outcome = "aborted"
         last = first
         try:
@@ -149,31 +155,37 @@ class LLMService:
                     yield sse_event(ctx.chunk(i, {"role": "assistant", "content": ""}, None, None))
             out = first
             while True:
+                ctx.last = last = out
                 for c in out.outputs:
-                    completion_tokens += len(c.delta_token_ids)
+                    ctx.completion_tokens += len(c.delta_token_ids)
                     lp = self._fmt_logprobs(ctx.kind, c.delta_logprobs) if c.delta_logprobs else None
                     if c.delta_text or c.finish_reason or lp or (ctx.return_token_ids and c.delta_token_ids):
                         delta = {"content": c.delta_text} if ctx.kind == "chat" else c.delta_text
-                        yield sse_event(ctx.chunk(c.index, delta, c.finish_reason, lp, c.delta_token_ids))
-                last = out
+                        chunk = ctx.chunk(c.index, delta, c.finish_reason, lp, c.delta_token_ids)
+                        if continuous:
+                            chunk["usage"] = ctx.usage(out, ctx.completion_tokens)
+                        yield sse_event(chunk)
                 if out.finished:
                     break
                 out = await stream.__anext__()
             if include_usage:
-                yield sse_event(ctx.usage_chunk(last, completion_tokens))
+                yield sse_event(ctx.usage_chunk(last, ctx.completion_tokens))
             yield sse_done()
             outcome = "ok"
         finally:
             await self._end(ctx, stream, outcome)
             if outcome == "ok":
-                self.metrics.observe_request(self.name, last, completion_tokens)
+                self.metrics.observe_request(self.name, last, ctx.completion_tokens)
 
     async def _end(self, ctx: "_Ctx", stream: AsyncIterator[RequestOutput], outcome: str) -> None:
-        """Every admitted request ends here once: the slot is released, an unfinished stream aborted."""
+        """Every admitted request ends here once: the slot is released, an unfinished stream aborted,
+        and what it used is kept for the gateway to read (by its X-Request-Id) if the client left."""
         self.in_flight -= 1
         if outcome != "ok":
             await stream.aclose()
         self.metrics.request_done(self.name, ctx.kind, outcome)
+        if ctx.usage_key and self.recent_usage is not None:
+            self.recent_usage.put(ctx.usage_key, {**ctx.usage(ctx.last, ctx.completion_tokens), "outcome": outcome})
 
     def _fmt_logprobs(self, kind: str, entries: list[TokenLogprob]) -> dict:
         tok = self.tokenizer
@@ -200,6 +212,23 @@ class LLMService:
                 "max_model_len": self.max_model_len, "block_size": self.engine.engine.config.block_size}
 
 
+class RecentUsage:
+    """What recently ended requests used, by the caller's request id (bounded: the oldest are dropped)."""
+
+    def __init__(self, capacity: int = 8192):
+        self.capacity = capacity
+        self._entries: OrderedDict[str, dict] = OrderedDict()
+
+    def put(self, key: str, usage: dict) -> None:
+        self._entries[key] = usage
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def get(self, key: str) -> dict | None:
+        return self._entries.get(key)
+
+
 def _accumulate(choices: list[_Choice], out: RequestOutput) -> None:
     for c in out.outputs:
         ch = choices[c.index]
@@ -219,6 +248,9 @@ class _Ctx:
     params: SamplingParams
     body: ChatCompletionRequest | CompletionRequest
     num_resumed: int = 0         # output tokens another replica generated before this one took over
+    usage_key: str | None = None  # the caller's X-Request-Id: what this request used is kept under it
+    last: RequestOutput | None = None  # the latest engine output (its metrics are live)
+    completion_tokens: int = 0   # so far (resumed tokens included)
     sent_prompt_ids: bool = False
 
     @property
@@ -230,9 +262,11 @@ class _Ctx:
         return "chat.completion" if self.kind == "chat" else "text_completion"
 
     def usage(self, out: RequestOutput, completion_tokens: int) -> dict:
+        """OpenAI's usage object, plus the device-seconds attributed to the request (its share of each step)."""
         return {"prompt_tokens": len(self.prompt_ids), "completion_tokens": completion_tokens,
                 "total_tokens": len(self.prompt_ids) + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": out.num_cached_tokens}}
+                "prompt_tokens_details": {"cached_tokens": out.num_cached_tokens},
+                "device_seconds": round(sum(m.device_seconds for m in out.metrics), 6)}
 
     def response(self, choices: list[_Choice], last: RequestOutput, fmt_logprobs) -> dict:
         rendered = []

@@ -14,7 +14,7 @@ from infercloud.engine.engine import LLMEngine
 from infercloud.models.catalog import resolve_model
 from infercloud.models.pull import pull
 from infercloud.worker.embedding_service import EmbeddingService
-from infercloud.worker.llm_service import LLMService
+from infercloud.worker.llm_service import LLMService, RecentUsage
 from infercloud.worker.metrics import ServerMetrics
 
 
@@ -37,6 +37,7 @@ class Worker:
 
     def __post_init__(self) -> None:
         self.metrics = ServerMetrics(self.model_states)
+        self.recent_usage = RecentUsage()  # by the caller's X-Request-Id, for a gateway whose client left
 
     @classmethod
     def create(cls, config: ServerConfig) -> "Worker":
@@ -45,7 +46,8 @@ class Worker:
             model_dir = _model_dir(spec)
             if spec.kind == "chat":
                 engine = AsyncLLMEngine(lambda d=model_dir, c=spec.engine: LLMEngine(d, c))  # built on its thread
-                worker.chat[spec.name] = LLMService(spec.name, engine, worker.metrics, config.max_waiting)
+                worker.chat[spec.name] = LLMService(spec.name, engine, worker.metrics, config.max_waiting,
+                                                      recent_usage=worker.recent_usage)
             else:
                 dtype = "float32" if spec.engine.dtype == "auto" else spec.engine.dtype  # parity with HF by default
                 worker.embeddings[spec.name] = EmbeddingService(spec.name, model_dir, worker.metrics,

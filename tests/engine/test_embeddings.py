@@ -131,8 +131,9 @@ def test_batcher_concurrent_callers_match_one_at_a_time(engine):
         return results, batcher.stats()
 
     results, stats = asyncio.run(main())
-    for (got, got_counts), (want, want_counts) in zip(results, expected):
+    for (got, got_counts, device_s), (want, want_counts) in zip(results, expected):
         assert got_counts == want_counts
+        assert device_s > 0
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     assert stats.texts_embedded == 32 and stats.batches_run < 32
     assert stats.mean_batch_size == 32 / stats.batches_run
@@ -149,7 +150,7 @@ def test_batcher_splits_a_request_larger_than_a_batch(engine):
         finally:
             await batcher.stop()
 
-    (vectors, counts), (token_vectors, _), stats = asyncio.run(main())
+    (vectors, counts, _), (token_vectors, _, _), stats = asyncio.run(main())
     want, want_counts = engine.embed(texts)
     assert counts == want_counts
     torch.testing.assert_close(vectors, want, atol=1e-5, rtol=0)
@@ -177,7 +178,7 @@ def test_cancelled_caller_is_skipped_and_others_served(engine):
             await batcher.stop()
 
     served, stats = asyncio.run(main())
-    for (got, _), text in zip(served, [texts[0], texts[2], texts[3], texts[4]]):
+    for (got, _, _), text in zip(served, [texts[0], texts[2], texts[3], texts[4]]):
         torch.testing.assert_close(got, engine.embed([text])[0], atol=1e-5, rtol=0)
     assert (stats.batches_run, stats.texts_embedded) == (1, 4)
 
@@ -190,7 +191,7 @@ def test_stop_fails_waiting_callers(engine):
         await batcher.stop()
         with pytest.raises(BatcherStoppedError):
             await waiting
-        vectors, counts = await batcher.embed([])
+        vectors, counts, _ = await batcher.embed([])
         assert vectors.shape == (0, 384) and counts == []
 
     asyncio.run(main())

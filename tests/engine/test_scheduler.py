@@ -145,6 +145,28 @@ def test_higher_priority_running_request_is_scheduled_first():
     assert chunks(step(sched)) == [("high", 4)]  # a high prefill outranks a low decode
 
 
+def test_higher_priority_request_takes_the_slot_of_the_lowest_newest_running_one():
+    sched = make_scheduler(max_num_seqs=2, max_num_batched_tokens=64)
+    add(sched, make_request("low_old", 3, max_tokens=8, arrival_time=0),
+        make_request("low_new", 3, max_tokens=8, arrival_time=1))
+    step(sched)
+    add(sched, make_request("high", 3, priority=1, arrival_time=2), make_request("low_late", 3, arrival_time=3))
+    out = step(sched)
+    assert ids(out.preempted) == ["low_new"]
+    assert chunks(out) == [("low_old", 1), ("high", 3)]
+    assert ids(sched.waiting) == ["low_new", "low_late"]  # the victim keeps its place in its class
+    assert chunks(step(sched)) == [("high", 1), ("low_old", 1)]  # no more victims: nothing waits above "low"
+
+
+def test_equal_priority_waiting_request_preempts_nothing():
+    sched = make_scheduler(max_num_seqs=1, max_num_batched_tokens=64)
+    add(sched, make_request("a", 3, max_tokens=4, arrival_time=0))
+    step(sched)
+    add(sched, make_request("b", 3, arrival_time=1))
+    out = step(sched)
+    assert out.preempted == [] and chunks(out) == [("a", 1)]
+
+
 # -- preemption ----------------------------------------------------------------------------------------
 
 def _two_decoders_filling_the_pool(**kw_b) -> tuple[Scheduler, Request, Request]:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from infercloud.controller.replicas import Replica
+from infercloud.gateway.app import upstream_for
 from infercloud.gateway.proxy import _Relay
 
 PATH = "/v1/chat/completions"
@@ -14,7 +15,8 @@ BASE = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream":
 
 
 def relay(**fields) -> _Relay:
-    return _Relay(proxy=None, plan=None, path=PATH, body={**BASE, **fields}, headers={})
+    return _Relay(proxy=None, plan=None, path=PATH, upstream=upstream_for({**BASE, **fields}, 0, None, False),
+                  headers={})
 
 
 def chunk(content: str | None = "", ids=(), finish=None, cid="chatcmpl-A", role=False, prompt_ids=None,
@@ -84,12 +86,38 @@ def test_client_given_resume_ids_seed_delivered():
 # -- migration shape -----------------------------------------------------------------------------
 
 def test_stream_id_stays_the_first_replicas():
-    r = relay()
+    r = relay(stream_options={"include_usage": True})
     r._rewrite(chunk("a", ids=[1]))
     after = [parse(r._rewrite(line)) for line in (chunk("b", ids=[2], cid="chatcmpl-B"),
                                                     chunk("", ids=[3], cid="chatcmpl-B", finish="stop"),
                                                     usage_chunk(cid="chatcmpl-B"))]
     assert [e["id"] for e in after] == ["chatcmpl-A"] * 3
+
+
+def test_usage_chunk_reaches_only_clients_that_asked_and_is_remembered():
+    quiet, asking = relay(), relay(stream_options={"include_usage": True})
+    assert quiet._rewrite(usage_chunk()) is None
+    assert parse(asking._rewrite(usage_chunk()))["usage"]["completion_tokens"] == 2
+    assert quiet.usage == asking.usage == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+
+def test_usage_on_every_chunk_is_kept_for_metering_and_stripped_unless_asked():
+    line = json.loads(chunk("a", ids=[1])[len("data: "):])
+    line["usage"] = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    quiet, asking = relay(), relay(stream_options={"continuous_usage_stats": True})
+    assert "usage" not in parse(quiet._rewrite("data: " + json.dumps(line)))
+    assert parse(asking._rewrite("data: " + json.dumps(line)))["usage"]["completion_tokens"] == 1
+    assert quiet.usage["completion_tokens"] == 1
+
+
+def test_native_body_carries_priority_salt_and_usage_options_external_does_not():
+    body = {**BASE, "service_tier": "batch", "cache_salt": "mine"}
+    up = upstream_for(body, 2, "salted", metered=True)
+    assert up.native["priority"] == 2 and up.native["cache_salt"] == "salted"
+    assert up.native["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
+    assert "priority" not in up.external and "cache_salt" not in up.external and "service_tier" not in up.external
+    assert up.external["stream_options"] == {"include_usage": True}
+    assert not up.client_usage
 
 
 def test_duplicate_role_chunk_dropped():
@@ -123,7 +151,7 @@ def test_saw_finish_waits_for_every_choice_with_n2():
 
 
 def test_finish_usage_and_done():
-    r = relay()
+    r = relay(stream_options={"include_usage": True})
     assert not r.saw_finish
     end = parse(r._rewrite(chunk("", ids=[4], finish="stop")))
     assert end["choices"][0]["finish_reason"] == "stop"
@@ -178,7 +206,7 @@ def test_content_native_asks_ids_and_resumes():
     r._rewrite(chunk("Hi", ids=[5, 6]))
     sent = json.loads(r.content(native()))
     assert sent["resume_token_ids"] == [5, 6]
-    assert {k: v for k, v in sent.items() if k not in ("return_token_ids", "resume_token_ids")} == BASE
+    assert {k: v for k, v in sent.items() if k not in ("return_token_ids", "resume_token_ids")} == {**BASE, "priority": 0}
 
 
 def test_content_external_is_the_client_body():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import math
 import time
 
@@ -198,3 +199,40 @@ def test_disconnects_abort_and_free_blocks(server):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=httpx.Timeout(1.5, connect=5))
     assert wait_idle(server)["kv_blocks_used"] == 0
+
+
+def test_usage_carries_device_seconds_and_is_kept_by_request_id(server):
+    body = {"model": CHAT, "messages": MESSAGES, "max_tokens": 8, "priority": 2, "cache_salt": "tenant-a"}
+    plain = httpx.post(f"{server.url}/v1/chat/completions", json=body, headers={"X-Request-Id": "usage-plain"},
+                       timeout=60)
+    assert plain.status_code == 200, plain.text
+    usage = plain.json()["usage"]
+    assert usage["device_seconds"] > 0
+    kept = httpx.get(f"{server.url}/internal/usage/usage-plain").json()
+    assert kept["outcome"] == "ok"
+    assert {k: kept[k] for k in usage} == usage
+    assert httpx.get(f"{server.url}/internal/usage/never-seen").status_code == 404
+
+
+def test_cache_salt_keeps_prefix_blocks_apart(server):
+    long_system = [{"role": "system", "content": "You are a careful assistant. " * 30}, *MESSAGES]
+
+    def cached(salt: str | None) -> int:
+        body = {"model": CHAT, "messages": long_system, "max_tokens": 1, **({"cache_salt": salt} if salt else {})}
+        response = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
+        return response.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+    cached("salt-a")
+    assert cached("salt-a") > 100           # the same salt hits its own blocks
+    assert cached("salt-b") == 0            # another salt sees none of them
+    assert cached(None) == 0                # nor does an unsalted request
+
+
+def test_continuous_usage_stats_put_usage_so_far_on_every_chunk(server):
+    body = {"model": CHAT, "messages": MESSAGES, "max_tokens": 5, "ignore_eos": True, "stream": True,
+            "stream_options": {"continuous_usage_stats": True}}
+    with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=60) as response:
+        chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
+    counts = [c["usage"]["completion_tokens"] for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]
+    assert counts == sorted(counts) and counts[-1] == 5
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 5

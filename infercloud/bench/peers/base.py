@@ -87,6 +87,12 @@ class Peer(ABC):
             raise PeerError(f"{self.name}: not started")
         return f"http://127.0.0.1:{self.port}"
 
+    api_key: str | None = None  # sent as a bearer token (a gateway with tenancy wants one)
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
     def start(self, port: int, timeout_s: float = 600) -> None:
         """Launch the server on 127.0.0.1:port and return once GET /v1/models answers 200."""
         if self.process is not None and self.process.poll() is None:
@@ -96,7 +102,7 @@ class Peer(ABC):
         self.port = port
         self.process = launch(self.command(port), self.env(), self.log_path)
         try:
-            wait_ready(self.process, self.base_url, timeout_s, self.log_path, self.name)
+            wait_ready(self.process, self.base_url, timeout_s, self.log_path, self.name, headers=self.auth_headers)
         except BaseException:
             self.stop()
             raise
@@ -126,7 +132,7 @@ def launch(command: list[str], extra_env: dict[str, str], log_path: Path) -> sub
 
 
 def wait_ready(process: subprocess.Popen, base_url: str, timeout_s: float, log_path: Path, name: str,
-               poll_s: float = 0.5) -> None:
+               poll_s: float = 0.5, headers: dict[str, str] | None = None) -> None:
     """Poll GET base_url/v1/models until 200; raise PeerError with the log tail on death or timeout."""
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=5.0, trust_env=False) as client:
@@ -135,7 +141,7 @@ def wait_ready(process: subprocess.Popen, base_url: str, timeout_s: float, log_p
                 raise PeerError(f"{name}: server exited with status {process.returncode} before it was ready; "
                                 f"log {log_path}:\n{log_tail(log_path)}")
             try:
-                if client.get(f"{base_url}/v1/models").status_code == 200:
+                if client.get(f"{base_url}/v1/models", headers=headers or {}).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -1,0 +1,153 @@
+"""The admin API under /admin (admin keys only) and each tenant's view of its own usage at /v1/usage.
+
+  GET  /admin/tenants                 every tenant
+  POST /admin/tenants                 create one: {"name": ..., "tier": ..., "requests_per_minute": ...}
+  GET  /admin/tenants/{name}          one tenant, its keys and its spend this period
+  GET  /admin/keys?tenant=T           keys (prefixes only; a key is shown once, when created)
+  POST /admin/keys                    {"tenant": T, "name": ..., "admin": false, "expires_in_days": 30}
+  POST /admin/keys/{prefix}/revoke    revoke: the key fails on its next request
+  GET  /admin/usage?tenant=&since=&until=&by=model|day|tenant
+  GET  /v1/usage?since=&until=&by=model|day   the caller's own tenant only
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from infercloud.config import TenantSpec
+from infercloud.gateway.accounting import Tenancy
+from infercloud.metering.reports import (GROUPS, device_utilization, parse_time, period_start, spent_usd,
+                                         usage_report)
+from infercloud.openai.asgi import read_json_object
+from infercloud.openai.errors import APIError, bad_request, forbidden
+from infercloud.tenancy.admission import Principal
+from infercloud.tenancy.db import utcnow
+from infercloud.tenancy.store import TenancyError
+
+_TENANT_FIELDS = {f.name for f in dataclasses.fields(TenantSpec)}
+
+
+def install_admin_routes(app: FastAPI, gateway) -> None:
+    def tenancy() -> Tenancy:
+        if gateway.tenancy is None:
+            raise APIError(404, "Tenancy is not configured on this gateway (no `tenancy` section).",
+                           code="tenancy_disabled")
+        return gateway.tenancy
+
+    async def admin(request: Request) -> Tenancy:
+        t = tenancy()
+        principal = await t.authenticate(request.headers.get("authorization"))
+        if not principal.key.is_admin:
+            raise forbidden("This endpoint needs an admin key.", code="admin_key_required")
+        return t
+
+    async def run(fn, *args, **kwargs):
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except TenancyError as exc:
+            raise bad_request(str(exc)) from exc
+
+    @app.get("/admin/tenants")
+    async def list_tenants(request: Request):
+        t = await admin(request)
+        return {"object": "list", "data": [x.describe() for x in await run(t.store.list_tenants)]}
+
+    @app.post("/admin/tenants")
+    async def create_tenant(request: Request):
+        t = await admin(request)
+        _, body = await read_json_object(request)
+        unknown = sorted(set(body) - _TENANT_FIELDS)
+        if unknown:
+            raise bad_request(f"Unknown tenant field {unknown[0]!r}.", param=unknown[0])
+        if isinstance(body.get("models"), list):
+            body["models"] = tuple(body["models"])
+        try:
+            spec = TenantSpec(**body)
+        except TypeError as exc:
+            raise bad_request(f"Invalid tenant: {exc}.") from exc
+        unknown_models = sorted(set(spec.models or ()) - set(t.models))
+        if unknown_models:
+            raise bad_request(f"Unknown model {unknown_models[0]!r}.", param="models")
+        tenant = await run(t.store.create_tenant, spec)
+        return JSONResponse(tenant.describe(), status_code=201)
+
+    @app.get("/admin/tenants/{name}")
+    async def show_tenant(name: str, request: Request):
+        t = await admin(request)
+        tenant = await run(t.store.tenant, name)
+        keys = await run(t.store.list_keys, tenant.id)
+        await t.ledger.flush()
+        since = period_start(tenant.spec.budget_period, utcnow())
+        spent = await run(spent_usd, t.engine, tenant.id, since)
+        return {**tenant.describe(), "keys": [k.describe() for k in keys],
+                "spent_usd_this_period": spent, "in_flight": t.admission.limiter.in_flight(tenant.id)}
+
+    @app.get("/admin/keys")
+    async def list_keys(request: Request):
+        t = await admin(request)
+        tenant = request.query_params.get("tenant")
+        return {"object": "list", "data": [k.describe() for k in await run(t.store.list_keys, tenant)]}
+
+    @app.post("/admin/keys")
+    async def create_key(request: Request):
+        t = await admin(request)
+        _, body = await read_json_object(request)
+        if not isinstance(body.get("tenant"), str):
+            raise bad_request("Missing required field: 'tenant'.", param="tenant")
+        days = body.get("expires_in_days")
+        if days is not None and (not isinstance(days, (int, float)) or days <= 0):
+            raise bad_request("expires_in_days must be a positive number.", param="expires_in_days")
+        expires = utcnow() + dt.timedelta(days=days) if days else None
+        key, record = await run(t.store.create_key, body["tenant"], body.get("name"), bool(body.get("admin")),
+                                expires)
+        return JSONResponse({**record.describe(), "key": key}, status_code=201)
+
+    @app.post("/admin/keys/{prefix}/revoke")
+    async def revoke_key(prefix: str, request: Request):
+        t = await admin(request)
+        record = await run(t.store.revoke_key, prefix)
+        t.auth.forget(key_id=record.id)
+        return record.describe()
+
+    @app.get("/admin/usage")
+    async def admin_usage(request: Request):
+        t = await admin(request)
+        tenant = request.query_params.get("tenant")
+        tenant_id = (await run(t.store.tenant, tenant)).id if tenant else None
+        return await _report(t, gateway, request, tenant_id)
+
+    @app.get("/v1/usage")
+    async def own_usage(request: Request):
+        t = tenancy()
+        principal: Principal = await t.authenticate(request.headers.get("authorization"))
+        asked = request.query_params.get("tenant")
+        if asked and asked != principal.tenant.name:
+            raise forbidden(f"A key of tenant {principal.tenant.name!r} may read only its own usage.",
+                            param="tenant", code="not_your_tenant")
+        return await _report(t, gateway, request, principal.tenant.id)
+
+
+async def _report(t: Tenancy, gateway, request: Request, tenant_id: int | None) -> dict:
+    q = request.query_params
+    by = q.get("by", "model")
+    if by not in GROUPS:
+        raise bad_request(f"by must be one of {', '.join(GROUPS)}.", param="by")
+    try:
+        since, until = parse_time(q.get("since")), parse_time(q.get("until"))
+    except ValueError as exc:
+        raise bad_request(str(exc), param="since") from exc
+    await t.ledger.flush()
+    rows = await asyncio.to_thread(usage_report, t.engine, by, tenant_id, since, until)
+    report = {"object": "list", "by": by, "since": q.get("since"), "until": q.get("until"), "data": rows}
+    if by == "model" and tenant_id is None:  # the operator's view: how busy each model's devices were
+        started = dt.datetime.fromtimestamp(gateway.started_at, dt.timezone.utc).replace(tzinfo=None)
+        busy = await asyncio.to_thread(device_utilization, t.engine, started, gateway.replicas.replica_seconds())
+        report["device_utilization_since_start"] = busy
+        for row in rows:
+            row["device_utilization"] = busy.get(row["model"])
+    return report

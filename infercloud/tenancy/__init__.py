@@ -1,0 +1,1 @@
+"""Tenants, API keys, limits and budgets: who may ask, and how much."""

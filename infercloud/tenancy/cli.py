@@ -1,0 +1,164 @@
+"""`infercloud tenants|keys|usage`: manage tenants and API keys, and read the ledger, straight from SQL.
+
+Each command opens the database a config names (`--config`, its tenancy.database), or `--database URL`,
+or the default SQLite file, so it works with or without a running gateway. A key is printed once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+
+from infercloud.config import TIERS, TenantSpec, load_config
+from infercloud.metering.reports import GROUPS, parse_time, usage_report
+from infercloud.tenancy.db import open_database
+from infercloud.tables import format_table
+from infercloud.tenancy.store import Tenant, TenantStore
+
+
+def add_tenancy_parsers(commands: argparse._SubParsersAction) -> None:
+    tenants = commands.add_parser("tenants", help="create, list and show tenants",
+                                  description="Manage tenants in the tenancy database.")
+    actions = tenants.add_subparsers(dest="tenants_command", required=True, metavar="ACTION")
+    create = _database_options(actions.add_parser("create", help="create a tenant"))
+    create.add_argument("name")
+    create.add_argument("--tier", choices=TIERS, default="standard", help="highest tier (default standard)")
+    create.add_argument("--models", default=None, help="comma-separated models it may call (default: all)")
+    create.add_argument("--rpm", type=int, default=None, help="requests per minute")
+    create.add_argument("--tpm", type=int, default=None, help="tokens per minute (prompt + max_tokens)")
+    create.add_argument("--max-concurrent", type=int, default=None)
+    create.add_argument("--max-tokens", type=int, default=None, help="cap on max_tokens per request")
+    create.add_argument("--budget", type=float, default=None, help="USD per budget period")
+    create.add_argument("--budget-period", choices=("day", "month", "total"), default="month")
+    create.add_argument("--salt-prefix-cache", action="store_true",
+                        help="share cached prompt blocks only among this tenant's requests")
+    create.add_argument("--home-region", default=None)
+    create.set_defaults(run=run_tenants_create)
+    listing = _database_options(actions.add_parser("list", help="list tenants"))
+    listing.set_defaults(run=run_tenants_list)
+    show = _database_options(actions.add_parser("show", help="show a tenant and its keys"))
+    show.add_argument("name")
+    show.set_defaults(run=run_tenants_show)
+
+    keys = commands.add_parser("keys", help="create, list and revoke API keys",
+                               description="Manage API keys. A new key is printed once; only its hash is kept.")
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = _database_options(actions.add_parser("create", help="create a key for a tenant (printed once)"))
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default=None, help="a label for the key")
+    create.add_argument("--admin", action="store_true", help="may call /admin")
+    create.add_argument("--expires-in-days", type=float, default=None)
+    create.set_defaults(run=run_keys_create)
+    listing = _database_options(actions.add_parser("list", help="list keys (prefixes only)"))
+    listing.add_argument("--tenant", default=None)
+    listing.set_defaults(run=run_keys_list)
+    revoke = _database_options(actions.add_parser("revoke", help="revoke a key by its prefix (sk-ic-xxxxxxxx) or id"))
+    revoke.add_argument("key")
+    revoke.set_defaults(run=run_keys_revoke)
+
+    usage = _database_options(commands.add_parser("usage", help="usage and cost from the ledger",
+                                                  description="Sum the usage ledger by model, day or tenant."))
+    usage.add_argument("--tenant", default=None)
+    usage.add_argument("--since", default=None, help="ISO date or time (UTC), or 7d / 12h ago")
+    usage.add_argument("--until", default=None)
+    usage.add_argument("--by", choices=GROUPS, default="model")
+    usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    usage.set_defaults(run=run_usage)
+
+
+
+def _database_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", default=None, help="config whose tenancy.database to use")
+    parser.add_argument("--database", default=None, help="SQLAlchemy URL (default: the SQLite file)")
+    return parser
+
+
+def _store(args: argparse.Namespace) -> TenantStore:
+    url = args.database
+    if url is None and args.config is not None:
+        tenancy = load_config(args.config).tenancy
+        url = tenancy.database if tenancy else None
+    return TenantStore(open_database(url))
+
+
+def run_tenants_create(args: argparse.Namespace) -> int:
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
+    spec = TenantSpec(args.name, args.tier, models, args.rpm, args.tpm, args.max_concurrent, args.max_tokens,
+                      args.budget, args.budget_period, args.salt_prefix_cache, args.home_region)
+    tenant = _store(args).create_tenant(spec)
+    print(json.dumps(tenant.describe(), indent=2))
+    return 0
+
+
+def run_tenants_list(args: argparse.Namespace) -> int:
+    rows = [_tenant_row(t) for t in _store(args).list_tenants()]
+    print(format_table(["ID", "NAME", "TIER", "MODELS", "RPM", "TPM", "CONCURRENT", "BUDGET"], rows))
+    return 0
+
+
+def run_tenants_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    tenant = store.tenant(args.name)
+    print(json.dumps({**tenant.describe(), "keys": [k.describe() for k in store.list_keys(tenant.id)]}, indent=2))
+    return 0
+
+
+def run_keys_create(args: argparse.Namespace) -> int:
+    expires = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(days=args.expires_in_days) \
+        if args.expires_in_days else None
+    key, record = _store(args).create_key(args.tenant, args.name, args.admin, expires)
+    print(key)
+    print(f"(shown once; stored as a hash. prefix {record.describe()['prefix']}"
+          f"{', admin' if record.is_admin else ''}{', expires ' + record.describe()['expires_at'] if expires else ''})",
+          file=sys.stderr)
+    return 0
+
+
+def run_keys_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    names = {t.id: t.name for t in store.list_tenants()}
+    rows = [[str(k.id), names.get(k.tenant_id, "?"), k.describe()["prefix"], k.name or "-",
+             "yes" if k.is_admin else "no", "revoked" if k.revoked_at else "expires " + k.describe()["expires_at"]
+             if k.expires_at else "active"] for k in store.list_keys(args.tenant)]
+    print(format_table(["ID", "TENANT", "PREFIX", "NAME", "ADMIN", "STATE"], rows))
+    return 0
+
+
+def run_keys_revoke(args: argparse.Namespace) -> int:
+    record = _store(args).revoke_key(args.key)
+    print(f"revoked {record.describe()['prefix']} at {record.describe()['revoked_at']}")
+    return 0
+
+
+def run_usage(args: argparse.Namespace) -> int:
+    store = _store(args)
+    tenant_id = store.tenant(args.tenant).id if args.tenant else None
+    rows = usage_report(store.engine, args.by, tenant_id, parse_time(args.since), parse_time(args.until))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    names = {t.id: t.name for t in store.list_tenants()} if args.by == "tenant" else {}
+    header = [args.by.upper(), "REQUESTS", "PROMPT", "CACHED", "COMPLETION", "DEVICE_S", "COST_USD", "DEVICE_USD"]
+    if args.by == "model":
+        header.append("DEVICE_USD/M_OUT")
+    table = []
+    for r in rows:
+        key = names.get(int(r["tenant"]), r["tenant"]) if args.by == "tenant" else r[args.by]
+        line = [key, str(r["requests"]), str(r["prompt_tokens"]), str(r["cached_tokens"]),
+                str(r["completion_tokens"]), f"{r['device_seconds']:.3f}", f"{r['cost_usd']:.6f}",
+                f"{r['device_cost_usd']:.6f}"]
+        if args.by == "model":
+            per_m = r["device_cost_per_mtok_output"]
+            line.append(f"{per_m:.4f}" if per_m is not None else "-")
+        table.append(line)
+    print(format_table(header, table))
+    return 0
+
+
+def _tenant_row(t: Tenant) -> list[str]:
+    s = t.spec
+    budget = f"${s.budget_usd}/{s.budget_period}" if s.budget_usd is not None else "-"
+    return [str(t.id), t.name, s.tier, ",".join(s.models) if s.models else "all", str(s.requests_per_minute or "-"),
+            str(s.tokens_per_minute or "-"), str(s.max_concurrent or "-"), budget]

@@ -1,0 +1,102 @@
+"""The SQL schema of what must survive a restart (tenants, API keys, the usage ledger) and how to open it.
+
+Any SQLAlchemy URL works; the default is a SQLite file under the infercloud home. SQLite runs in WAL
+mode with `synchronous=NORMAL` (a commit is durable once the WAL is synced at checkpoint; readers never
+block the writer), and every connection waits up to 10 s for a lock instead of failing at once, so the
+CLI and a running gateway can share the file. Times are naive UTC datetimes, the same on every backend.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from infercloud.models.catalog import infercloud_home
+
+metadata = sa.MetaData()
+
+tenants = sa.Table(
+    "tenants", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("tier", sa.String(20), nullable=False),
+    sa.Column("models", sa.JSON, nullable=True),            # allowed model names; NULL: all
+    sa.Column("requests_per_minute", sa.Integer, nullable=True),
+    sa.Column("tokens_per_minute", sa.Integer, nullable=True),
+    sa.Column("max_concurrent", sa.Integer, nullable=True),
+    sa.Column("max_tokens_per_request", sa.Integer, nullable=True),
+    sa.Column("budget_usd", sa.Float, nullable=True),
+    sa.Column("budget_period", sa.String(10), nullable=False),
+    sa.Column("salt_prefix_cache", sa.Boolean, nullable=False),
+    sa.Column("home_region", sa.String(50), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenants.id"), nullable=False, index=True),
+    sa.Column("prefix", sa.String(16), nullable=False, unique=True),   # shown in listings, used for lookup
+    sa.Column("key_hash", sa.String(64), nullable=False),              # sha256 of the whole key, hex
+    sa.Column("name", sa.String(100), nullable=True),
+    sa.Column("is_admin", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=True),
+    sa.Column("revoked_at", sa.DateTime, nullable=True),
+)
+
+usage = sa.Table(
+    "usage", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(80), nullable=False, index=True),
+    sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("key_id", sa.Integer, sa.ForeignKey("api_keys.id"), nullable=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("endpoint", sa.String(40), nullable=False),
+    sa.Column("replica", sa.String(100), nullable=True),
+    sa.Column("tier", sa.String(20), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),     # completed | aborted | failed | migrated
+    sa.Column("status", sa.Integer, nullable=True),          # HTTP status the client got (streams: 200)
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("cached_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("device_seconds", sa.Float, nullable=False),
+    sa.Column("ttft_s", sa.Float, nullable=True),
+    sa.Column("e2e_s", sa.Float, nullable=False),
+    sa.Column("cost_usd", sa.Float, nullable=False),         # billed: token prices
+    sa.Column("device_cost_usd", sa.Float, nullable=False),  # the operator's: device-seconds x device price
+    sa.Column("ended_at", sa.DateTime, nullable=False),
+    sa.Index("ix_usage_tenant_time", "tenant_id", "ended_at"),
+)
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{infercloud_home() / 'infercloud.db'}"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def open_database(url: str | None = None) -> sa.Engine:
+    """An engine for `url` (default: the SQLite file), with the schema created if missing."""
+    url = url or default_database_url()
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 10.0})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
