@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from infercloud.config import ServerConfig, TenantSpec
 from infercloud.controller.replicas import ReplicaSet
@@ -99,7 +99,8 @@ class Gateway:
             headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
             if body.get("stream") is True and path != "/v1/embeddings":
                 response = await self.proxy.stream(plan, path, upstream, headers, meter)
-                meter = None  # the stream's relay closes it when the stream ends
+                if isinstance(response, StreamingResponse):
+                    meter = None  # the stream's relay closes it when the stream ends
             else:
                 response = await until_disconnect(request, self.proxy.unary(plan, path, upstream, headers, meter))
             status = response.status_code

@@ -168,6 +168,14 @@ def test_concurrency_cap_under_concurrent_load(gw):
     assert chat(gw, key).status_code == 200  # slots come back
 
 
+def test_a_refused_stream_gives_its_slot_back(gw):
+    key = new_tenant(gw, max_concurrent=1)
+    for _ in range(3):  # a worker's 400 to a stream, before any byte: the slot must not leak
+        bad = chat(gw, key, stream=True, temperature=-1)
+        assert bad.status_code == 400, bad.text
+    assert chat(gw, key).status_code == 200
+
+
 def test_budget_is_not_overspent_by_more_than_one_request_under_concurrency(gw):
     # a request's max cost: ~35 prompt tokens at $100/M + 8 output at $400/M = ~$0.0067
     key = new_tenant(gw, budget_usd=0.01, budget_period="day")
@@ -193,6 +201,21 @@ def test_budget_is_not_overspent_by_more_than_one_request_under_concurrency(gw):
     tenant = httpx.get(f"{gw.url}/v1/usage", headers={"Authorization": f"Bearer {key}"}).json()["data"]
     spent = sum(row["cost_usd"] for row in tenant)
     assert 0.01 <= spent <= 0.01 + max_cost, (spent, max_cost)
+
+
+def test_a_salted_tenants_prompts_share_cached_blocks_with_no_other_tenant(gw):
+    salted, other = new_tenant(gw, salt_prefix_cache=True), new_tenant(gw)
+    system = {"role": "system", "content": f"Answer as a ship's captain from 1820, {uuid.uuid4().hex}. " * 12}
+    body = {"messages": [system, {"role": "user", "content": "Where are we?"}], "max_tokens": 1}
+
+    def cached(key: str) -> int:
+        response = chat(gw, key, model="smol-one", **body)
+        return response.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+    assert cached(salted) == 0
+    assert cached(other) == 0            # the salted tenant's blocks are invisible to another tenant
+    assert cached(other) > 100           # while an unsalted tenant's blocks serve its own repeats...
+    assert cached(salted) > 100          # ...and the salted tenant's serve its own
 
 
 # -- priority -------------------------------------------------------------------------------------------
