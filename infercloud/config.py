@@ -28,6 +28,27 @@ class PriceSpec:
 
 
 @dataclass(frozen=True)
+class AutoscalingSpec:
+    """Scale a model's native replicas on load and SLOs (controller/autoscaler.py has the algorithm)."""
+
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_ongoing_requests: float = 8.0    # running + queued per replica it aims for
+    ttft_slo_s: float | None = None         # p90 targets; a breach asks for one more replica
+    tpot_slo_s: float | None = None
+    upscale_delay_s: float = 0.0            # how long more must be wanted before adding
+    downscale_delay_s: float = 60.0         # how long fewer must be wanted before removing
+    max_step: int = 2                       # replicas added or removed per decision
+    idle_to_zero_s: float | None = None     # with min_replicas 0: idle this long -> 0 replicas
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ValueError("need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
+        if self.target_ongoing_requests <= 0 or self.max_step < 1:
+            raise ValueError("target_ongoing_requests must be positive and max_step at least 1")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str                                 # the name clients send as `model`
     kind: Literal["chat", "embedding"] = "chat"
@@ -41,6 +62,7 @@ class ModelSpec:
     threads: int | None = None                # torch threads per replica; default cluster.threads_per_worker
     external: tuple[str, ...] = ()            # base URLs of OpenAI-compatible servers routed to as replicas
     price: PriceSpec = field(default_factory=PriceSpec)
+    autoscaling: AutoscalingSpec | None = None  # set: `replicas` is the start count, the controller scales
 
     @property
     def source(self) -> str:
@@ -72,6 +94,8 @@ class GatewaySpec:
     prefix_margin_ratio: float = 1.5          # ...and as a ratio; beyond both it falls back to least_load
     recent_routes: int = 8192                 # prompt block hashes remembered per replica for prefix_aware
     default_max_tokens: int = 256             # counted as outstanding for requests that give no max_tokens
+    hold_timeout_s: float = 60.0              # a request for an autoscaled model with no ready replica waits
+    max_held: int = 256                       # this long at most (then 503), and at most this many per model
 
 
 TIERS = ("interactive", "standard", "batch")   # highest first; the engine serves a higher tier first
@@ -151,7 +175,7 @@ def _build(cls, data: Any, where: str):
 
 
 _SECTIONS = {"engine": EngineConfig, "cluster": ClusterSpec, "controller": ControllerSpec, "gateway": GatewaySpec,
-             "price": PriceSpec, "tenancy": TenancySpec}
+             "price": PriceSpec, "tenancy": TenancySpec, "autoscaling": AutoscalingSpec}
 
 
 def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
@@ -223,8 +247,12 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfi
 
 
 def _check_positive(config: ServerConfig) -> None:
-    checks = [(f"config.models[{i}].replicas", m.replicas >= (0 if m.external else 1),
-               "must be at least 1 (0 only for a model with external URLs)") for i, m in enumerate(config.models)]
+    checks = [(f"config.models[{i}].replicas", m.replicas >= (0 if m.external or m.autoscaling else 1),
+               "must be at least 1 (0 only for a model with external URLs or autoscaling)")
+              for i, m in enumerate(config.models)]
+    checks += [(f"config.models[{i}].replicas", m.autoscaling is None or
+                m.autoscaling.min_replicas <= m.replicas <= m.autoscaling.max_replicas,
+                "must be within autoscaling.min_replicas and max_replicas") for i, m in enumerate(config.models)]
     checks += [(f"config.models[{i}].threads", m.threads is None or m.threads >= 1, "must be at least 1")
                for i, m in enumerate(config.models)]
     checks += [("config.gateway.max_attempts", config.gateway.max_attempts >= 1, "must be at least 1"),

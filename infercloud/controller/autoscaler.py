@@ -24,24 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class AutoscalingSpec:
-    min_replicas: int = 1
-    max_replicas: int = 1
-    target_ongoing_requests: float = 8.0    # running + queued per replica it aims for
-    ttft_slo_s: float | None = None         # p90 targets; a breach asks for one more replica
-    tpot_slo_s: float | None = None
-    upscale_delay_s: float = 0.0            # how long more must be wanted before adding
-    downscale_delay_s: float = 60.0         # how long fewer must be wanted before removing
-    max_step: int = 2                       # replicas added or removed per decision
-    idle_to_zero_s: float | None = None     # with min_replicas 0: idle this long -> 0 replicas
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
-            raise ValueError("need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
-        if self.target_ongoing_requests <= 0 or self.max_step < 1:
-            raise ValueError("target_ongoing_requests must be positive and max_step at least 1")
+from infercloud.config import AutoscalingSpec
 
 
 @dataclass(frozen=True)

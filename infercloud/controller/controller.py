@@ -6,7 +6,10 @@ The loop, every `probe_interval_s`:
      cached-prefix hashes, load). A pass makes a STARTING or UNHEALTHY replica READY again.
   2. a replica failing `unhealthy_after` probes in a row (or not up within the startup timeout) leaves
      routing; a native one is killed and replaced, an external one waits for its next passing probe.
-  3. keep `replicas` native workers per model: DEAD ones are replaced.
+  3. keep each model's target of native workers: DEAD ones are replaced. The target is `replicas`, or,
+     for a model with `autoscaling`, what the autoscaler's decide() says from this tick's observation
+     (engine load from the probes, requests held and stream latencies from the gateway); replicas
+     beyond the target (the newest first) are drained in the background.
 Removing a replica (scale down, shutdown) goes through drain: it leaves routing, then gets SIGTERM and
 finishes what it has in flight.
 """
@@ -17,12 +20,14 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 import aiohttp
 
 from infercloud.cluster.base import ClusterBackend, WorkerSpec
 from infercloud.config import ModelSpec, ServerConfig
+from infercloud.controller.autoscaler import Observation, ScalingContext, ScalingDecision, decide
 from infercloud.controller.replicas import Replica, ReplicaSet, ReplicaState
 
 log = logging.getLogger("infercloud.controller")
@@ -38,6 +43,10 @@ class Controller:
         self.client = client
         self.clock = clock
         self.num_restarts = 0
+        self.targets = {m.name: m.replicas for m in config.models}
+        self.decisions: dict[str, ScalingDecision] = {}
+        self._observations: dict[str, deque[Observation]] = {m.name: deque(maxlen=720) for m in config.models}
+        self._draining: set[asyncio.Task] = set()
         self._stopping = False
         self._task: asyncio.Task | None = None
 
@@ -72,7 +81,8 @@ class Controller:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.gather(*(self.remove_replica(r) for r in self.replicas.all()), return_exceptions=True)
+        await asyncio.gather(*self._draining, *(self.remove_replica(r) for r in self.replicas.all()
+                                                if r.state != ReplicaState.DRAINING), return_exceptions=True)
 
     async def start_replica(self, model: ModelSpec) -> Replica:
         threads = model.threads or self.config.cluster_spec.threads_per_worker
@@ -111,7 +121,26 @@ class Controller:
         for model in self.config.models:
             await self._reconcile(model)
 
+    def _autoscale(self, model: ModelSpec) -> None:
+        """Observe the model once and set its target from the autoscaler's decision."""
+        native = [r for r in self.replicas.of(model.name) if not r.is_external and r.state != ReplicaState.DRAINING]
+        states = [r.last_state or {} for r in native if r.is_routable]
+        traffic = self.replicas.traffic(model.name)
+        now = self.clock()
+        self._observations[model.name].append(Observation(
+            now, len(native), sum(s.get("running", 0) for s in states),
+            sum(s.get("waiting", 0) for s in states) + traffic.held, traffic.p90("ttft"), traffic.p90("tpot")))
+        decision = decide(ScalingContext(model.name, model.autoscaling, now, self.targets[model.name],
+                                         list(self._observations[model.name]), traffic.last_arrival))
+        if decision.target_replicas != self.targets[model.name]:
+            log.info("autoscaler: %s %d -> %d replicas (%s)", model.name, self.targets[model.name],
+                     decision.target_replicas, decision.reason)
+        self.targets[model.name] = decision.target_replicas
+        self.decisions[model.name] = decision
+
     async def _reconcile(self, model: ModelSpec) -> None:
+        if model.autoscaling is not None and not self._stopping:
+            self._autoscale(model)
         for replica in self.replicas.of(model.name):
             if replica.is_external:
                 continue
@@ -121,10 +150,18 @@ class Controller:
             elif self._needs_restart(replica):
                 log.warning("replica %s failed %d probes: restarting it", replica.replica_id, replica.failed_probes)
                 await self.remove_replica(replica, drain=False)
-        if not self.spec.restart or self._stopping:
+        if self._stopping:
             return
-        native = [r for r in self.replicas.of(model.name) if not r.is_external]
-        for _ in range(model.replicas - len(native)):
+        native = [r for r in self.replicas.of(model.name) if not r.is_external and r.state != ReplicaState.DRAINING]
+        target = self.targets[model.name]
+        for replica in sorted(native, key=lambda r: r.started_at)[target:]:  # scale in: newest first, drained
+            replica.state = ReplicaState.DRAINING
+            task = asyncio.create_task(self.remove_replica(replica))
+            self._draining.add(task)
+            task.add_done_callback(self._draining.discard)
+        if not self.spec.restart and model.autoscaling is None:
+            return
+        for _ in range(target - len(native)):
             self.num_restarts += 1
             await self.start_replica(model)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -80,6 +80,35 @@ class Replica:
                 "known_prefix_blocks": len(self.known_hashes), "engine": self.last_state}
 
 
+class Traffic:
+    """What the gateway sees of one model's requests, for the autoscaler: arrivals, requests held while
+    the model has no ready replica, and the TTFT and TPOT of recent streams."""
+
+    def __init__(self, clock: Callable[[], float], window_s: float = 30.0):
+        self.clock = clock
+        self.window_s = window_s
+        self.held = 0
+        self.last_arrival: float | None = None
+        self._ttft: deque[tuple[float, float]] = deque(maxlen=4096)
+        self._tpot: deque[tuple[float, float]] = deque(maxlen=4096)
+
+    def arrived(self) -> None:
+        self.last_arrival = self.clock()
+
+    def stream_done(self, ttft_s: float | None, tpot_s: float | None) -> None:
+        now = self.clock()
+        if ttft_s is not None:
+            self._ttft.append((now, ttft_s))
+        if tpot_s is not None:
+            self._tpot.append((now, tpot_s))
+
+    def p90(self, which: str) -> float | None:
+        """p90 TTFT ("ttft") or TPOT ("tpot") of the streams of the last `window_s`; None without any."""
+        since = self.clock() - self.window_s
+        values = sorted(v for t, v in (self._ttft if which == "ttft" else self._tpot) if t >= since)
+        return values[min(len(values) - 1, int(0.9 * len(values)))] if values else None
+
+
 class ReplicaSet:
     """Every replica of every model, by model; ids are `<model>-<n>` with n counting up, never reused."""
 
@@ -89,6 +118,12 @@ class ReplicaSet:
         self.clock = clock
         self._added_at: dict[str, float] = {}          # replica id -> when it joined the set
         self._past_seconds: dict[str, float] = {}      # model -> replica-seconds of replicas since removed
+        self._traffic: dict[str, Traffic] = {}
+
+    def traffic(self, model: str) -> Traffic:
+        if model not in self._traffic:
+            self._traffic[model] = Traffic(self.clock)
+        return self._traffic[model]
 
     def new_id(self, model: str) -> str:
         return f"{model}-{next(self._counter)}"

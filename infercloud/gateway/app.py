@@ -88,6 +88,7 @@ class Gateway:
                 raise bad_request("Missing required field: 'model'.", param="model")
             if model not in self.planner.routes:
                 raise model_not_found(model)
+            self.replicas.traffic(model).arrived()
             salt = self.tenancy.cache_salt(principal, body.get("cache_salt")) if principal else None
             tier = self._tier(principal, body)
             plan = self.planner.plan(model, body, len(raw), request.headers.get("x-session-id"), salt,

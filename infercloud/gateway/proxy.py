@@ -88,6 +88,32 @@ class Proxy:
         chosen = policy.choose(plan.route, [r.view() for r in candidates.values()])
         return candidates[chosen.replica_id] if chosen is not None else None
 
+    def _scales_from_zero(self, model: str) -> bool:
+        spec = self.planner.routes[model].spec.autoscaling
+        return spec is not None and not self.replicas.routable(model)
+
+    async def _hold(self, plan: Plan, tried: set[str]) -> Replica:
+        """Wait for a replica of a model that has none ready (the autoscaler starts one when it sees
+        requests held); bounded in number and time, each ending in a clear 503."""
+        model = plan.route.model
+        traffic = self.replicas.traffic(model)
+        if traffic.held >= self.spec.max_held:
+            raise APIError(503, f"Model `{model}` is starting and already holds {traffic.held} requests; retry "
+                           "shortly.", type="overloaded_error", code="model_starting", headers={"Retry-After": "5"})
+        traffic.held += 1
+        deadline = asyncio.get_running_loop().time() + self.spec.hold_timeout_s
+        try:
+            while asyncio.get_running_loop().time() < deadline:
+                replica = self._pick(plan, tried)
+                if replica is not None:
+                    return replica
+                await asyncio.sleep(0.02)
+        finally:
+            traffic.held -= 1
+        raise APIError(503, f"Model `{model}` has no ready replica: none started within "
+                       f"{self.spec.hold_timeout_s:g} s.", type="overloaded_error", code="model_not_ready",
+                       headers={"Retry-After": "5"})
+
     def _begin(self, replica: Replica, plan: Plan) -> None:
         """Count the request against the replica: its tokens less the prompt blocks the replica holds.
 
@@ -118,6 +144,8 @@ class Proxy:
                 await asyncio.sleep(backoff)
                 backoff *= 2
             replica = self._pick(plan, tried)
+            if replica is None and self._scales_from_zero(plan.route.model):
+                replica = await self._hold(plan, tried)
             if replica is None:
                 last_error = last_error or "no replica is ready"
                 continue
@@ -220,6 +248,8 @@ class _Relay:
         self.num_choices = body.get("n") if isinstance(body.get("n"), int) else 1
         self.can_migrate = self.num_choices == 1
         self.delivered: list[int] = list(body.get("resume_token_ids") or [])
+        self.started = asyncio.get_running_loop().time() if proxy is not None else 0.0
+        self.first_token_at: float | None = None
         self.replica: Replica | None = None              # the attempt in progress, if any
         self.response: aiohttp.ClientResponse | None = None
         self.usage: dict | None = None     # the current attempt's usage so far
@@ -298,6 +328,13 @@ class _Relay:
         self._close_attempt("aborted")
         if self.meter is not None:
             self.meter.close()
+            self.meter = None
+        if self.finished and self.first_token_at is not None:  # for the autoscaler's SLO view
+            now = asyncio.get_running_loop().time()
+            tokens = len(self.delivered)
+            tpot = (now - self.first_token_at) / (tokens - 1) if tokens > 1 else None
+            self.proxy.replicas.traffic(self.plan.route.model).stream_done(self.first_token_at - self.started, tpot)
+            self.first_token_at = None
 
     @property
     def saw_finish(self) -> bool:
@@ -349,8 +386,10 @@ class _Relay:
                 self.roles_sent.add(choice.get("index", 0))
             if (self.wants_ids and ids) or _has_content(choice) or (isinstance(delta, dict) and "role" in delta):
                 keep.append(choice)
-                if self.meter is not None and _has_content(choice):
-                    self.meter.first_token()
+                if _has_content(choice) and self.first_token_at is None:
+                    self.first_token_at = asyncio.get_running_loop().time() if self.proxy is not None else 0.0
+                    if self.meter is not None:
+                        self.meter.first_token()
         if chunk["choices"] and not keep:
             return None
         chunk["choices"] = keep if chunk["choices"] else []
