@@ -27,6 +27,8 @@ def database_url(request, tmp_path):
         yield f"sqlite:///{tmp_path}/t.db"
         return
     url = os.environ.get(POSTGRES_ENV)
+    if not url and os.environ.get("INFERCLOUD_REQUIRE_POSTGRES"):  # CI sets it: there, no silent skip
+        pytest.fail(f"INFERCLOUD_REQUIRE_POSTGRES is set but {POSTGRES_ENV} is not")
     if not url:
         pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (e.g. the URL printed by .ci/postgres.sh)")
     _drop_all(url)  # a run that died half-way may have left tables behind
