@@ -14,7 +14,6 @@ interleaved.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from infercloud.bench.peers.cloud import CloudPeer
+from infercloud.bench.report import write_json
 from infercloud.bench.serve import BenchConfig, run_bench
 from infercloud.bench.workloads import WorkloadShape, make_workload
 from infercloud.cluster.local import free_port
@@ -168,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args)
     print_report(report)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2))
+        write_json(Path(args.out), report)
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from infercloud.bench.peers.cloud import CloudPeer
+from infercloud.bench.report import write_json
 from infercloud.cluster.local import free_port
 from infercloud.config import TenantSpec
 from infercloud.tenancy.db import open_database
@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"interactive TTFT p90, first come first served / with tiers: "
           f"{report['interactive_p90_ratio_fcfs_over_tiers']:.2f}x")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2))
+        write_json(Path(args.out), report)
     return 0
 
 
