@@ -16,9 +16,24 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from infercloud import __version__
 from infercloud.bench.cli import add_bench_parser
-from infercloud.models.catalog import CATALOG, ModelNotFoundError, models_dir, resolve_model
-from infercloud.models.inventory import ModelOnDisk, models_on_disk, remove_model
+from infercloud.models.catalog import (
+    CATALOG,
+    ModelNotFoundError,
+    models_dir,
+    resolve_model,
+)
+from infercloud.models.inventory import (
+    ModelOnDisk,
+    folder_size,
+    models_on_disk,
+    remove_model,
+)
 from infercloud.models.pull import PullError, pull
+from infercloud.models.random_model import (
+    DEFAULT_VOCAB_FROM,
+    RandomModelSpec,
+    create_random_model,
+)
 from infercloud.tables import format_table
 from infercloud.tenancy.cli import add_tenancy_parsers
 
@@ -112,7 +127,7 @@ def run_chat(args: argparse.Namespace) -> int:
 
 
 def add_models_parser(commands: argparse._SubParsersAction) -> None:
-    """`infercloud models pull|list|rm`: manage the local model folders."""
+    """`infercloud models pull|list|rm|create-random`: manage the local model folders."""
     catalog = ", ".join(entry.name for entry in CATALOG)
     models = commands.add_parser(
         "models",
@@ -148,6 +163,36 @@ def add_models_parser(commands: argparse._SubParsersAction) -> None:
     )
     rm_parser.add_argument("name", help="name of the model folder to delete")
     rm_parser.set_defaults(run=run_models_rm)
+
+    add_create_random_parser(actions)
+
+
+def add_create_random_parser(actions: argparse._SubParsersAction) -> None:
+    """`infercloud models create-random NAME`: a random-weight Llama folder, for load tests of many models."""
+    create = actions.add_parser(
+        "create-random",
+        help="write a random-weight Llama model (for load tests)",
+        description="Write a Llama-architecture model with seeded random weights (normal, std 0.02) into the "
+        "models directory as NAME, with the tokenizer and chat template of --vocab-from. Its config.json says "
+        '"infercloud_random_weights": true; `models list` shows it as random weights. '
+        "Serve it like any pulled model (its output is noise).",
+    )
+    create.add_argument("name", help="name of the new model folder (not a catalog name)")
+    create.add_argument("--arch", choices=("llama",), default="llama", help="architecture (only llama)")
+    create.add_argument("--layers", type=int, required=True, help="number of decoder layers")
+    create.add_argument("--hidden", type=int, required=True, help="hidden size")
+    create.add_argument("--heads", type=int, default=None, help="attention heads (default hidden // 64, at least 1)")
+    create.add_argument("--kv-heads", type=int, default=None, help="key/value heads (default: --heads)")
+    create.add_argument("--intermediate", type=int, default=None,
+                        help="MLP size (default 8/3 * hidden, rounded up to a multiple of 64)")
+    create.add_argument("--vocab-from", default=DEFAULT_VOCAB_FROM,
+                        help=f"model whose tokenizer is copied: name or folder (default {DEFAULT_VOCAB_FROM})")
+    create.add_argument("--max-position", type=int, default=2048, help="context window (default 2048)")
+    create.add_argument("--seed", type=int, default=0, help="seed of the weights (default 0)")
+    create.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="dtype of the stored weights (default float32)")
+    create.add_argument("--force", action="store_true", help="replace an existing folder called NAME")
+    create.set_defaults(run=run_models_create_random)
 
 
 def add_generate_parser(commands: argparse._SubParsersAction) -> None:
@@ -206,9 +251,25 @@ def run_models_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_models_create_random(args: argparse.Namespace) -> int:
+    spec = RandomModelSpec(
+        num_layers=args.layers, hidden_size=args.hidden, num_heads=args.heads, num_kv_heads=args.kv_heads,
+        intermediate_size=args.intermediate, vocab_from=args.vocab_from,
+        max_position_embeddings=args.max_position, seed=args.seed, dtype=args.dtype,
+    )
+    path = create_random_model(args.name, spec, force=args.force)
+    print(f"created {args.name} (random weights, {args.arch}, {args.layers} layers, hidden {args.hidden}, "
+          f"{_human_size(folder_size(path))})", file=sys.stderr)
+    print(path)
+    return 0
+
+
 def _list_row(model: ModelOnDisk) -> list[str]:
     size = _human_size(model.size_bytes) if model.size_bytes is not None else "-"
-    return [model.name, model.kind or "-", "yes" if model.is_pulled else "no", size, str(model.path)]
+    kind = model.kind or "-"
+    if model.is_random_weights:
+        kind = f"{kind} (random weights)"
+    return [model.name, kind, "yes" if model.is_pulled else "no", size, str(model.path)]
 
 
 def _human_size(num_bytes: int) -> str:

@@ -10,6 +10,8 @@ from typing import Any, Literal
 import yaml
 
 from infercloud.engine.config import EngineConfig
+from infercloud.engine.step_loop import POLICIES as MULTIPLEX_POLICIES
+from infercloud.engine.step_loop import SLO
 from infercloud.router.base import POLICY_NAMES
 
 
@@ -63,10 +65,24 @@ class ModelSpec:
     external: tuple[str, ...] = ()            # base URLs of OpenAI-compatible servers routed to as replicas
     price: PriceSpec = field(default_factory=PriceSpec)
     autoscaling: AutoscalingSpec | None = None  # set: `replicas` is the start count, the controller scales
+    slo: SLO = field(default_factory=SLO)     # TTFT/TPOT targets: steps on a shared worker, autoscaling
+    pool: str | None = None                   # served by this pool's shared workers, not dedicated processes
 
     @property
     def source(self) -> str:
         return self.path or self.name
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """Shared workers that host many models each, loading and unloading them as the controller places them."""
+
+    name: str
+    workers: int = 1
+    memory_gb: float = 4.0                    # per worker: weights + KV of the models it has loaded
+    device: Literal["auto", "cpu", "cuda"] = "auto"   # the device kind its workers run models on
+    threads: int | None = None                # torch threads per worker; default cluster.threads_per_worker
+    multiplex: str = "slo"                    # slo | fcfs: which resident model steps next (engine/step_loop.py)
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,7 @@ class ClusterSpec:
     backend: Literal["local"] = "local"
     threads_per_worker: int = 1
     startup_timeout_s: float = 300.0          # a worker not healthy by then is killed and started again
+    pools: tuple[PoolSpec, ...] = ()          # shared workers for models that name a `pool`
 
 
 @dataclass(frozen=True)
@@ -143,6 +160,9 @@ class ServerConfig:
     max_waiting: int = 256                    # per model, beyond max_num_seqs running: then 503 + Retry-After
     drain_timeout_s: float = 30.0             # on SIGTERM, how long in-flight requests may take to finish
     worker_id: str = "worker-0"
+    memory_budget_gb: float | None = None     # weights + KV of the models loaded here; None: no limit
+    preload: tuple[str, ...] | None = None    # models loaded at start (None: all); others on first use
+    multiplex: str = "slo"                    # slo | fcfs: which loaded chat model steps next
     cluster: ClusterSpec | None = None        # set: cloud mode (gateway on host:port, workers by the backend)
     controller: ControllerSpec = field(default_factory=ControllerSpec)
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
@@ -175,12 +195,27 @@ def _build(cls, data: Any, where: str):
 
 
 _SECTIONS = {"engine": EngineConfig, "cluster": ClusterSpec, "controller": ControllerSpec, "gateway": GatewaySpec,
-             "price": PriceSpec, "tenancy": TenancySpec, "autoscaling": AutoscalingSpec}
+             "price": PriceSpec, "tenancy": TenancySpec, "autoscaling": AutoscalingSpec, "slo": SLO}
 
 
 def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
     if f.name in _SECTIONS:
         return _build(_SECTIONS[f.name], {} if value is None and f.name in ("cluster", "tenancy") else value, where)
+    if f.name == "pools":
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list of pools")
+        pools = tuple(_build(PoolSpec, p, f"{where}[{i}]") for i, p in enumerate(value))
+        if len({p.name for p in pools}) != len(pools):
+            raise ConfigError(f"{where}: pool names must be unique")
+        return pools
+    if f.name == "preload":
+        if value is not None and (not isinstance(value, list) or not all(isinstance(m, str) for m in value)):
+            raise ConfigError(f"{where}: expected a list of model names, got {value!r}")
+        return None if value is None else tuple(value)
+    if f.name == "multiplex" and value not in MULTIPLEX_POLICIES:
+        raise ConfigError(f"{where}: must be one of {', '.join(MULTIPLEX_POLICIES)}, got {value!r}")
+    if f.name == "device" and where.startswith("config.cluster") and value not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"{where}: must be auto, cpu or cuda, got {value!r}")
     if f.name == "tenants":
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list of tenants")
@@ -243,7 +278,26 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfi
             raise ConfigError(f"config.{port_field}: must be between 1 and 65535")
     _check_positive(config)
     _check_tenancy(config)
+    _check_pools(config)
     return config
+
+
+def _check_pools(config: ServerConfig) -> None:
+    """A model's pool must exist; a worker's preload list names its own models."""
+    pools = {p.name: p for p in config.cluster_spec.pools}
+    names = {m.name for m in config.models}
+    for i, model in enumerate(config.models):
+        if model.pool is not None and model.pool not in pools:
+            raise ConfigError(f"config.models[{i}].pool: unknown pool {model.pool!r} "
+                              f"(cluster.pools: {', '.join(sorted(pools)) or 'none'})")
+        if model.pool is not None and model.external:
+            raise ConfigError(f"config.models[{i}].pool: a model with external URLs is not placed on a pool")
+    for i, pool in enumerate(config.cluster_spec.pools):
+        if pool.workers < 1 or pool.memory_gb <= 0:
+            raise ConfigError(f"config.cluster.pools[{i}]: needs workers >= 1 and memory_gb > 0")
+    for name in config.preload or ():
+        if name not in names:
+            raise ConfigError(f"config.preload: unknown model {name!r}")
 
 
 def _check_positive(config: ServerConfig) -> None:

@@ -12,12 +12,22 @@ The loop, every `probe_interval_s`:
      beyond the target (the newest first) are drained in the background.
 Removing a replica (scale down, shutdown) goes through drain: it leaves routing, then gets SIGTERM and
 finishes what it has in flight.
+
+Pooled models (a model with `pool`) have no process of their own: a replica is the model loaded on one
+of the pool's shared workers (placement.py picks which, by memory, spreading a model's replicas). Starting
+one is POST /internal/load there; removing one is POST /internal/unload, which drains the model only.
+The pool's workers are probed like replicas and replaced when they die (their models are placed again).
+A worker may unload an idle model to make room for another: that replica leaves the set, and an
+autoscaled model's target drops with it (it comes back when requests for it are held). A request held
+at the gateway wakes the controller at once (`wake`), so a model at zero is loaded without waiting
+for the next tick.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import time
 from collections import deque
@@ -26,9 +36,12 @@ from collections.abc import Callable
 import aiohttp
 
 from infercloud.cluster.base import ClusterBackend, WorkerSpec
-from infercloud.config import ModelSpec, ServerConfig
+from infercloud.config import ModelSpec, PoolSpec, ServerConfig
 from infercloud.controller.autoscaler import Observation, ScalingContext, ScalingDecision, decide
-from infercloud.controller.replicas import Replica, ReplicaSet, ReplicaState
+from infercloud.controller.placement import WorkerView, place
+from infercloud.controller.replicas import PoolWorker, Replica, ReplicaSet, ReplicaState
+from infercloud.models.footprint import model_memory_bytes
+from infercloud.models.pull import resolve_or_pull
 
 log = logging.getLogger("infercloud.controller")
 
@@ -49,16 +62,33 @@ class Controller:
         self._draining: set[asyncio.Task] = set()
         self._stopping = False
         self._task: asyncio.Task | None = None
+        self.pools = {p.name: p for p in config.cluster_spec.pools}
+        self.pool_workers: list[PoolWorker] = []
+        self._loads: set[asyncio.Task] = set()
+        self._needs: dict[str, int] = {}          # pooled model -> bytes it takes on a worker
+        self._wake = asyncio.Event()
+        self._woken: set[str] = set()
+        self._worker_ids = itertools.count()
+        self.replicas.on_want = self.wake
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        for pool in self.pools.values():
+            for _ in range(pool.workers):
+                await self.start_pool_worker(pool)
         for model in self.config.models:
             for url in model.external:
                 self.replicas.add(Replica(self.replicas.new_id(model.name), model.name, url, is_external=True,
                                           started_at=self.clock()))
-            for _ in range(model.replicas):
-                await self.start_replica(model)
+            if model.pool is None:
+                for _ in range(model.replicas):
+                    await self.start_replica(model)
         self._task = asyncio.create_task(self._loop(), name="controller")
+
+    def wake(self, model: str) -> None:
+        """Reconcile `model` now (a request waits for it), not at the next tick."""
+        self._woken.add(model)
+        self._wake.set()
 
     async def wait_ready(self, timeout_s: float) -> bool:
         """Until every native replica is READY (True) or the timeout passes (False).
@@ -81,10 +111,20 @@ class Controller:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*self._loads, return_exceptions=True)
         await asyncio.gather(*self._draining, *(self.remove_replica(r) for r in self.replicas.all()
-                                                if r.state != ReplicaState.DRAINING), return_exceptions=True)
+                                                if r.state != ReplicaState.DRAINING and r.worker is None),
+                             return_exceptions=True)
+        timeout = self.config.drain_timeout_s + 5
+        await asyncio.gather(*(asyncio.to_thread(self.backend.stop_worker, w.handle, True, timeout)
+                               for w in self.pool_workers), return_exceptions=True)
+        for replica in self.replicas.all():
+            if replica.worker is not None:
+                self.replicas.remove(replica)
 
-    async def start_replica(self, model: ModelSpec) -> Replica:
+    async def start_replica(self, model: ModelSpec) -> Replica | None:
+        if model.pool is not None:
+            return self._place(model)
         threads = model.threads or self.config.cluster_spec.threads_per_worker
         worker_model = dataclasses.replace(model, engine=dataclasses.replace(model.engine, num_threads=threads))
         worker_config = dataclasses.replace(self.config, models=(worker_model,), cluster=None)
@@ -99,7 +139,10 @@ class Controller:
     async def remove_replica(self, replica: Replica, drain: bool = True) -> None:
         """Out of routing now; a native worker drains (or is killed) and is gone when this returns."""
         replica.state = ReplicaState.DRAINING
-        if replica.handle is not None:
+        if replica.worker is not None and replica.worker.state != ReplicaState.DEAD:
+            await self._post(replica.worker, "/internal/unload", {"model": replica.model},
+                             self.config.drain_timeout_s + 5)
+        elif replica.handle is not None:
             timeout = self.config.drain_timeout_s + 5
             await asyncio.to_thread(self.backend.stop_worker, replica.handle, drain, timeout)
         replica.state = ReplicaState.DEAD
@@ -108,16 +151,31 @@ class Controller:
 
     # -- the loop ----------------------------------------------------------------------------------
     async def _loop(self) -> None:
+        next_tick = self.clock()
         while not self._stopping:
             try:
-                await self.tick()
+                if self.clock() >= next_tick:
+                    next_tick = self.clock() + self.spec.probe_interval_s
+                    self._woken.clear()
+                    await self.tick()
+                else:
+                    woken, self._woken = self._woken, set()
+                    for model in self.config.models:
+                        if model.name in woken:
+                            await self._reconcile(model)
             except Exception:  # noqa: BLE001 - the loop must survive one bad tick
                 log.exception("controller tick failed")
-            await asyncio.sleep(self.spec.probe_interval_s)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_tick - self.clock()))
+            except asyncio.TimeoutError:
+                pass
 
     async def tick(self) -> None:
         await asyncio.gather(*(self.probe(r) for r in self.replicas.all()
-                               if r.state not in (ReplicaState.DEAD,)))
+                               if r.state not in (ReplicaState.DEAD,) and r.worker is None),
+                             *(self.probe_worker(w) for w in self.pool_workers))
+        await self._reconcile_pools()
         for model in self.config.models:
             await self._reconcile(model)
 
@@ -166,7 +224,7 @@ class Controller:
             await self.start_replica(model)
 
     def _needs_restart(self, replica: Replica) -> bool:
-        if not self.spec.restart:
+        if not self.spec.restart or replica.worker is not None:
             return False
         if replica.state == ReplicaState.STARTING:
             return self.clock() - replica.started_at > self.config.cluster_spec.startup_timeout_s
@@ -218,3 +276,151 @@ class Controller:
         replica.last_state = model_state
         if model_state:
             replica.known_hashes.add(bytes.fromhex(h) for h in model_state.get("recent_prefix_block_hashes", ()))
+
+    # -- pools: shared workers hosting many models ---------------------------------------------------
+    def _pool_models(self, pool: PoolSpec) -> tuple[ModelSpec, ...]:
+        threads = pool.threads or self.config.cluster_spec.threads_per_worker
+        models = []
+        for m in self.config.models:
+            if m.pool == pool.name:
+                device = m.engine.device if pool.device == "auto" else pool.device
+                models.append(dataclasses.replace(m, engine=dataclasses.replace(m.engine, device=device,
+                                                                                num_threads=threads)))
+        return tuple(models)
+
+    async def start_pool_worker(self, pool: PoolSpec) -> PoolWorker:
+        threads = pool.threads or self.config.cluster_spec.threads_per_worker
+        config = dataclasses.replace(self.config, models=self._pool_models(pool), cluster=None, preload=(),
+                                     memory_budget_gb=pool.memory_gb, multiplex=pool.multiplex)
+        worker_id = f"{pool.name}-w{next(self._worker_ids)}"
+        handle = await asyncio.to_thread(self.backend.start_worker, WorkerSpec(worker_id, config, threads))
+        worker = PoolWorker(worker_id, pool.name, handle.url, handle, started_at=self.clock())
+        self.pool_workers.append(worker)
+        log.info("started pool worker %s at %s", worker_id, handle.url)
+        return worker
+
+    async def probe_worker(self, worker: PoolWorker) -> None:
+        if not worker.handle.is_alive():
+            if worker.state != ReplicaState.DEAD:
+                log.warning("pool worker %s: process exited", worker.worker_id)
+            worker.state = ReplicaState.DEAD
+            return
+        try:
+            (health, _), (status, state) = await asyncio.gather(self._get(f"{worker.url}/health"),
+                                                                self._get(f"{worker.url}/internal/state"))
+            ok = health == 200 and status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            ok, state = False, None
+        if not ok:
+            worker.failed_probes += 1
+            if worker.state == ReplicaState.READY and worker.failed_probes >= self.spec.unhealthy_after:
+                worker.state = ReplicaState.UNHEALTHY
+            return
+        worker.failed_probes = 0
+        if worker.state in (ReplicaState.STARTING, ReplicaState.UNHEALTHY):
+            log.info("pool worker %s is ready", worker.worker_id)
+            worker.state = ReplicaState.READY
+        worker.last_state = state
+        loaded = state.get("models") or {}
+        for replica in self._replicas_on(worker):
+            if replica.model in loaded:
+                self._absorb(replica, state)
+            elif replica.state == ReplicaState.READY:   # unloaded there (to make room for a request's model)
+                self._lost(replica, "unloaded by its worker")
+
+    def _replicas_on(self, worker: PoolWorker) -> list[Replica]:
+        return [r for r in self.replicas.all() if r.worker is worker]
+
+    def _lost(self, replica: Replica, why: str) -> None:
+        """A pooled replica is gone without the controller asking: out of the set, its target follows."""
+        log.info("replica %s on %s: %s", replica.replica_id, replica.worker.worker_id, why)
+        replica.state = ReplicaState.DEAD
+        if replica in self.replicas.of(replica.model):
+            self.replicas.remove(replica)
+        model = next(m for m in self.config.models if m.name == replica.model)
+        if model.autoscaling is not None:
+            left = sum(1 for r in self.replicas.of(model.name) if r.state != ReplicaState.DRAINING)
+            self.targets[model.name] = max(model.autoscaling.min_replicas, min(self.targets[model.name], left))
+
+    async def _reconcile_pools(self) -> None:
+        """Dead or hopeless pool workers are replaced; the models they hosted are placed again."""
+        for worker in list(self.pool_workers):
+            hopeless = worker.state == ReplicaState.STARTING and \
+                self.clock() - worker.started_at > self.config.cluster_spec.startup_timeout_s
+            unhealthy = worker.state == ReplicaState.UNHEALTHY and worker.failed_probes >= self.spec.unhealthy_after
+            if worker.state != ReplicaState.DEAD and not hopeless and not unhealthy:
+                continue
+            self.pool_workers.remove(worker)
+            worker.state = ReplicaState.DEAD
+            for replica in self._replicas_on(worker):
+                replica.state = ReplicaState.DEAD
+                self.replicas.remove(replica)
+            if not self._stopping and self.spec.restart:
+                log.warning("pool worker %s is gone: starting another", worker.worker_id)
+                await asyncio.to_thread(self.backend.stop_worker, worker.handle, False, 5.0)
+                self.num_restarts += 1
+                await self.start_pool_worker(self.pools[worker.pool])
+
+    def _need(self, model: ModelSpec) -> int:
+        if model.name not in self._needs:
+            spec = next(m for m in self._pool_models(self.pools[model.pool]) if m.name == model.name)
+            self._needs[model.name] = model_memory_bytes(resolve_or_pull(spec.source), spec.kind, spec.engine)
+        return self._needs[model.name]
+
+    def _view(self, worker: PoolWorker) -> WorkerView:
+        state = worker.last_state or {}
+        loaded = state.get("models") or {}
+        here = self._replicas_on(worker)
+        starting = [r for r in here if r.model not in loaded]
+        used = (state.get("memory_used_bytes") or 0) + sum(self._needs.get(r.model, 0) for r in starting)
+        evictable = sum(m.get("memory_bytes") or 0 for name, m in loaded.items()
+                        if not m.get("pinned") and not m.get("unloading") and
+                        m.get("in_flight", 0) + m.get("running", 0) + m.get("waiting", 0) == 0 and
+                        name not in {r.model for r in starting})
+        budget = state.get("memory_budget_bytes") or int(self.pools[worker.pool].memory_gb * 2**30)
+        return WorkerView(worker.worker_id, budget, used, frozenset(loaded) | {r.model for r in here}, evictable,
+                          worker.state == ReplicaState.READY and state != {})
+
+    def _place(self, model: ModelSpec) -> Replica | None:
+        """Pick a pool worker for one more replica of `model` and load it there (in the background)."""
+        workers = [w for w in self.pool_workers if w.pool == model.pool]
+        chosen = place(model.name, self._need(model), [self._view(w) for w in workers])
+        if chosen is None:
+            return None
+        worker = next(w for w in workers if w.worker_id == chosen.worker_id)
+        replica = Replica(self.replicas.new_id(model.name), model.name, worker.url, worker=worker,
+                          started_at=self.clock())
+        replica.known_hashes.capacity = self.config.gateway.recent_routes
+        self.replicas.add(replica)
+        task = asyncio.create_task(self._load(replica, model))
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
+        return replica
+
+    async def _load(self, replica: Replica, model: ModelSpec) -> None:
+        pinned = model.autoscaling is None or model.autoscaling.min_replicas > 0
+        start = self.clock()
+        status, body = await self._post(replica.worker, "/internal/load", {"model": model.name, "pinned": pinned},
+                                        self.config.cluster_spec.startup_timeout_s)
+        if replica.state != ReplicaState.STARTING:
+            return
+        if status != 200:
+            log.warning("loading %s on %s failed (%s): %s", model.name, replica.worker.worker_id, status, body)
+            replica.state = ReplicaState.DEAD
+            self.replicas.remove(replica)
+            return
+        replica.state = ReplicaState.READY
+        log.info("replica %s: %s loaded on %s in %.2f s", replica.replica_id, model.name, replica.worker.worker_id,
+                 self.clock() - start)
+        for name in body.get("evicted", ()):
+            for other in self._replicas_on(replica.worker):
+                if other.model == name and other.state == ReplicaState.READY:
+                    self._lost(other, f"unloaded to make room for {model.name}")
+
+    async def _post(self, worker: PoolWorker, path: str, body: dict, timeout_s: float) -> tuple[int, dict | None]:
+        try:
+            async with self.client.post(worker.url + path, json=body,
+                                        timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                return response.status, await response.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            return 0, {"error": repr(exc)}

@@ -48,6 +48,28 @@ class KnownHashes:
 
 
 @dataclass(eq=False)
+class PoolWorker:
+    """A shared worker of a pool: one process hosting many models, which the controller loads and unloads."""
+
+    worker_id: str
+    pool: str
+    url: str
+    handle: object
+    state: ReplicaState = ReplicaState.STARTING
+    failed_probes: int = 0
+    started_at: float = 0.0
+    last_state: dict | None = None        # its whole /internal/state
+
+    def describe(self) -> dict:
+        state = self.last_state or {}
+        return {"worker_id": self.worker_id, "pool": self.pool, "url": self.url, "state": self.state.value,
+                "pid": getattr(self.handle, "pid", None), "models": sorted(state.get("models") or {}),
+                "memory_used_bytes": state.get("memory_used_bytes"),
+                "memory_budget_bytes": state.get("memory_budget_bytes"),
+                "num_loads": state.get("num_loads"), "num_evictions": state.get("num_evictions")}
+
+
+@dataclass(eq=False)
 class Replica:
     replica_id: str
     model: str
@@ -63,6 +85,7 @@ class Replica:
     known_hashes: KnownHashes = field(default_factory=lambda: KnownHashes(8192))
     last_state: dict | None = None        # the model's entry of the worker's /internal/state
     region: str | None = None
+    worker: PoolWorker | None = None      # the shared worker it is loaded on (pooled models)
 
     @property
     def is_routable(self) -> bool:
@@ -77,7 +100,8 @@ class Replica:
                 "pid": getattr(self.handle, "pid", None), "state": self.state.value,
                 "failed_probes": self.failed_probes, "num_routed": self.num_routed,
                 "outstanding_requests": self.outstanding_requests, "outstanding_tokens": self.outstanding_tokens,
-                "known_prefix_blocks": len(self.known_hashes), "engine": self.last_state}
+                "known_prefix_blocks": len(self.known_hashes), "engine": self.last_state,
+                "worker": self.worker.worker_id if self.worker is not None else None}
 
 
 class Traffic:
@@ -119,6 +143,12 @@ class ReplicaSet:
         self._added_at: dict[str, float] = {}          # replica id -> when it joined the set
         self._past_seconds: dict[str, float] = {}      # model -> replica-seconds of replicas since removed
         self._traffic: dict[str, Traffic] = {}
+        self.on_want: Callable[[str], None] | None = None   # the controller: a request waits for this model
+
+    def want(self, model: str) -> None:
+        """A request is held for `model`, which has no ready replica: tell the controller at once."""
+        if self.on_want is not None:
+            self.on_want(model)
 
     def traffic(self, model: str) -> Traffic:
         if model not in self._traffic:

@@ -1,10 +1,12 @@
-"""AsyncLLMEngine: drives an LLMEngine on its own thread and streams each request's outputs to asyncio.
+"""AsyncLLMEngine: drives an LLMEngine from a step thread and streams each request's outputs to asyncio.
 
-The step loop runs in a background thread (PyTorch releases the GIL in its kernels), so the event
-loop never waits on a forward pass. Given a factory, the engine is also *built* on that thread: torch
-work on two threads keeps two OpenMP pools alive, and on a 2-core box that cost 20 % of step time. Adds and aborts are queued to that thread and applied between
-steps; outputs are handed back to each request's asyncio.Queue with call_soon_threadsafe. Leaving the
-`generate` iterator early (client gone, task cancelled) aborts the request and frees its KV blocks.
+The engine is stepped by a StepLoop thread (PyTorch releases the GIL in its kernels), so the event loop
+never waits on a forward pass: its own loop by default, or one shared with the other models of a worker,
+which then chooses between them by SLO (step_loop.py). Given a factory, the engine is also *built* on
+that thread: torch work on two threads keeps two OpenMP pools alive, and on a 2-core box that cost 20 %
+of step time. Adds and aborts are queued to the loop and applied between steps; outputs are handed back
+to each request's asyncio.Queue with call_soon_threadsafe. Leaving the `generate` iterator early
+(client gone, task cancelled) aborts the request and frees its KV blocks.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import queue
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from infercloud.engine.engine import LLMEngine
 from infercloud.engine.outputs import RequestOutput
 from infercloud.engine.sampling import SamplingParams
+from infercloud.engine.step_loop import SLO, StepLoop
 
 
 class EngineDeadError(RuntimeError):
@@ -40,29 +41,37 @@ class _Add:
 
 
 class AsyncLLMEngine:
-    def __init__(self, engine: LLMEngine | Callable[[], LLMEngine], idle_wait_s: float = 0.05):
-        """`engine` is a ready LLMEngine, or a factory to build one on the step thread (raises its errors)."""
-        self.engine: LLMEngine | None = engine if isinstance(engine, LLMEngine) else None
-        self.idle_wait_s = idle_wait_s
+    def __init__(self, engine: LLMEngine | Callable[[], LLMEngine], idle_wait_s: float = 0.05, *,
+                 loop: StepLoop | None = None, slo: SLO | None = None):
+        """`engine` is a ready LLMEngine, or a factory to build one on the step thread (raises its errors).
+
+        `loop` is the StepLoop shared with other engines; without one the engine gets a loop of its own.
+        """
+        self._owns_loop = loop is None
+        self.loop = loop if loop is not None else StepLoop(idle_wait_s=idle_wait_s)
+        self.slo = slo or SLO()
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
-        self._wakeup = threading.Event()
-        self._stopping = threading.Event()
         self._ids = itertools.count()
         self.error: BaseException | None = None
-        self.last_heartbeat = time.monotonic()
-        self._ready = threading.Event()
-        factory = None if self.engine is not None else engine
-        self._thread = threading.Thread(target=self._run, args=(factory,), name="engine-step-loop", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self.engine is None:
-            raise self.error
+        self.engine: LLMEngine | None = engine if isinstance(engine, LLMEngine) else None
+        try:
+            if self.engine is None:
+                self.engine = self.loop.call(engine)
+        except BaseException:
+            if self._owns_loop:
+                self.loop.shutdown()
+            raise
+        self.loop.attach(self)
 
     # -- public API (event-loop side) --------------------------------------------------------------
     @property
     def is_alive(self) -> bool:
-        return self._thread.is_alive() and self.error is None
+        return self.loop.is_alive and self.error is None
+
+    @property
+    def last_heartbeat(self) -> float:
+        return self.loop.last_heartbeat
 
     @property
     def num_active(self) -> int:
@@ -84,7 +93,7 @@ class AsyncLLMEngine:
         accepted = loop.create_future()
         self._commands.put(_Add(request_id, prompt, params, priority, cache_salt, resume_token_ids, stream, loop,
                                  accepted))
-        self._wakeup.set()
+        self.loop.wake()
         await accepted  # raises the engine's validation error, if any
         finished = False
         try:
@@ -102,40 +111,34 @@ class AsyncLLMEngine:
 
     def abort(self, request_id: str) -> None:
         self._commands.put(("abort", request_id))
-        self._wakeup.set()
+        self.loop.wake()
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
-        self._stopping.set()
-        self._wakeup.set()
-        self._thread.join(timeout_s)
+        """Leave the step loop (stopping it if it is this engine's own); streams still open end with an error."""
+        if self.loop.is_alive:
+            self.loop.detach(self)
+        if self.error is None:
+            self.fail(EngineDeadError("the engine was shut down"))
+        if self._owns_loop:
+            self.loop.shutdown(timeout_s)
 
-    # -- the step thread ---------------------------------------------------------------------------
-    def _run(self, factory: Callable[[], LLMEngine] | None) -> None:
-        try:
-            if factory is not None:
-                self.engine = factory()
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the constructor
-            self.error = exc
-            return
-        finally:
-            self._ready.set()
-        try:
-            while not self._stopping.is_set():
-                self.last_heartbeat = time.monotonic()
-                self._apply_commands()
-                if not self.engine.has_unfinished_requests():
-                    self._wakeup.wait(self.idle_wait_s)
-                    self._wakeup.clear()
-                    continue
-                for out in self.engine.step():
-                    self._deliver(out)
-        except BaseException as exc:  # noqa: BLE001 - reported to every waiting stream
-            self.error = exc
-            for loop, stream in list(self._streams.values()):
-                loop.call_soon_threadsafe(stream.put_nowait, EngineDeadError(f"engine loop crashed: {exc!r}"))
-            self._streams.clear()
+    # -- called by the step loop, on its thread ---------------------------------------------------
+    def has_work(self) -> bool:
+        return self.engine.has_unfinished_requests()
 
-    def _apply_commands(self) -> None:
+    def step_once(self) -> None:
+        for out in self.engine.step():
+            self._deliver(out)
+
+    def fail(self, exc: BaseException) -> None:
+        """The engine is unusable: every waiting stream gets the error."""
+        self.error = exc
+        dead = exc if isinstance(exc, EngineDeadError) else EngineDeadError(f"engine loop crashed: {exc!r}")
+        for loop, stream in list(self._streams.values()):
+            _hand_over(loop, stream.put_nowait, dead)
+        self._streams.clear()
+
+    def apply_commands(self) -> None:
         while True:
             try:
                 cmd = self._commands.get_nowait()
@@ -153,10 +156,10 @@ class AsyncLLMEngine:
                                     priority=cmd.priority, cache_salt=cmd.cache_salt,
                                     resume_token_ids=cmd.resume_token_ids)
         except Exception as exc:  # noqa: BLE001 - validation errors go back to the caller
-            cmd.loop.call_soon_threadsafe(_set_exception, cmd.accepted, exc)
+            _hand_over(cmd.loop, _set_exception, cmd.accepted, exc)
             return
         self._streams[cmd.request_id] = (cmd.loop, cmd.stream)
-        cmd.loop.call_soon_threadsafe(_set_result, cmd.accepted)
+        _hand_over(cmd.loop, _set_result, cmd.accepted)
 
     def _deliver(self, out: RequestOutput) -> None:
         target = self._streams.get(out.request_id)
@@ -165,7 +168,18 @@ class AsyncLLMEngine:
         loop, stream = target
         if out.finished:
             del self._streams[out.request_id]
-        loop.call_soon_threadsafe(stream.put_nowait, out)
+        if not _hand_over(loop, stream.put_nowait, out):   # its event loop has ended: nobody reads it
+            self.engine.abort_request(out.request_id)
+            self._streams.pop(out.request_id, None)
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, fn, *args) -> bool:
+    """Run fn(*args) on the caller's event loop; False when that loop is closed (its reader is gone)."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+        return True
+    except RuntimeError:
+        return False
 
 
 def _set_result(fut: asyncio.Future) -> None:

@@ -101,6 +101,7 @@ class Proxy:
             raise APIError(503, f"Model `{model}` is starting and already holds {traffic.held} requests; retry "
                            "shortly.", type="overloaded_error", code="model_starting", headers={"Retry-After": "5"})
         traffic.held += 1
+        self.replicas.want(model)
         deadline = asyncio.get_running_loop().time() + self.spec.hold_timeout_s
         try:
             while asyncio.get_running_loop().time() < deadline:

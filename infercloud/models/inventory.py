@@ -7,8 +7,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from infercloud.models.catalog import CATALOG, ModelNotFoundError, is_model_folder, model_path, models_dir
+from infercloud.models.catalog import (
+    CATALOG,
+    ModelNotFoundError,
+    is_model_folder,
+    model_path,
+    models_dir,
+)
 from infercloud.models.marker import read_marker
+from infercloud.models.random_model import is_random_weights
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,7 @@ class ModelOnDisk:
     is_pulled: bool
     size_bytes: int | None
     path: Path
+    is_random_weights: bool = False  # made by `infercloud models create-random`, for load tests
 
 
 def models_on_disk() -> list[ModelOnDisk]:
@@ -65,4 +73,5 @@ def _describe(name: str, kind: str | None, *, in_catalog: bool) -> ModelOnDisk:
         is_pulled=exists and is_model_folder(path),
         size_bytes=folder_size(path) if exists else None,
         path=path,
+        is_random_weights=not in_catalog and is_random_weights(path),
     )

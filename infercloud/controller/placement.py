@@ -1,0 +1,43 @@
+"""Placement: which shared worker of a pool gets a replica of a model. A pure function of worker views.
+
+Algorithm, for a model that needs `need_bytes` (weights + KV) on a pool of workers:
+  1. Only ready workers that do not already host the model (replicas of one model are spread, so
+     losing a worker never loses them all).
+  2. Pack: among workers with that much free memory, the one left with the least free memory after
+     placing it (best fit), so large holes stay open for large models.
+  3. Else make room: among workers where unloading idle, unpinned models would free enough, the one
+     with the most free memory already (it unloads the least). The worker itself picks the victims,
+     least recently used first.
+  4. Else None: the pool has no room now (busy or pinned models fill it).
+Ties go to the worker hosting fewer models, then to the lower id, so placement is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    worker_id: str
+    budget_bytes: int
+    used_bytes: int
+    hosting: frozenset[str]          # models loaded or loading there
+    evictable_bytes: int             # held by idle, unpinned models: what unloading could free
+    is_ready: bool = True
+
+    @property
+    def free_bytes(self) -> int:
+        return self.budget_bytes - self.used_bytes
+
+
+def place(model: str, need_bytes: int, workers: Sequence[WorkerView]) -> WorkerView | None:
+    candidates = [w for w in workers if w.is_ready and model not in w.hosting]
+    fits = [w for w in candidates if w.free_bytes >= need_bytes]
+    if fits:
+        return min(fits, key=lambda w: (w.free_bytes - need_bytes, len(w.hosting), w.worker_id))
+    roomy = [w for w in candidates if w.free_bytes + w.evictable_bytes >= need_bytes]
+    if roomy:
+        return min(roomy, key=lambda w: (-w.free_bytes, len(w.hosting), w.worker_id))
+    return None
