@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -18,6 +20,18 @@ SMOLLM2 = "smollm2-135m-instruct"
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     return pull(SMOLLM2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def random_model_dirs(tmp_path_factory, smollm2_dir) -> list[Path]:
+    """Six tiny random-weight Llama folders (2 layers, hidden 64) made by `models create-random`, seeds 0-5."""
+    from infercloud.models.random_model import RandomModelSpec, create_random_model
+
+    home = tmp_path_factory.mktemp("random-models-home")
+    with mock.patch.dict(os.environ, {"INFERCLOUD_HOME": str(home)}):
+        return [create_random_model(f"rand-{i}", RandomModelSpec(num_layers=2, hidden_size=64, seed=i,
+                                                                 vocab_from=str(smollm2_dir)))
+                for i in range(6)]
 
 
 @pytest.fixture(scope="session")

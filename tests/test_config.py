@@ -23,6 +23,23 @@ def test_default_is_single_box():
     assert [m.name for m in config.models] == ["smollm2-135m-instruct", "all-minilm-l6-v2"]
 
 
+def test_pools_example_loads():
+    config = load_config("examples/pools.yaml")
+    assert [p.name for p in config.cluster.pools] == ["accel", "cpu"]
+    assert {m.name: m.pool for m in config.models} == {"support-bot": "accel", "summarizer": "accel",
+                                                        "all-minilm-l6-v2": "cpu"}
+    assert config.models[0].slo.tpot_s == 0.1 and config.cluster.pools[1].device == "cpu"
+
+
+def test_pool_worker_config_round_trips_through_yaml(tmp_path):
+    cloud = load_config("examples/pools.yaml")
+    worker = dataclasses.replace(cloud, cluster=None, port=9124, preload=(), memory_budget_gb=3.0, multiplex="fcfs")
+    (tmp_path / "w.yaml").write_text(config_to_yaml(worker))
+    back = load_config(tmp_path / "w.yaml")
+    assert back.preload == () and back.memory_budget_gb == 3.0 and back.multiplex == "fcfs"
+    assert back.models[1].slo.ttft_s == 5.0 and back.models[1].pool is None
+
+
 def test_example_configs_load():
     assert not load_config("examples/serve.yaml").is_cloud
     cloud = load_config("examples/cloud.yaml")
@@ -52,6 +69,13 @@ models:
     ("gateway: {max_atempts: 3}", "config.gateway.max_atempts"),
     ("controller: {unhealthy_after: 0}", "config.controller.unhealthy_after"),
     ("controller: {probe_interval_s: fast}", "config.controller.probe_interval_s"),
+    ("models: [{name: a, pool: p}]", "config.models[0].pool"),
+    ("cluster: {pools: [{name: p, memory_gb: 0}]}", "config.cluster.pools[0]"),
+    ("cluster: {pools: [{name: p}, {name: p}]}", "config.cluster.pools"),
+    ("cluster: {pools: [{name: p, device: tpu}]}", "config.cluster.pools[0].device"),
+    ("multiplex: lifo", "config.multiplex"),
+    ("preload: [nope]", "config.preload"),
+    ("models: [{name: a, slo: {ttft: 1}}]", "config.models[0].slo.ttft"),
 ])
 def test_bad_fields_are_named(tmp_path, text, field):
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):

@@ -54,7 +54,7 @@ def config_to_yaml(config) -> str:
     for key in ("cluster", "controller", "gateway", "tenancy"):
         data.pop(key, None)
     for model in data["models"]:
-        for key in ("replicas", "routing", "threads", "external", "price", "autoscaling"):
+        for key in ("replicas", "routing", "threads", "external", "price", "autoscaling", "pool"):
             model.pop(key, None)
     return yaml.safe_dump(data, sort_keys=False)
 

@@ -188,7 +188,10 @@ class Controller:
         self._observations[model.name].append(Observation(
             now, len(native), sum(s.get("running", 0) for s in states),
             sum(s.get("waiting", 0) for s in states) + traffic.held, traffic.p90("ttft"), traffic.p90("tpot")))
-        decision = decide(ScalingContext(model.name, model.autoscaling, now, self.targets[model.name],
+        spec = model.autoscaling   # the model's own SLO targets stand in for ones the autoscaling section leaves out
+        spec = dataclasses.replace(spec, ttft_slo_s=spec.ttft_slo_s if spec.ttft_slo_s is not None else model.slo.ttft_s,
+                                   tpot_slo_s=spec.tpot_slo_s if spec.tpot_slo_s is not None else model.slo.tpot_s)
+        decision = decide(ScalingContext(model.name, spec, now, self.targets[model.name],
                                          list(self._observations[model.name]), traffic.last_arrival))
         if decision.target_replicas != self.targets[model.name]:
             log.info("autoscaler: %s %d -> %d replicas (%s)", model.name, self.targets[model.name],

@@ -27,6 +27,8 @@ from infercloud.gateway.admin import install_admin_routes
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import RoutePlanner
 from infercloud.gateway.proxy import Proxy, Upstream
+from infercloud.models.catalog import resolve_model
+from infercloud.models.random_model import is_random_weights
 from infercloud.tenancy.admission import TIER_PRIORITY, Admission, Principal
 from infercloud.tenancy.store import Tenant
 from infercloud.openai.asgi import (RequestGuard, install_error_handlers, install_ops_routes, read_json_object,
@@ -71,6 +73,15 @@ class Gateway:
     draining: bool = False
     in_flight: int = 0
     started_at: float = field(default_factory=time.time)
+    controller: object | None = None      # the Controller: its targets and pool workers show in state()
+
+    def is_random(self, name: str) -> bool:
+        """Whether a model's folder holds random weights (made by `infercloud models create-random`)."""
+        spec = next(s for s in self.config.models if s.name == name)
+        try:
+            return is_random_weights(resolve_model(spec.source))
+        except (LookupError, OSError):
+            return False
 
     async def handle(self, request: Request, path: str) -> Response:
         request_id = request.headers.get("x-request-id") or ""
@@ -139,7 +150,9 @@ class Gateway:
                 "uptime_s": time.time() - self.started_at, "time": time.time(),
                 "models": {s.name: {"routing": s.routing, "replicas": s.replicas, "external": list(s.external)}
                            for s in self.config.models},
-                "replicas": [r.describe() for r in self.replicas.all()]}
+                "replicas": [r.describe() for r in self.replicas.all()],
+                "targets": dict(getattr(self.controller, "targets", {})),
+                "pool_workers": [w.describe() for w in getattr(self.controller, "pool_workers", ())]}
 
 
 def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
@@ -164,7 +177,8 @@ def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
             visible = [s for s in visible if principal.tenant.may_use(s.name)]
         created = int(gateway.started_at)
         data = [{"id": s.name, "object": "model", "created": created, "owned_by": "infercloud", "kind": s.kind,
-                 "ready_replicas": len(gateway.replicas.routable(s.name))} for s in visible]
+                 "ready_replicas": len(gateway.replicas.routable(s.name)), "random_weights": gateway.is_random(s.name)}
+                for s in visible]
         return {"object": "list", "data": data}
 
     install_admin_routes(app, gateway)

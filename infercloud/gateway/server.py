@@ -61,6 +61,7 @@ def serve_cloud(config: ServerConfig) -> int:
         client = http_client()
         gateway.proxy = Proxy(replicas, planner, client, gw, gateway.metrics)
         controller = Controller(config, backend, replicas, client)
+        gateway.controller = controller
         if gateway.tenancy is not None:
             await gateway.tenancy.start()
         await controller.start()

@@ -110,10 +110,13 @@ class Worker:
     def memory_used_bytes(self) -> int:
         return sum(r.memory_bytes for r in self.resident.values())
 
-    def _idle(self, name: str) -> bool:
+    def _quiet(self, name: str) -> bool:
+        """No request in flight for the model, in HTTP or in its engine."""
         svc = self.chat.get(name) or self.embeddings.get(name)
-        busy = svc.in_flight > 0 or (name in self.chat and svc.engine.engine.has_unfinished_requests())
-        return not busy and not self.resident[name].unloading
+        return svc.in_flight == 0 and not (name in self.chat and svc.engine.engine.has_unfinished_requests())
+
+    def _idle(self, name: str) -> bool:
+        return self._quiet(name) and not self.resident[name].unloading
 
     def evict_for(self, name: str) -> list[str]:
         """Unload least recently used idle, unpinned models until `name` fits; the names unloaded.
@@ -205,8 +208,7 @@ class Worker:
             return False
         resident.unloading = True
         deadline = time.monotonic() + (self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s)
-        svc = self.chat.get(name) or self.embeddings.get(name)
-        while svc.in_flight > 0 and time.monotonic() < deadline:
+        while not self._quiet(name) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         if self.resident.get(name) is resident:
             self._unload_now(name)

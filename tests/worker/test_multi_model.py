@@ -1,0 +1,108 @@
+"""A worker hosting more models than its memory holds: lazy loads, LRU eviction of idle models only,
+pinned models kept, a clear 503 when nothing can be freed, unload after drain, one shared step loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from infercloud.config import ModelSpec, ServerConfig
+from infercloud.engine.config import EngineConfig
+from infercloud.engine.sampling import SamplingParams
+from infercloud.models.footprint import model_memory_bytes
+from infercloud.openai.errors import APIError
+from infercloud.worker.worker import NoRoomError, Worker
+
+ENGINE = EngineConfig(num_kv_blocks=64, max_num_seqs=8)
+
+
+@pytest.fixture
+def worker(random_model_dirs):
+    """Six random models; memory for two and a half of them."""
+    models = tuple(ModelSpec(f"rand-{i}", path=str(d), engine=ENGINE) for i, d in enumerate(random_model_dirs))
+    footprint = model_memory_bytes(random_model_dirs[0], "chat", ENGINE)
+    worker = Worker.create(ServerConfig(models=models, preload=(), memory_budget_gb=2.5 * footprint / 2**30))
+    yield worker
+    worker.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def busy(worker: Worker, name: str):
+    """A request in flight on the model's engine for the duration of the block."""
+    stream = (await worker.service(name)).engine.generate("Hello", SamplingParams(max_tokens=1000, ignore_eos=True))
+    await stream.__anext__()
+    try:
+        yield
+    finally:
+        await stream.aclose()
+
+
+def test_models_load_on_first_use_and_the_least_recently_used_idle_one_makes_room(worker):
+    async def scenario():
+        assert worker.resident == {} and worker.memory_used_bytes == 0
+        await worker.service("rand-0")
+        await worker.service("rand-1")
+        await worker.service("rand-0")                     # rand-1 is now the least recently used
+        assert await worker.ensure_loaded("rand-2") == ["rand-1"]
+        assert set(worker.resident) == {"rand-0", "rand-2"}
+        assert worker.memory_used_bytes <= worker.memory_budget_bytes
+        assert "rand-1" in worker.state()["unloaded"] and worker.num_evictions == 1
+        out = await (await worker.service("rand-1")).engine.generate("Hi", SamplingParams(max_tokens=3)).__anext__()
+        assert out.request_id                              # it comes back on demand (evicting rand-0 now)
+        assert set(worker.resident) == {"rand-2", "rand-1"}
+
+    asyncio.run(scenario())
+
+
+def test_a_model_with_requests_in_flight_is_never_unloaded(worker):
+    async def scenario():
+        await worker.service("rand-0")
+        await worker.service("rand-1")
+        async with busy(worker, "rand-0"):
+            await worker.service("rand-1")                 # rand-0 is older but busy
+            assert await worker.ensure_loaded("rand-2") == ["rand-1"]
+            async with busy(worker, "rand-2"):
+                with pytest.raises(NoRoomError) as info:   # both loaded models busy: nothing can make room
+                    await worker.ensure_loaded("rand-3")
+                assert info.value.status == 503 and info.value.code == "insufficient_memory"
+                assert set(worker.resident) == {"rand-0", "rand-2"}
+
+    asyncio.run(scenario())
+
+
+def test_pinned_models_stay(worker):
+    async def scenario():
+        await worker.ensure_loaded("rand-0", pinned=True)
+        await worker.service("rand-1")
+        assert await worker.ensure_loaded("rand-2") == ["rand-1"]
+        assert worker.model_states()["rand-0"]["pinned"] is True
+
+    asyncio.run(scenario())
+
+
+def test_unload_drains_then_frees_and_new_requests_get_503_meanwhile(worker):
+    async def scenario():
+        await worker.service("rand-0")
+        used = worker.memory_used_bytes
+        async with busy(worker, "rand-0"):
+            unloading = asyncio.create_task(worker.unload("rand-0", drain_timeout_s=30))
+            await asyncio.sleep(0.1)
+            assert not unloading.done() and "rand-0" in worker.resident
+            with pytest.raises(APIError) as info:
+                await worker.service("rand-0")
+            assert info.value.status == 503 and info.value.code == "model_unloading"
+        assert await unloading is True
+        assert "rand-0" not in worker.resident and worker.memory_used_bytes == used - worker.footprint("rand-0")
+
+    asyncio.run(scenario())
+
+
+def test_concurrent_first_requests_share_one_load_and_one_step_loop(worker):
+    async def scenario():
+        services = await asyncio.gather(*(worker.service("rand-3") for _ in range(5)), worker.service("rand-4"))
+        assert len({id(s) for s in services[:5]}) == 1 and worker.num_loads == 2
+        assert services[0].engine.loop is services[5].engine.loop is worker.step_loop
+
+    asyncio.run(scenario())
