@@ -1,10 +1,22 @@
-"""Cold start: launch a fresh process that imports the engine, loads the model and emits a first token.
+"""Cold start: a fresh engine process (offline), and W7, scale-from-zero TTFT through the cloud.
 
-Child (`python -m infercloud.bench.coldstart MODEL_DIR`): times its own phases and prints one line,
-`FIRST_TOKEN {json}`, as soon as the first token of a short greedy request exists, then exits.
-Parent (`measure_cold_start`): the clock starts just before the child is launched and stops when the
-parent reads that line, so the total includes interpreter start-up and the pipe. Whatever the child's
-phases do not cover (interpreter and runpy start-up, pipe latency) is reported as `other_s`.
+Offline (used by bench/offline.py): the child (`python -m infercloud.bench.coldstart MODEL_DIR`) times
+its own phases and prints one line, `FIRST_TOKEN {json}`, as soon as the first token of a short greedy
+request exists, then exits. Parent (`measure_cold_start`): the clock starts just before the child is
+launched and stops when the parent reads that line, so the total includes interpreter start-up and the
+pipe. Whatever the child's phases do not cover (interpreter and runpy start-up, pipe latency) is
+reported as `other_s`.
+
+W7 (`python -m infercloud.bench.coldstart [--runs 10] [--out FILE.json]`): one cloud serves SmolLM2 under
+two names, both autoscaled with min 0, max 1 and a short idle-to-zero: `w7-pooled` is placed on a
+pool's shared worker (already running, memory for the model), so scaling from zero is a POST
+/internal/load there; `w7-dedicated` has no pool, so scaling from zero starts a worker process. Each
+round, for each setup in turn: wait until the model has no replica (and, pooled, its worker has
+unloaded it), then send one streamed chat request (8 tokens out) and time TTFT (send -> first non-empty
+content) and E2EL at the client. Setups: pooled with the weights in the page cache (`pooled_warm`),
+pooled with the model's files dropped from the page cache before the request (`pooled_cold`:
+posix_fadvise DONTNEED on every file of its folder, residency checked with mincore), dedicated warm.
+The controller's and the workers' logs give each start's breakdown (load, process start to ready).
 """
 
 from __future__ import annotations
@@ -57,5 +69,4 @@ def measure_cold_start(model_dir: str | Path, python: str = sys.executable,
     return {"total_s": total_s, **breakdown, "other_s": total_s - phases}
 
 
-if __name__ == "__main__":
-    child_main(sys.argv[1])
+
