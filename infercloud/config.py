@@ -42,6 +42,7 @@ class AutoscalingSpec:
     downscale_delay_s: float = 60.0         # how long fewer must be wanted before removing
     max_step: int = 2                       # replicas added or removed per decision
     idle_to_zero_s: float | None = None     # with min_replicas 0: idle this long -> 0 replicas
+    max_kv_usage: float = 0.95              # a replica's KV cache fuller than this asks for one more
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:

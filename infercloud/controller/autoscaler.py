@@ -35,6 +35,8 @@ class Observation:
     queued: int                   # waiting in engines plus held at the gateway
     ttft_p90_s: float | None = None
     tpot_p90_s: float | None = None
+    kv_usage: float | None = None  # KV blocks in use / total, on its fullest replica
+    arrival_rate: float | None = None  # requests per second arriving at the gateway (for reports)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ def wanted(obs: Observation, spec: AutoscalingSpec) -> int:
     """Replicas one observation asks for (steps 1 and 2), before clamping."""
     by_load = math.ceil((obs.running + obs.queued) / spec.target_ongoing_requests)
     breach = (spec.ttft_slo_s is not None and obs.ttft_p90_s is not None and obs.ttft_p90_s > spec.ttft_slo_s) or \
-        (spec.tpot_slo_s is not None and obs.tpot_p90_s is not None and obs.tpot_p90_s > spec.tpot_slo_s)
+        (spec.tpot_slo_s is not None and obs.tpot_p90_s is not None and obs.tpot_p90_s > spec.tpot_slo_s) or \
+        (obs.kv_usage is not None and obs.kv_usage > spec.max_kv_usage)
     return max(by_load, obs.replicas + 1) if breach else by_load
 
 
@@ -111,4 +114,6 @@ def _why_up(obs: Observation, spec: AutoscalingSpec) -> str:
         return f"TTFT p90 {obs.ttft_p90_s:.2f} s over its SLO {spec.ttft_slo_s:g} s"
     if spec.tpot_slo_s is not None and obs.tpot_p90_s is not None and obs.tpot_p90_s > spec.tpot_slo_s:
         return f"TPOT p90 {obs.tpot_p90_s * 1e3:.0f} ms over its SLO {spec.tpot_slo_s * 1e3:.0f} ms"
+    if obs.kv_usage is not None and obs.kv_usage > spec.max_kv_usage:
+        return f"KV cache {obs.kv_usage:.0%} full"
     return f"{obs.running + obs.queued} requests for {obs.replicas} replicas"

@@ -113,11 +113,20 @@ class Traffic:
         self.window_s = window_s
         self.held = 0
         self.last_arrival: float | None = None
+        self._arrivals: deque[float] = deque(maxlen=65536)
         self._ttft: deque[tuple[float, float]] = deque(maxlen=4096)
         self._tpot: deque[tuple[float, float]] = deque(maxlen=4096)
 
     def arrived(self) -> None:
         self.last_arrival = self.clock()
+        self._arrivals.append(self.last_arrival)
+
+    def arrival_rate(self) -> float:
+        """Requests per second over the last `window_s`."""
+        since = self.clock() - self.window_s
+        while self._arrivals and self._arrivals[0] < since:
+            self._arrivals.popleft()
+        return len(self._arrivals) / self.window_s
 
     def stream_done(self, ttft_s: float | None, tpot_s: float | None) -> None:
         now = self.clock()

@@ -95,7 +95,11 @@ class Worker:
         worker = cls(config)
         names = [s.name for s in config.models] if config.preload is None else list(config.preload)
         for name in names:
-            worker.evict_for(name)
+            budget = worker.memory_budget_bytes
+            if budget is not None and worker.memory_used_bytes + worker.footprint(name) > budget:
+                log.warning("%s does not fit the memory budget beside the models loaded before it: it will "
+                            "load on its first request", name)
+                continue
             worker._load_now(name, pinned=False)
         return worker
 

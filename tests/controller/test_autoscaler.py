@@ -121,3 +121,11 @@ def test_spec_rejects_impossible_bounds():
         AutoscalingSpec(min_replicas=3, max_replicas=2)
     with pytest.raises(ValueError):
         AutoscalingSpec(max_step=0)
+
+
+def test_a_full_kv_cache_asks_for_one_more_replica():
+    spec = AutoscalingSpec(min_replicas=1, max_replicas=3, target_ongoing_requests=100, max_kv_usage=0.9)
+    full = Observation(0.0, replicas=1, running=4, queued=0, kv_usage=0.97)
+    assert wanted(full, spec) == 2 and wanted(Observation(0.0, 1, 4, 0, kv_usage=0.5), spec) == 1
+    decision = decide(ScalingContext("m", spec, 0.0, 1, [full], 0.0))
+    assert decision.target_replicas == 2 and "KV cache 97% full" in decision.reason

@@ -106,3 +106,14 @@ def test_concurrent_first_requests_share_one_load_and_one_step_loop(worker):
         assert services[0].engine.loop is services[5].engine.loop is worker.step_loop
 
     asyncio.run(scenario())
+
+
+def test_preload_loads_what_fits_in_order_and_leaves_the_rest_for_first_use(random_model_dirs):
+    models = tuple(ModelSpec(f"rand-{i}", path=str(d), engine=ENGINE) for i, d in enumerate(random_model_dirs))
+    footprint = model_memory_bytes(random_model_dirs[0], "chat", ENGINE)
+    worker = Worker.create(ServerConfig(models=models, memory_budget_gb=2.5 * footprint / 2**30))
+    try:
+        assert list(worker.resident) == ["rand-0", "rand-1"] and worker.num_evictions == 0
+        assert sorted(worker.state()["unloaded"]) == ["rand-2", "rand-3", "rand-4", "rand-5"]
+    finally:
+        worker.shutdown()
