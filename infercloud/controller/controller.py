@@ -378,13 +378,13 @@ class Controller:
         here = self._replicas_on(worker)
         starting = [r for r in here if r.model not in loaded]
         used = (state.get("memory_used_bytes") or 0) + sum(self._needs.get(r.model, 0) for r in starting)
-        evictable = sum(m.get("memory_bytes") or 0 for name, m in loaded.items()
-                        if not m.get("pinned") and not m.get("unloading") and
-                        m.get("in_flight", 0) + m.get("running", 0) + m.get("waiting", 0) == 0 and
-                        name not in {r.model for r in starting})
+        idle = [m for name, m in loaded.items() if not m.get("pinned") and not m.get("unloading") and
+                m.get("in_flight", 0) + m.get("running", 0) + m.get("waiting", 0) == 0 and
+                name not in {r.model for r in starting}]
         budget = state.get("memory_budget_bytes") or int(self.pools[worker.pool].memory_gb * 2**30)
-        return WorkerView(worker.worker_id, budget, used, frozenset(loaded) | {r.model for r in here}, evictable,
-                          worker.state == ReplicaState.READY and state != {})
+        return WorkerView(worker.worker_id, budget, used, frozenset(loaded) | {r.model for r in here},
+                          sum(m.get("memory_bytes") or 0 for m in idle), worker.state == ReplicaState.READY and
+                          state != {}, max((m.get("idle_s") or 0.0 for m in idle), default=0.0))
 
     def _place(self, model: ModelSpec) -> Replica | None:
         """Pick a pool worker for one more replica of `model` and load it there (in the background)."""
