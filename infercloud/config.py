@@ -163,6 +163,7 @@ class ServerConfig:
     worker_id: str = "worker-0"
     memory_budget_gb: float | None = None     # weights + KV of the models loaded here; None: no limit
     preload: tuple[str, ...] | None = None    # models loaded at start (None: all); others on first use
+    load_on_request: bool = True              # False (pool workers): only POST /internal/load loads a model
     multiplex: str = "slo"                    # slo | fcfs: which loaded chat model steps next
     cluster: ClusterSpec | None = None        # set: cloud mode (gateway on host:port, workers by the backend)
     controller: ControllerSpec = field(default_factory=ControllerSpec)

@@ -160,6 +160,9 @@ class Controller:
                     await self.tick()
                 else:
                     woken, self._woken = self._woken, set()
+                    stale = {r.worker for r in self.replicas.all() if r.model in woken and r.worker is not None
+                             and r.state == ReplicaState.UNHEALTHY}
+                    await asyncio.gather(*(self.probe_worker(w) for w in stale))
                     for model in self.config.models:
                         if model.name in woken:
                             await self._reconcile(model)
@@ -296,7 +299,8 @@ class Controller:
     async def start_pool_worker(self, pool: PoolSpec) -> PoolWorker:
         threads = pool.threads or self.config.cluster_spec.threads_per_worker
         config = dataclasses.replace(self.config, models=self._pool_models(pool), cluster=None, preload=(),
-                                     memory_budget_gb=pool.memory_gb, multiplex=pool.multiplex)
+                                     memory_budget_gb=pool.memory_gb, multiplex=pool.multiplex,
+                                     load_on_request=False)
         worker_id = f"{pool.name}-w{next(self._worker_ids)}"
         handle = await asyncio.to_thread(self.backend.start_worker, WorkerSpec(worker_id, config, threads))
         worker = PoolWorker(worker_id, pool.name, handle.url, handle, started_at=self.clock())
@@ -330,7 +334,9 @@ class Controller:
         for replica in self._replicas_on(worker):
             if replica.model in loaded:
                 self._absorb(replica, state)
-            elif replica.state == ReplicaState.READY:   # unloaded there (to make room for a request's model)
+                if replica.state == ReplicaState.UNHEALTHY:
+                    replica.state = ReplicaState.READY
+            elif replica.state in (ReplicaState.READY, ReplicaState.UNHEALTHY):   # unloaded to make room
                 self._lost(replica, "unloaded by its worker")
 
     def _replicas_on(self, worker: PoolWorker) -> list[Replica]:
@@ -413,6 +419,8 @@ class Controller:
             log.warning("loading %s on %s failed (%s): %s", model.name, replica.worker.worker_id, status, body)
             replica.state = ReplicaState.DEAD
             self.replicas.remove(replica)
+            await self.probe_worker(replica.worker)     # its memory was not what the last probe said:
+            self.wake(model.name)                       # place again from what it says now
             return
         replica.state = ReplicaState.READY
         log.info("replica %s: %s loaded on %s in %.2f s", replica.replica_id, model.name, replica.worker.worker_id,

@@ -135,29 +135,35 @@ class StepLoop:
         while not self._stopping.is_set():
             self.last_heartbeat = self.clock()
             self._run_calls()
-            busy = []
-            for member, timing in list(self._members.values()):
-                member.apply_commands()
-                if member.has_work():
-                    if timing.last_step_end is None:     # busy for the first time: due from now on
-                        timing.last_step_end = self.clock()
-                    busy.append((member, timing))
-            if not busy:
+            if not self._step_one():
                 self._wakeup.wait(self.idle_wait_s)
                 self._wakeup.clear()
-                continue
-            member, timing = min(busy, key=lambda mt: self.deadline(*mt))
-            start = self.clock()
-            try:
-                member.step_once()
-            except BaseException as exc:  # noqa: BLE001 - one model's crash is reported to its own streams
-                member.fail(exc)
-                self._members.pop(id(member), None)
-                continue
-            end = self.clock()
-            timing.step_s = end - start if not timing.step_s else 0.8 * timing.step_s + 0.2 * (end - start)
-            timing.last_step_end = end
-            self.num_steps[id(member)] = self.num_steps.get(id(member), 0) + 1
+
+    def _step_one(self) -> bool:
+        """Step the engine due first; False when none has work. (A method of its own, so no local keeps a
+        detached engine, and the memory of an unloaded model, alive while the loop idles.)"""
+        busy = []
+        for member, timing in list(self._members.values()):
+            member.apply_commands()
+            if member.has_work():
+                if timing.last_step_end is None:     # busy for the first time: due from now on
+                    timing.last_step_end = self.clock()
+                busy.append((member, timing))
+        if not busy:
+            return False
+        member, timing = min(busy, key=lambda mt: self.deadline(*mt))
+        start = self.clock()
+        try:
+            member.step_once()
+        except BaseException as exc:  # noqa: BLE001 - one model's crash is reported to its own streams
+            member.fail(exc)
+            self._members.pop(id(member), None)
+            return True
+        end = self.clock()
+        timing.step_s = end - start if not timing.step_s else 0.8 * timing.step_s + 0.2 * (end - start)
+        timing.last_step_end = end
+        self.num_steps[id(member)] = self.num_steps.get(id(member), 0) + 1
+        return True
 
     def _run_calls(self) -> None:
         while True:

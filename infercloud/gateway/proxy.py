@@ -168,6 +168,9 @@ class Proxy:
                 body = await _read_and_close(response)
                 self._end(replica, plan)
                 last_error = f"{replica.replica_id} answered {response.status}: {_message(body)}"
+                if _code(body) == "model_not_loaded":   # a pool worker unloaded it: out of routing now
+                    self.replicas.mark_failed(replica)
+                    self.replicas.want(plan.route.model)
                 continue
             return replica, response
         raise no_replica(plan.route.model, self.spec.max_attempts, last_error)
@@ -429,6 +432,13 @@ def _usage(content: bytes) -> dict | None:
 
 def _error_body(message: str) -> dict:
     return {"error": {"message": message, "type": "server_error", "param": None, "code": "replica_failed"}}
+
+
+def _code(body: bytes) -> str | None:
+    try:
+        return json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _message(body: bytes) -> str:

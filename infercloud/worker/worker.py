@@ -224,6 +224,9 @@ class Worker:
         if resident is not None and resident.unloading:
             raise APIError(503, f"The model `{name}` is being unloaded from this worker; retry.",
                            type="overloaded_error", code="model_unloading")
+        if resident is None and not self.config.load_on_request:
+            raise APIError(503, f"The model `{name}` is not loaded on this worker.", type="overloaded_error",
+                           code="model_not_loaded")
         if resident is None:
             await self.ensure_loaded(name)
             resident = self.resident[name]

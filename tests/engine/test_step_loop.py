@@ -141,3 +141,24 @@ def test_call_runs_on_the_loop_thread_and_returns_or_raises():
             raise AssertionError("the error should reach the caller")
     finally:
         loop.shutdown()
+
+
+def test_a_detached_engine_is_not_kept_alive_by_the_loop():
+    import gc
+    import weakref
+
+    loop = StepLoop()
+    try:
+        member = Member("gone", SLO(), 3, [])
+        loop.attach(member)
+        member.go = True
+        loop.wake()
+        while member.has_work():
+            time.sleep(0.005)
+        loop.detach(member)
+        ref = weakref.ref(member)
+        del member
+        gc.collect()
+        assert ref() is None          # its memory (an unloaded model's weights and KV) can be freed
+    finally:
+        loop.shutdown()

@@ -117,3 +117,20 @@ def test_preload_loads_what_fits_in_order_and_leaves_the_rest_for_first_use(rand
         assert sorted(worker.state()["unloaded"]) == ["rand-2", "rand-3", "rand-4", "rand-5"]
     finally:
         worker.shutdown()
+
+
+def test_a_pool_worker_loads_only_when_told(random_model_dirs):
+    models = tuple(ModelSpec(f"rand-{i}", path=str(d), engine=ENGINE) for i, d in enumerate(random_model_dirs[:2]))
+    worker = Worker.create(ServerConfig(models=models, preload=(), load_on_request=False))
+
+    async def scenario():
+        with pytest.raises(APIError) as info:        # the gateway retries elsewhere or holds it
+            await worker.service("rand-0")
+        assert info.value.status == 503 and info.value.code == "model_not_loaded"
+        await worker.ensure_loaded("rand-0")         # POST /internal/load
+        assert (await worker.service("rand-0")).name == "rand-0"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        worker.shutdown()
