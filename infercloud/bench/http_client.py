@@ -54,11 +54,12 @@ def completion_body(target: Target, req: BenchRequest) -> dict:
 
 
 async def stream_completion(client: httpx.AsyncClient, target: Target, req: BenchRequest,
-                            clock: Clock = time.perf_counter) -> StreamRecord:
-    """Send one streamed completion and record its timeline; never raises for a failed request."""
+                            clock: Clock = time.perf_counter, body: dict | None = None) -> StreamRecord:
+    """Send one streamed completion (`body`, default completion_body) and record its timeline; never raises
+    for a failed request."""
     record = StreamRecord(req.request_id, len(req.prompt_token_ids), send_s=clock())
     try:
-        async with client.stream("POST", "/v1/completions", json=completion_body(target, req)) as response:
+        async with client.stream("POST", "/v1/completions", json=body or completion_body(target, req)) as response:
             if response.status_code != 200:
                 detail = (await response.aread()).decode(errors="replace")[:300]
                 record.error = f"HTTP {response.status_code}: {detail}"

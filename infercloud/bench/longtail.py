@@ -43,7 +43,7 @@ import numpy as np
 import psutil
 
 from infercloud.bench.arrivals import ArrivalProcess, ClosedLoop, GammaArrivals
-from infercloud.bench.http_client import StreamError, Target, _read_sse, completion_body, make_client
+from infercloud.bench.http_client import Target, completion_body, make_client, stream_completion
 from infercloud.bench.metrics import LoadResult, Slo, StreamRecord, parse_slo, summarize
 from infercloud.bench.peers.cloud import CloudPeer
 from infercloud.bench.report import write_json
@@ -127,19 +127,7 @@ async def stream_sampled(client: httpx.AsyncClient, target: Target, req: BenchRe
     both setups). Greedy decoding of a random-weight model tends to repeat one token forever, and when
     that token is a lone byte of a UTF-8 character no text is ever streamed (no TTFT: a failure)."""
     body = completion_body(target, req) | {"temperature": temperature, "seed": int(req.request_id.split("-")[-1])}
-    record = StreamRecord(req.request_id, len(req.prompt_token_ids), send_s=clock())
-    try:
-        async with client.stream("POST", "/v1/completions", json=body) as response:
-            if response.status_code != 200:
-                record.error = f"HTTP {response.status_code}: {(await response.aread()).decode(errors='replace')[:300]}"
-            else:
-                await _read_sse(response, record, clock)
-    except StreamError as exc:
-        record.error = str(exc)
-    except Exception as exc:  # noqa: BLE001 - transport errors, bad JSON: a failure, counted apart
-        record.error = f"{type(exc).__name__}: {exc}"
-    record.last_byte_s = clock()
-    return record
+    return await stream_completion(client, target, req, clock, body)
 
 
 def run_load_sampled(target: Target, requests: Sequence[BenchRequest], arrivals: ArrivalProcess, temperature: float,
