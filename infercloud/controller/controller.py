@@ -390,7 +390,8 @@ class Controller:
         budget = state.get("memory_budget_bytes") or int(self.pools[worker.pool].memory_gb * 2**30)
         return WorkerView(worker.worker_id, budget, used, frozenset(loaded) | {r.model for r in here},
                           sum(m.get("memory_bytes") or 0 for m in idle), worker.state == ReplicaState.READY and
-                          state != {}, max((m.get("idle_s") or 0.0 for m in idle), default=0.0))
+                          state != {}, max((m.get("idle_s") or 0.0 for m in idle), default=0.0),
+                          min((m.get("heat") or 0.0 for m in idle), default=0.0))
 
     def _place(self, model: ModelSpec) -> Replica | None:
         """Pick a pool worker for one more replica of `model` and load it there (in the background)."""

@@ -6,9 +6,9 @@ Algorithm, for a model that needs `need_bytes` (weights + KV) on a pool of worke
   2. Pack: among workers with that much free memory, the one left with the least free memory after
      placing it (best fit), so large holes stay open for large models.
   3. Else make room: among workers where unloading idle, unpinned models would free enough, the one
-     holding the pool's least recently used idle model (an LRU over the whole pool), then the one with
-     the most free memory already (it unloads the least). The worker itself picks the victims, least
-     recently used first.
+     holding the pool's coldest idle model (fewest recent requests, decayed: worker.py), then the least
+     recently used, then the one with the most free memory already (it unloads the least). The worker
+     itself picks the victims the same way.
   4. Else None: the pool has no room now (busy or pinned models fill it).
 Ties go to the worker hosting fewer models, then to the lower id, so placement is deterministic.
 """
@@ -28,6 +28,7 @@ class WorkerView:
     evictable_bytes: int             # held by idle, unpinned models: what unloading could free
     is_ready: bool = True
     oldest_idle_s: float = 0.0       # how long its least recently used idle, unpinned model has been idle
+    coldest_idle_heat: float = 0.0   # the lowest heat (decayed recent requests) of its idle, unpinned models
 
     @property
     def free_bytes(self) -> int:
@@ -41,5 +42,6 @@ def place(model: str, need_bytes: int, workers: Sequence[WorkerView]) -> WorkerV
         return min(fits, key=lambda w: (w.free_bytes - need_bytes, len(w.hosting), w.worker_id))
     roomy = [w for w in candidates if w.free_bytes + w.evictable_bytes >= need_bytes]
     if roomy:
-        return min(roomy, key=lambda w: (-w.oldest_idle_s, -w.free_bytes, len(w.hosting), w.worker_id))
+        return min(roomy, key=lambda w: (w.coldest_idle_heat, -w.oldest_idle_s, -w.free_bytes, len(w.hosting),
+                                         w.worker_id))
     return None

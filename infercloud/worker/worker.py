@@ -2,9 +2,11 @@
 
 A worker knows every model of its config and loads them within `memory_budget_gb` (weights + KV, as
 models/footprint.py estimates them): those in `preload` at start, the others when first asked for (a
-request, or the controller's POST /internal/load). When a model does not fit, the least recently used
-idle models that are not pinned are unloaded first; a model with requests in flight is never unloaded
-to make room. Unloading on request drains: new requests for the model get 503 at once, the ones in
+request, or the controller's POST /internal/load). When a model does not fit, idle models that are not
+pinned are unloaded, coldest first: each model's heat is its request count decayed with a half-life of
+HEAT_HALF_LIFE_S, so a popular model outlives a rarely called one that happened to be used last (plain
+LRU unloads the most popular model whenever a burst of rare ones passes); equal heat goes least recently
+used first. A model with requests in flight is never unloaded to make room. Unloading on request drains: new requests for the model get 503 at once, the ones in
 flight finish. All chat engines share one StepLoop thread, which picks the model to step next by SLO.
 """
 
@@ -55,15 +57,26 @@ class NoRoomError(APIError):
                          type="overloaded_error", code="insufficient_memory")
 
 
+HEAT_HALF_LIFE_S = 30.0
+
+
 @dataclass
 class Resident:
-    """A loaded model: when it was last used, whether it may be unloaded to make room, what it takes."""
+    """A loaded model: how much and how lately it is used, whether it may be unloaded, what it takes."""
 
     memory_bytes: int
     pinned: bool
     last_used: float
     load_s: float
     unloading: bool = False
+    heat: float = 0.0              # requests, each decayed by half every HEAT_HALF_LIFE_S, as of last_used
+
+    def heat_at(self, now: float) -> float:
+        return self.heat * 0.5 ** ((now - self.last_used) / HEAT_HALF_LIFE_S)
+
+    def use(self, now: float) -> None:
+        self.heat = self.heat_at(now) + 1.0
+        self.last_used = now
 
 
 @dataclass
@@ -131,9 +144,11 @@ class Worker:
             return []
         need = self.footprint(name)
         free = self.memory_budget_bytes - self.memory_used_bytes
-        victims = sorted((r.last_used, n) for n, r in self.resident.items() if not r.pinned and self._idle(n))
+        now = time.monotonic()
+        victims = sorted((r.heat_at(now), r.last_used, n) for n, r in self.resident.items()
+                         if not r.pinned and self._idle(n))
         chosen = []
-        for _, victim in victims:
+        for _, _, victim in victims:
             if free >= need:
                 break
             chosen.append(victim)
@@ -141,7 +156,7 @@ class Worker:
         if free < need:
             raise NoRoomError(name, need, free)
         for victim in chosen:
-            log.info("unloading %s (least recently used) to make room for %s", victim, name)
+            log.info("unloading %s (the coldest idle model) to make room for %s", victim, name)
             self._unload_now(victim)
             self.num_evictions += 1
         return chosen
@@ -161,7 +176,8 @@ class Worker:
             self.embeddings[name] = EmbeddingService(name, model_dir, self.metrics, spec.max_batch_size,
                                                      spec.max_wait_ms, spec.engine.device, dtype)
         load_s = time.monotonic() - start
-        self.resident[name] = Resident(self.footprint(name), pinned, time.monotonic(), load_s)
+        # a load counts as one use: it was asked for because a request wants the model
+        self.resident[name] = Resident(self.footprint(name), pinned, time.monotonic(), load_s, heat=1.0)
         self.num_loads += 1
         log.info("loaded %s in %.2f s", name, load_s)
 
@@ -230,7 +246,7 @@ class Worker:
         if resident is None:
             await self.ensure_loaded(name)
             resident = self.resident[name]
-        resident.last_used = time.monotonic()
+        resident.use(time.monotonic())
         return self.chat.get(name) or self.embeddings[name]
 
     def is_random(self, name: str) -> bool:
@@ -259,6 +275,7 @@ class Worker:
             r = self.resident.get(name)
             if r is not None:
                 state.update(memory_bytes=r.memory_bytes, pinned=r.pinned, idle_s=round(now - r.last_used, 3),
+                             heat=round(r.heat_at(now), 4),
                              load_s=round(r.load_s, 4), unloading=r.unloading)
         return states
 

@@ -6,9 +6,9 @@ GB = 2**30
 
 
 def view(worker_id: str, used_gb: float, hosting=(), evictable_gb: float = 0.0, ready: bool = True,
-         budget_gb: float = 4.0, oldest_idle_s: float = 0.0) -> WorkerView:
+         budget_gb: float = 4.0, oldest_idle_s: float = 0.0, coldest_heat: float = 0.0) -> WorkerView:
     return WorkerView(worker_id, int(budget_gb * GB), int(used_gb * GB), frozenset(hosting),
-                      int(evictable_gb * GB), ready, oldest_idle_s)
+                      int(evictable_gb * GB), ready, oldest_idle_s, coldest_heat)
 
 
 def test_best_fit_packs_into_the_fullest_worker_that_fits():
@@ -31,6 +31,12 @@ def test_makes_room_where_the_pools_least_recently_used_idle_model_lives():
     workers = [view("w0", 3.5, evictable_gb=1.0, oldest_idle_s=2.0), view("w1", 3.5, evictable_gb=1.0,
                                                                           oldest_idle_s=30.0)]
     assert place("m", GB, workers).worker_id == "w1"
+
+
+def test_making_room_prefers_the_worker_with_the_coldest_idle_model_over_the_oldest():
+    workers = [view("w0", 3.5, evictable_gb=1.0, oldest_idle_s=30.0, coldest_heat=5.0),
+               view("w1", 3.5, evictable_gb=1.0, oldest_idle_s=2.0, coldest_heat=0.5)]
+    assert place("m", GB, workers).worker_id == "w1"     # w0's idle model is older but popular
 
 
 def test_no_room_when_busy_or_pinned_models_fill_the_pool():

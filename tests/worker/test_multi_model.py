@@ -39,19 +39,19 @@ async def busy(worker: Worker, name: str):
         await stream.aclose()
 
 
-def test_models_load_on_first_use_and_the_least_recently_used_idle_one_makes_room(worker):
+def test_models_load_on_first_use_and_the_coldest_idle_one_makes_room(worker):
     async def scenario():
         assert worker.resident == {} and worker.memory_used_bytes == 0
         await worker.service("rand-0")
         await worker.service("rand-1")
-        await worker.service("rand-0")                     # rand-1 is now the least recently used
+        await worker.service("rand-0")                     # rand-1: used once, and least recently
         assert await worker.ensure_loaded("rand-2") == ["rand-1"]
         assert set(worker.resident) == {"rand-0", "rand-2"}
         assert worker.memory_used_bytes <= worker.memory_budget_bytes
         assert "rand-1" in worker.state()["unloaded"] and worker.num_evictions == 1
         out = await (await worker.service("rand-1")).engine.generate("Hi", SamplingParams(max_tokens=3)).__anext__()
-        assert out.request_id                              # it comes back on demand (evicting rand-0 now)
-        assert set(worker.resident) == {"rand-2", "rand-1"}
+        assert out.request_id                              # it comes back on demand, in place of rand-2:
+        assert set(worker.resident) == {"rand-0", "rand-1"}  # loaded once, never used, colder than rand-0
 
     asyncio.run(scenario())
 
@@ -134,3 +134,15 @@ def test_a_pool_worker_loads_only_when_told(random_model_dirs):
         asyncio.run(scenario())
     finally:
         worker.shutdown()
+
+
+def test_a_popular_model_outlives_a_rare_one_used_more_lately(worker):
+    async def scenario():
+        for _ in range(5):
+            await worker.service("rand-0")              # popular
+        await worker.service("rand-1")                  # used once, but last
+        assert await worker.ensure_loaded("rand-2") == ["rand-1"]
+        states = worker.model_states()
+        assert states["rand-0"]["heat"] > 4 > states["rand-2"]["heat"]
+
+    asyncio.run(scenario())
