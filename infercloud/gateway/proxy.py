@@ -139,7 +139,9 @@ class Proxy:
                     tried: set[str], meter=None) -> tuple[Replica, aiohttp.ClientResponse]:
         """Open a response on some replica (streamed; the caller reads and closes it and calls _end)."""
         backoff, last_error = self.spec.retry_backoff_s, None
-        for attempt in range(self.spec.max_attempts):
+        attempt, stale = -1, 0
+        while attempt + 1 < self.spec.max_attempts:
+            attempt += 1
             if attempt:
                 self.metrics.retry(plan.route.model)
                 await asyncio.sleep(backoff)
@@ -168,7 +170,9 @@ class Proxy:
                 body = await _read_and_close(response)
                 self._end(replica, plan)
                 last_error = f"{replica.replica_id} answered {response.status}: {_message(body)}"
-                if _code(body) == "model_not_loaded":   # a pool worker unloaded it: out of routing now
+                if _code(body) == "model_not_loaded" and stale < MAX_STALE:   # a pool worker unloaded it:
+                    stale += 1                         # out of routing now, and not a failed attempt: the
+                    attempt -= 1                       # request is held until the model is loaded again
                     self.replicas.mark_failed(replica)
                     self.replicas.want(plan.route.model)
                 continue
@@ -432,6 +436,9 @@ def _usage(content: bytes) -> dict | None:
 
 def _error_body(message: str) -> dict:
     return {"error": {"message": message, "type": "server_error", "param": None, "code": "replica_failed"}}
+
+
+MAX_STALE = 8   # routes to a pool worker that had just unloaded the model, per request, not counted as attempts
 
 
 def _code(body: bytes) -> str | None:

@@ -1,7 +1,8 @@
 """Pools end to end: many models on shared workers whose memory holds only some at once.
 
 Six random-weight models on 2 pool workers that each fit two: every request is answered, the models
-come and go by least-recent use, and a model with a request in flight is never the one unloaded.
+come and go (coldest first: each is called once here, so least recently used), and a model with a
+request in flight is never the one unloaded.
 A pooled model also scales from zero (loaded on a running worker), back to zero (unloaded), and out
 to two workers and back in (the removed copy drains) without failing a request.
 """
