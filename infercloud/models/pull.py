@@ -93,13 +93,18 @@ def _extract_folder(archive: zipfile.ZipFile, prefix: str, out_dir: Path) -> Non
             shutil.copyfileobj(source, target, length=1 << 20)
 
 
+def replace_folder(staging: Path, target: Path, name: str) -> None:
+    """Swap the finished `staging` dir in for the existing `target` (moved aside first, then removed)."""
+    retired = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=target.parent))
+    target.rename(retired / "model")
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
 def _install(staging: Path, target: Path, name: str) -> None:
     """Rename the finished `staging` dir onto `target`, replacing an older folder if any."""
     if target.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=target.parent))
-        target.rename(retired / "model")
-        staging.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
+        replace_folder(staging, target, name)
         return
     try:
         staging.rename(target)

@@ -34,6 +34,7 @@ from infercloud.models.catalog import (
 )
 from infercloud.models.local import LocalModel
 from infercloud.models.marker import PullMarker, PullSource, read_marker, write_marker
+from infercloud.models.pull import replace_folder
 
 RANDOM_WEIGHTS_KEY = "infercloud_random_weights"
 DEFAULT_VOCAB_FROM = "smollm2-135m-instruct"
@@ -252,10 +253,7 @@ def _marker_for(name: str, source: LocalModel) -> PullMarker:
 def _install(staging: Path, target: Path, name: str, *, force: bool) -> None:
     """Rename the finished `staging` dir onto `target`; with `force`, an older folder there is replaced."""
     if target.exists() and force:
-        retired = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=target.parent))
-        target.rename(retired / "model")
-        staging.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
+        replace_folder(staging, target, name)
         return
     try:
         staging.rename(target)
