@@ -200,37 +200,37 @@ _SECTIONS = {"engine": EngineConfig, "cluster": ClusterSpec, "controller": Contr
              "price": PriceSpec, "tenancy": TenancySpec, "autoscaling": AutoscalingSpec, "slo": SLO}
 
 
+def _named_sections(cls, value: Any, where: str, what: str) -> tuple:
+    """A list of sections of `cls` (pools, tenants), each with a unique `name`."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of {what}")
+    sections = tuple(_build(cls, item, f"{where}[{i}]") for i, item in enumerate(value))
+    if len({s.name for s in sections}) != len(sections):
+        raise ConfigError(f"{where}: {what[:-1]} names must be unique")
+    return sections
+
+
+def _model_names(value: Any, where: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise ConfigError(f"{where}: expected a list of model names, got {value!r}")
+    return tuple(value)
+
+
 def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
     if f.name in _SECTIONS:
         return _build(_SECTIONS[f.name], {} if value is None and f.name in ("cluster", "tenancy") else value, where)
     if f.name == "pools":
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list of pools")
-        pools = tuple(_build(PoolSpec, p, f"{where}[{i}]") for i, p in enumerate(value))
-        if len({p.name for p in pools}) != len(pools):
-            raise ConfigError(f"{where}: pool names must be unique")
-        return pools
-    if f.name == "preload":
-        if value is not None and (not isinstance(value, list) or not all(isinstance(m, str) for m in value)):
-            raise ConfigError(f"{where}: expected a list of model names, got {value!r}")
-        return None if value is None else tuple(value)
+        return _named_sections(PoolSpec, value, where, "pools")
+    if f.name == "preload" or (f.name == "models" and where.startswith("config.tenancy")):
+        return _model_names(value, where)
     if f.name == "multiplex" and value not in MULTIPLEX_POLICIES:
         raise ConfigError(f"{where}: must be one of {', '.join(MULTIPLEX_POLICIES)}, got {value!r}")
     if f.name == "device" and where.startswith("config.cluster") and value not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"{where}: must be auto, cpu or cuda, got {value!r}")
     if f.name == "tenants":
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list of tenants")
-        tenants = tuple(_build(TenantSpec, t, f"{where}[{i}]") for i, t in enumerate(value))
-        if len({t.name for t in tenants}) != len(tenants):
-            raise ConfigError(f"{where}: tenant names must be unique")
-        return tenants
-    if f.name == "models" and where.startswith("config.tenancy"):
-        if value is None:
-            return None
-        if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
-            raise ConfigError(f"{where}: expected a list of model names, got {value!r}")
-        return tuple(value)
+        return _named_sections(TenantSpec, value, where, "tenants")
     if f.name == "tier" and value not in TIERS:
         raise ConfigError(f"{where}: must be one of {', '.join(TIERS)}, got {value!r}")
     if f.name == "budget_period" and value not in ("day", "month", "total"):

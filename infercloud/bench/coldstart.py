@@ -478,18 +478,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve the model's own folder, not a private copy (another process mapping it "
                              "keeps its pages cached, so the cold runs may not be cold)")
     parser.add_argument("--no-flush", dest="flush", action="store_false",
-                        help="no tiny-model request before pooled runs (then the worker still maps the last "
-                             "SmolLM2 it unloaded, and the cold runs are not cold)")
+                        help="no tiny-model request before pooled runs (it was needed while workers kept the "
+                             "last unloaded model mapped; kept so runs compare with the recorded ones)")
     parser.add_argument("--out", default=None, help="write the report here as JSON")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    report = run(args)
-    print_report(report)
-    if args.out:
-        from infercloud.bench.report import write_json
+    from infercloud.bench.report import run_and_report
 
-        write_json(Path(args.out), report)
-    return 0
+    return run_and_report(args, run, print_report)
 
 
 if __name__ == "__main__":

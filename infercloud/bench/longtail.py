@@ -46,7 +46,7 @@ from infercloud.bench.arrivals import ArrivalProcess, ClosedLoop, GammaArrivals
 from infercloud.bench.http_client import Target, completion_body, make_client, stream_completion
 from infercloud.bench.metrics import LoadResult, Slo, StreamRecord, parse_slo, summarize
 from infercloud.bench.peers.cloud import CloudPeer
-from infercloud.bench.report import write_json
+from infercloud.bench.report import run_and_report
 from infercloud.bench.workloads import BenchRequest, random_token_ids
 from infercloud.cluster.local import free_port
 
@@ -469,11 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the report here as JSON")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    report = run(args)
-    print_report(report)
-    if args.out:
-        write_json(Path(args.out), report)
-    return 0
+    return run_and_report(args, run, print_report)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,15 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(full, indent=2))
 
 
+def run_and_report(args, run, print_report) -> int:
+    """A benchmark's main: run it, print its table, write the JSON report when `--out` was given."""
+    report = run(args)
+    print_report(report)
+    if args.out:
+        write_json(Path(args.out), report)
+    return 0
+
+
 def machine_info() -> dict:
     return {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "python": platform.python_version()}

@@ -17,12 +17,11 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import httpx
 
 from infercloud.bench.peers.cloud import CloudPeer
-from infercloud.bench.report import write_json
+from infercloud.bench.report import run_and_report
 from infercloud.bench.serve import BenchConfig, run_bench
 from infercloud.bench.workloads import WorkloadShape, make_workload
 from infercloud.cluster.local import free_port
@@ -165,11 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the report here as JSON")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    report = run(args)
-    print_report(report)
-    if args.out:
-        write_json(Path(args.out), report)
-    return 0
+    return run_and_report(args, run, print_report)
 
 
 if __name__ == "__main__":
