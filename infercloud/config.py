@@ -68,6 +68,7 @@ class ModelSpec:
     autoscaling: AutoscalingSpec | None = None  # set: `replicas` is the start count, the controller scales
     slo: SLO = field(default_factory=SLO)     # TTFT/TPOT targets: steps on a shared worker, autoscaling
     pool: str | None = None                   # served by this pool's shared workers, not dedicated processes
+    regions: dict[str, int] | None = None     # replicas per region (nodes labelled `region`); default: anywhere
 
     @property
     def source(self) -> str:
@@ -84,16 +85,29 @@ class PoolSpec:
     device: Literal["auto", "cpu", "cuda"] = "auto"   # the device kind its workers run models on
     threads: int | None = None                # torch threads per worker; default cluster.threads_per_worker
     multiplex: str = "slo"                    # slo | fcfs: which resident model steps next (engine/step_loop.py)
+    region: str | None = None                 # its workers run on nodes of this region; default: anywhere
 
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """Where worker processes run. `local`: subprocesses of `infercloud serve` on loopback ports."""
+    """Where worker processes run. `local`: subprocesses of `infercloud serve` on loopback ports of this
+    machine. `ray`: Ray actors on the nodes of a Ray cluster (cluster/ray.py)."""
 
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "ray"] = "local"
+    address: str | None = None                # ray: the cluster to join ("auto", "head:6379"); None: auto
+    region: str | None = None                 # local: the region of this machine (ray: each node's label)
     threads_per_worker: int = 1
     startup_timeout_s: float = 300.0          # a worker not healthy by then is killed and started again
+    placement_timeout_s: float = 60.0         # ray: a worker no node can take by then is not started
     pools: tuple[PoolSpec, ...] = ()          # shared workers for models that name a `pool`
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """A region: nodes labelled `region: <name>` are in it; latencies order the regions requests spill to."""
+
+    name: str
+    latency_ms: dict[str, float] = field(default_factory=dict)   # to other regions (either side may say it)
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,9 @@ class GatewaySpec:
     default_max_tokens: int = 256             # counted as outstanding for requests that give no max_tokens
     hold_timeout_s: float = 60.0              # a request for an autoscaled model with no ready replica waits
     max_held: int = 256                       # this long at most (then 503), and at most this many per model
+    region: str | None = None                 # where this gateway is: the region of requests that name none
+    spillover_outstanding: int = 32           # a replica with this many requests in flight is full: requests
+                                              # go to the nearest region with room (router/regions.py)
 
 
 TIERS = ("interactive", "standard", "batch")   # highest first; the engine serves a higher tier first
@@ -136,7 +153,8 @@ class TenantSpec:
     budget_usd: float | None = None
     budget_period: str = "month"              # day | month | total
     salt_prefix_cache: bool = False           # its prompts share cached blocks only among its own requests
-    home_region: str | None = None
+    home_region: str | None = None            # the region of its requests that send no x-infercloud-region
+    regions: tuple[str, ...] | None = None    # data residency: its requests are served only in these regions
 
 
 @dataclass(frozen=True)
@@ -147,6 +165,7 @@ class TenancySpec:
     tenants: tuple[TenantSpec, ...] = ()      # declared here (more can be made with `infercloud tenants create`)
     auth_cache_s: float = 1.0                 # a verified key is trusted this long before it is looked up again
     ledger_flush_s: float = 0.05              # usage rows wait at most this long to be written (one transaction)
+    redis_url: str | None = None              # set: rate limits shared by every gateway using this Redis
 
 
 @dataclass(frozen=True)
@@ -169,6 +188,7 @@ class ServerConfig:
     controller: ControllerSpec = field(default_factory=ControllerSpec)
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
     tenancy: TenancySpec | None = None        # set: API keys required (implies cloud mode)
+    regions: tuple[RegionSpec, ...] = ()      # known regions and the latencies between them
 
     @property
     def is_cloud(self) -> bool:
@@ -210,12 +230,25 @@ def _named_sections(cls, value: Any, where: str, what: str) -> tuple:
     return sections
 
 
-def _model_names(value: Any, where: str) -> tuple[str, ...] | None:
+def _model_names(value: Any, where: str, what: str = "model") -> tuple[str, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
-        raise ConfigError(f"{where}: expected a list of model names, got {value!r}")
+        raise ConfigError(f"{where}: expected a list of {what} names, got {value!r}")
     return tuple(value)
+
+
+def _number_map(value: Any, where: str, kind: type) -> dict | None:
+    """A mapping of names to non-negative numbers (replicas per region, latencies)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and
+                                              not isinstance(v, bool) and v >= 0 and (kind is float or
+                                                                                      isinstance(v, int))
+                                              for k, v in value.items()):
+        raise ConfigError(f"{where}: expected a mapping of region names to non-negative "
+                          f"{'integers' if kind is int else 'numbers'}, got {value!r}")
+    return {k: kind(v) for k, v in value.items()}
 
 
 def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
@@ -223,6 +256,12 @@ def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
         return _build(_SECTIONS[f.name], {} if value is None and f.name in ("cluster", "tenancy") else value, where)
     if f.name == "pools":
         return _named_sections(PoolSpec, value, where, "pools")
+    if f.name == "regions" and where == "config.regions":
+        return _named_sections(RegionSpec, value, where, "regions")
+    if f.name == "regions" and where.startswith("config.tenancy"):
+        return _model_names(value, where, "region")
+    if f.name in ("regions", "latency_ms"):
+        return _number_map(value, where, int if f.name == "regions" else float)
     if f.name == "preload" or (f.name == "models" and where.startswith("config.tenancy")):
         return _model_names(value, where)
     if f.name == "multiplex" and value not in MULTIPLEX_POLICIES:
@@ -242,12 +281,14 @@ def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
         return tuple(u.rstrip("/") for u in value)
     if f.name == "routing" and value not in POLICY_NAMES:
         raise ConfigError(f"{where}: must be one of {', '.join(POLICY_NAMES)}, got {value!r}")
-    if f.name == "backend" and value != "local":
-        raise ConfigError(f"{where}: must be 'local' (the only backend so far), got {value!r}")
+    if f.name == "backend" and value not in ("local", "ray"):
+        raise ConfigError(f"{where}: must be 'local' or 'ray', got {value!r}")
     if f.name == "models":
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{where}: expected a non-empty list of models")
         specs = tuple(_build(ModelSpec, m, f"{where}[{i}]") for i, m in enumerate(value))
+        specs = tuple(dataclasses.replace(s, replicas=sum(s.regions.values()))   # `regions` counts them
+                      if s.regions is not None and "replicas" not in m else s for s, m in zip(specs, value))
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ConfigError(f"{where}: model names must be unique, got {names}")
@@ -281,7 +322,35 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfi
     _check_positive(config)
     _check_tenancy(config)
     _check_pools(config)
+    _check_regions(config)
     return config
+
+
+def _check_regions(config: ServerConfig) -> None:
+    """Every region named (models, pools, tenants, the gateway, latencies) is declared in `regions`,
+    when any is; a model's per-region counts add up to its replicas."""
+    declared = {r.name for r in config.regions}
+    named = [(f"config.models[{i}].regions", list(m.regions or ())) for i, m in enumerate(config.models)]
+    named += [(f"config.cluster.pools[{i}].region", [p.region] if p.region else [])
+              for i, p in enumerate(config.cluster_spec.pools)]
+    named += [(f"config.regions[{i}].latency_ms", list(r.latency_ms)) for i, r in enumerate(config.regions)]
+    named += [("config.gateway.region", [config.gateway.region] if config.gateway.region else []),
+              ("config.cluster.region", [config.cluster_spec.region] if config.cluster_spec.region else [])]
+    for i, tenant in enumerate(config.tenancy.tenants if config.tenancy else ()):
+        named.append((f"config.tenancy.tenants[{i}]", [*(tenant.regions or ()), *filter(None, [tenant.home_region])]))
+        if tenant.regions is not None and tenant.home_region is not None and tenant.home_region not in tenant.regions:
+            raise ConfigError(f"config.tenancy.tenants[{i}].home_region: {tenant.home_region!r} is not one of its "
+                              f"regions ({', '.join(tenant.regions)})")
+    for where, regions in named:
+        for region in regions:
+            if declared and region not in declared:
+                raise ConfigError(f"{where}: unknown region {region!r} (config.regions: {', '.join(sorted(declared))})")
+    for i, model in enumerate(config.models):
+        if model.regions is not None and model.autoscaling is None and sum(model.regions.values()) != model.replicas:
+            raise ConfigError(f"config.models[{i}].replicas: {model.replicas} is not the sum of its regions "
+                              f"({sum(model.regions.values())})")
+        if model.regions is not None and (model.pool is not None or model.external):
+            raise ConfigError(f"config.models[{i}].regions: a pooled or external model is placed by its pool or URL")
 
 
 def _check_pools(config: ServerConfig) -> None:

@@ -35,6 +35,17 @@ def random_model_dirs(tmp_path_factory, smollm2_dir) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """Two Ray nodes on 127.0.0.2 (region-a, head) and 127.0.0.3 (region-b); `ray stop` at the end."""
+    from tests.ray_cluster import RayTestCluster
+
+    cluster = RayTestCluster(tmp_path_factory.mktemp("ray"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def smollm2_engine(smollm2_dir) -> LLMEngine:
     """A default engine on the real model, shared by tests that only add and finish requests."""
     return LLMEngine(smollm2_dir, EngineConfig(kv_cache_memory_gb=0.25))

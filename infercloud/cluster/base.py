@@ -12,7 +12,10 @@ from infercloud.config import ServerConfig
 class WorkerSpec:
     worker_id: str
     config: ServerConfig          # the worker's own single-box config; the backend sets host and port
-    threads: int                  # torch/OpenMP threads the worker may use
+    threads: int                  # torch/OpenMP threads the worker may use (and CPUs it reserves)
+    num_gpus: int = 0             # GPUs it needs (a worker whose models run on cuda)
+    memory_bytes: int | None = None   # memory it reserves where the backend accounts for it
+    region: str | None = None     # a node of this region (label `region`); None: any node
 
 
 @dataclass(frozen=True)
@@ -22,11 +25,19 @@ class NodeView:
     memory_bytes: int | None
     device_kind: str              # "cpu" or "cuda"
     labels: dict[str, str] = field(default_factory=dict)  # region, zone, ...
+    address: str = "127.0.0.1"    # the IP its workers listen on
+    num_gpus: int = 0
+
+    @property
+    def region(self) -> str | None:
+        return self.labels.get("region")
 
 
 class WorkerHandle(Protocol):
     worker_id: str
     url: str
+    region: str | None            # the region of the node it runs on
+    node_id: str
 
     def is_alive(self) -> bool: ...
 

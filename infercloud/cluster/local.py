@@ -51,10 +51,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 def config_to_yaml(config) -> str:
     """A ServerConfig back to the YAML that load_config reads (tuples as lists, cloud sections dropped)."""
     data = dataclasses.asdict(config)
-    for key in ("cluster", "controller", "gateway", "tenancy"):
+    for key in ("cluster", "controller", "gateway", "tenancy", "regions"):
         data.pop(key, None)
     for model in data["models"]:
-        for key in ("replicas", "routing", "threads", "external", "price", "autoscaling", "pool"):
+        for key in ("replicas", "routing", "threads", "external", "price", "autoscaling", "pool", "regions"):
             model.pop(key, None)
     return yaml.safe_dump(data, sort_keys=False)
 
@@ -65,6 +65,8 @@ class LocalWorker:
     url: str
     process: subprocess.Popen
     log_path: Path
+    region: str | None = None
+    node_id: str = "local"
 
     def is_alive(self) -> bool:
         return self.process.poll() is None
@@ -75,10 +77,11 @@ class LocalWorker:
 
 
 class LocalBackend:
-    def __init__(self, run_dir: Path, host: str = "127.0.0.1"):
+    def __init__(self, run_dir: Path, host: str = "127.0.0.1", region: str | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.host = host
+        self.region = region
 
     def start_worker(self, spec: WorkerSpec) -> LocalWorker:
         port = free_port(self.host)
@@ -91,7 +94,7 @@ class LocalBackend:
             process = subprocess.Popen([sys.executable, "-m", "infercloud", "serve", "--config", str(config_path)],
                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-        return LocalWorker(spec.worker_id, f"http://{self.host}:{port}", process, log_path)
+        return LocalWorker(spec.worker_id, f"http://{self.host}:{port}", process, log_path, self.region)
 
     def stop_worker(self, handle: LocalWorker, drain: bool = True, timeout_s: float = 30.0) -> None:
         stop_process(handle.process, timeout_s, drain)
@@ -101,5 +104,6 @@ class LocalBackend:
             memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (ValueError, OSError):
             memory = None
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-        return [NodeView("local", os.cpu_count() or 1, memory, kind)]
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        labels = {"region": self.region} if self.region else {}
+        return [NodeView("local", os.cpu_count() or 1, memory, "cuda" if gpus else "cpu", labels, self.host, gpus)]

@@ -21,6 +21,12 @@ A worker may unload an idle model to make room for another: that replica leaves 
 autoscaled model's target drops with it (it comes back when requests for it are held). A request held
 at the gateway wakes the controller at once (`wake`), so a model at zero is loaded without waiting
 for the next tick.
+
+Regions and nodes: every tick the controller reads the backend's node inventory (on Ray: nodes,
+resources, labels). A model with `regions` has a slot per region (placement.region_slots); a
+replica of a slot is started on a node of that region, or, when no node of it is alive, of the
+nearest region that has one (a lost node's replicas are so placed again elsewhere; its streams were
+already resumed by the gateway). A replica's `region` is where it runs: the gateway routes on it.
 """
 
 from __future__ import annotations
@@ -35,13 +41,14 @@ from collections.abc import Callable
 
 import aiohttp
 
-from infercloud.cluster.base import ClusterBackend, WorkerSpec
+from infercloud.cluster.base import ClusterBackend, NodeView, WorkerSpec
 from infercloud.config import ModelSpec, PoolSpec, ServerConfig
 from infercloud.controller.autoscaler import Observation, ScalingContext, ScalingDecision, decide
-from infercloud.controller.placement import WorkerView, place
+from infercloud.controller.placement import WorkerView, place, region_slots
 from infercloud.controller.replicas import PoolWorker, Replica, ReplicaSet, ReplicaState
 from infercloud.models.footprint import model_memory_bytes
 from infercloud.models.pull import resolve_or_pull
+from infercloud.router.regions import RegionMap
 
 log = logging.getLogger("infercloud.controller")
 
@@ -70,9 +77,35 @@ class Controller:
         self._woken: set[str] = set()
         self._worker_ids = itertools.count()
         self.replicas.on_want = self.wake
+        self.region_map = RegionMap.from_specs(config.regions)
+        self.nodes: list[NodeView] = []
+
+    # -- nodes and regions ---------------------------------------------------------------------------
+    async def read_nodes(self) -> None:
+        try:
+            self.nodes = await asyncio.to_thread(self.backend.nodes)
+        except Exception:  # noqa: BLE001 - keep the last inventory when the cluster cannot be read
+            log.exception("reading the node inventory failed")
+
+    def _region_for(self, wanted: str | None) -> str | None:
+        """Where a worker meant for region `wanted` starts: there, or the nearest region with a live node."""
+        if wanted is None or not self.nodes:
+            return wanted
+        live = {n.region for n in self.nodes if n.region is not None}
+        chosen = wanted if wanted in live else self.region_map.nearest(wanted, live)
+        if chosen != wanted:
+            log.warning("no live node in region %s: starting its worker in %s", wanted, chosen)
+        return chosen
+
+    def _num_gpus(self, device: str, region: str | None) -> tuple[str, int]:
+        """The device a worker's models run on and the GPUs it reserves ("auto": cuda if its nodes have one)."""
+        if device == "auto" and any(n.num_gpus and (region is None or n.region == region) for n in self.nodes):
+            return "cuda", 1
+        return device, 1 if device == "cuda" else 0
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        await self.read_nodes()
         for pool in self.pools.values():
             for _ in range(pool.workers):
                 await self.start_pool_worker(pool)
@@ -81,8 +114,8 @@ class Controller:
                 self.replicas.add(Replica(self.replicas.new_id(model.name), model.name, url, is_external=True,
                                           started_at=self.clock()))
             if model.pool is None:
-                for _ in range(model.replicas):
-                    await self.start_replica(model)
+                for region in self._slots(model)[1]:
+                    await self.start_replica(model, region)
         self._task = asyncio.create_task(self._loop(), name="controller")
 
     def wake(self, model: str) -> None:
@@ -122,15 +155,21 @@ class Controller:
             if replica.worker is not None:
                 self.replicas.remove(replica)
 
-    async def start_replica(self, model: ModelSpec) -> Replica | None:
+    async def start_replica(self, model: ModelSpec, region: str | None = None) -> Replica | None:
+        """One more replica of `model`, for its slot in `region` (None: anywhere)."""
         if model.pool is not None:
             return self._place(model)
         threads = model.threads or self.config.cluster_spec.threads_per_worker
-        worker_model = dataclasses.replace(model, engine=dataclasses.replace(model.engine, num_threads=threads))
+        where = self._region_for(region)
+        device, gpus = self._num_gpus(model.engine.device, where)
+        worker_model = dataclasses.replace(model, engine=dataclasses.replace(model.engine, num_threads=threads,
+                                                                             device=device))
         worker_config = dataclasses.replace(self.config, models=(worker_model,), cluster=None)
         replica_id = self.replicas.new_id(model.name)
-        handle = await asyncio.to_thread(self.backend.start_worker, WorkerSpec(replica_id, worker_config, threads))
-        replica = Replica(replica_id, model.name, handle.url, handle=handle, started_at=self.clock())
+        handle = await asyncio.to_thread(self.backend.start_worker,
+                                         WorkerSpec(replica_id, worker_config, threads, gpus, region=where))
+        replica = Replica(replica_id, model.name, handle.url, handle=handle, started_at=self.clock(),
+                          region=handle.region, wanted_region=region)
         replica.known_hashes.capacity = self.config.gateway.recent_routes
         self.replicas.add(replica)
         log.info("started replica %s at %s", replica_id, handle.url)
@@ -175,6 +214,7 @@ class Controller:
                 pass
 
     async def tick(self) -> None:
+        await self.read_nodes()
         await asyncio.gather(*(self.probe(r) for r in self.replicas.all()
                                if r.state not in (ReplicaState.DEAD,) and r.worker is None),
                              *(self.probe_worker(w) for w in self.pool_workers))
@@ -218,18 +258,31 @@ class Controller:
                 await self.remove_replica(replica, drain=False)
         if self._stopping:
             return
-        native = [r for r in self.replicas.of(model.name) if not r.is_external and r.state != ReplicaState.DRAINING]
-        target = self.targets[model.name]
-        for replica in sorted(native, key=lambda r: r.started_at)[target:]:  # scale in: newest first, drained
+        surplus, missing = self._slots(model)
+        for replica in surplus:
+            log.info("draining replica %s (beyond the target of %s)", replica.replica_id, model.name)
             replica.state = ReplicaState.DRAINING
             task = asyncio.create_task(self.remove_replica(replica))
             self._draining.add(task)
             task.add_done_callback(self._draining.discard)
         if not self.spec.restart and model.autoscaling is None:
             return
-        for _ in range(target - len(native)):
+        for region in missing:
             self.num_restarts += 1
-            await self.start_replica(model)
+            await self.start_replica(model, region)
+
+    def _slots(self, model: ModelSpec) -> tuple[list[Replica], list[str | None]]:
+        """Against the model's target split by region: the replicas beyond it (newest first go) and
+        the region of each replica missing."""
+        native = [r for r in self.replicas.of(model.name) if not r.is_external and r.state != ReplicaState.DRAINING]
+        slots = region_slots(model.regions, self.targets[model.name])
+        surplus = [r for r in native if r.wanted_region not in slots]
+        missing: list[str | None] = []
+        for region, count in slots.items():
+            mine = sorted((r for r in native if r.wanted_region == region), key=lambda r: r.started_at)
+            surplus += mine[count:]
+            missing += [region] * (count - len(mine))
+        return surplus, missing
 
     def _needs_restart(self, replica: Replica) -> bool:
         if not self.spec.restart or replica.worker is not None:
@@ -242,7 +295,7 @@ class Controller:
         handle = replica.handle
         if handle is not None and not handle.is_alive():
             if replica.state != ReplicaState.DEAD:
-                log.warning("replica %s: process exited", replica.replica_id)
+                log.warning("replica %s: worker exited (%s)", replica.replica_id, _exit_reason(handle))
             replica.state = ReplicaState.DEAD
             return
         ok, state = await self._read(replica)
@@ -302,8 +355,11 @@ class Controller:
                                      memory_budget_gb=pool.memory_gb, multiplex=pool.multiplex,
                                      load_on_request=False)
         worker_id = f"{pool.name}-w{next(self._worker_ids)}"
-        handle = await asyncio.to_thread(self.backend.start_worker, WorkerSpec(worker_id, config, threads))
-        worker = PoolWorker(worker_id, pool.name, handle.url, handle, started_at=self.clock())
+        where = self._region_for(pool.region)
+        _, gpus = self._num_gpus(pool.device, where)
+        handle = await asyncio.to_thread(self.backend.start_worker, WorkerSpec(
+            worker_id, config, threads, gpus, int(pool.memory_gb * 2**30), where))
+        worker = PoolWorker(worker_id, pool.name, handle.url, handle, started_at=self.clock(), region=handle.region)
         self.pool_workers.append(worker)
         log.info("started pool worker %s at %s", worker_id, handle.url)
         return worker
@@ -311,7 +367,7 @@ class Controller:
     async def probe_worker(self, worker: PoolWorker) -> None:
         if not worker.handle.is_alive():
             if worker.state != ReplicaState.DEAD:
-                log.warning("pool worker %s: process exited", worker.worker_id)
+                log.warning("pool worker %s: worker exited (%s)", worker.worker_id, _exit_reason(worker.handle))
             worker.state = ReplicaState.DEAD
             return
         try:
@@ -401,7 +457,7 @@ class Controller:
             return None
         worker = next(w for w in workers if w.worker_id == chosen.worker_id)
         replica = Replica(self.replicas.new_id(model.name), model.name, worker.url, worker=worker,
-                          started_at=self.clock())
+                          started_at=self.clock(), region=worker.region)
         replica.known_hashes.capacity = self.config.gateway.recent_routes
         self.replicas.add(replica)
         task = asyncio.create_task(self._load(replica, model))
@@ -438,3 +494,11 @@ class Controller:
                 return response.status, await response.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             return 0, {"error": repr(exc)}
+
+
+def _exit_reason(handle) -> str:
+    reason = getattr(handle, "exit_reason", None)
+    if reason is not None:
+        return reason() or "exited"
+    code = getattr(getattr(handle, "process", None), "returncode", None)
+    return f"exit status {code}" if code is not None else "exited"

@@ -11,6 +11,10 @@ Algorithm, for a model that needs `need_bytes` (weights + KV) on a pool of worke
      itself picks the victims the same way.
   4. Else None: the pool has no room now (busy or pinned models fill it).
 Ties go to the worker hosting fewer models, then to the lower id, so placement is deterministic.
+
+Regions (dedicated workers): `region_slots` splits a model's replica count over its regions; the
+controller starts each slot's workers on that region's nodes, or, when the region has no live node,
+in the nearest region that has one (router/regions.py orders them by latency).
 """
 
 from __future__ import annotations
@@ -45,3 +49,20 @@ def place(model: str, need_bytes: int, workers: Sequence[WorkerView]) -> WorkerV
         return min(roomy, key=lambda w: (w.coldest_idle_heat, -w.oldest_idle_s, -w.free_bytes, len(w.hosting),
                                          w.worker_id))
     return None
+
+
+def region_slots(regions: dict[str, int] | None, total: int) -> dict[str | None, int]:
+    """How many of a model's `total` replicas go to each region: its configured counts when they add up
+    to the total, else shared out in proportion to them (largest remainder; ties to the region listed
+    first). A model without regions has one slot, None: anywhere."""
+    if not regions or sum(regions.values()) == 0:
+        return {None: total}
+    weight = sum(regions.values())
+    if weight == total:
+        return dict(regions)
+    exact = {r: total * n / weight for r, n in regions.items()}
+    slots = {r: int(share) for r, share in exact.items()}
+    order = sorted(regions, key=lambda r: -(exact[r] - slots[r]))   # stable: listed order breaks ties
+    for region in order[:total - sum(slots.values())]:
+        slots[region] += 1
+    return slots

@@ -59,11 +59,13 @@ class PoolWorker:
     failed_probes: int = 0
     started_at: float = 0.0
     last_state: dict | None = None        # its whole /internal/state
+    region: str | None = None             # the region of the node it runs on
 
     def describe(self) -> dict:
         state = self.last_state or {}
         return {"worker_id": self.worker_id, "pool": self.pool, "url": self.url, "state": self.state.value,
                 "pid": getattr(self.handle, "pid", None), "models": sorted(state.get("models") or {}),
+                "region": self.region, "node_id": getattr(self.handle, "node_id", None),
                 "memory_used_bytes": state.get("memory_used_bytes"),
                 "memory_budget_bytes": state.get("memory_budget_bytes"),
                 "num_loads": state.get("num_loads"), "num_evictions": state.get("num_evictions")}
@@ -84,8 +86,9 @@ class Replica:
     num_routed: int = 0                   # requests the gateway has sent here
     known_hashes: KnownHashes = field(default_factory=lambda: KnownHashes(8192))
     last_state: dict | None = None        # the model's entry of the worker's /internal/state
-    region: str | None = None
+    region: str | None = None             # the region of the node it runs on (routing prefers the request's)
     worker: PoolWorker | None = None      # the shared worker it is loaded on (pooled models)
+    wanted_region: str | None = None      # the model's region slot it fills (it may run elsewhere: no node left)
 
     @property
     def is_routable(self) -> bool:
@@ -101,7 +104,8 @@ class Replica:
                 "failed_probes": self.failed_probes, "num_routed": self.num_routed,
                 "outstanding_requests": self.outstanding_requests, "outstanding_tokens": self.outstanding_tokens,
                 "known_prefix_blocks": len(self.known_hashes), "engine": self.last_state,
-                "worker": self.worker.worker_id if self.worker is not None else None}
+                "worker": self.worker.worker_id if self.worker is not None else None, "region": self.region,
+                "wanted_region": self.wanted_region, "node_id": getattr(self.handle, "node_id", None)}
 
 
 class Traffic:

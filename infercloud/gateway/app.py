@@ -7,6 +7,10 @@ answers pass through unchanged. With tenancy, every /v1 request is authenticated
 tier the tenant may not use 403, malformed JSON or no model 400, unknown model 404, oversized body 413,
 rate limits and budgets 429, draining 503, no replica able to serve 503; each in OpenAI's JSON shape,
 with an X-Request-Id assigned or propagated.
+
+Region of a request: the `x-infercloud-region` header, else the tenant's home region, else the
+gateway's own (`gateway.region`). A tenant bound to regions (data residency) may not name another:
+403 `region_not_allowed`; a region not in `regions` is 400 `invalid_region`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from infercloud.tenancy.admission import TIER_PRIORITY, Admission, Principal
 from infercloud.tenancy.store import Tenant
 from infercloud.openai.asgi import (RequestGuard, install_error_handlers, install_ops_routes, read_json_object,
                                    until_disconnect)
-from infercloud.openai.errors import APIError, bad_request, model_not_found
+from infercloud.openai.errors import APIError, bad_request, forbidden, model_not_found
 
 log = logging.getLogger("infercloud.gateway")
 
@@ -102,8 +106,10 @@ class Gateway:
             self.replicas.traffic(model).arrived()
             salt = self.tenancy.cache_salt(principal, body.get("cache_salt")) if principal else None
             tier = self._tier(principal, body)
+            region, allowed = self._region(principal, request.headers.get("x-infercloud-region"))
             plan = self.planner.plan(model, body, len(raw), request.headers.get("x-session-id"), salt,
-                                     principal.tenant.name if principal else None, -TIER_PRIORITY[tier])
+                                     principal.tenant.name if principal else None, -TIER_PRIORITY[tier],
+                                     region, allowed)
             if principal is not None:
                 meter = await self.tenancy.admit(principal, model, path, body, plan.route.num_prompt_tokens,
                                                  request_id)
@@ -130,6 +136,25 @@ class Gateway:
                 meter.close()
             self.metrics.requests.labels(model, path, str(status)).inc()
             self.metrics.latency.labels(model).observe(time.perf_counter() - start)
+
+    def _region(self, principal: Principal | None, header: str | None) -> tuple[str | None, frozenset[str] | None]:
+        """The request's region and the regions it may be served in (None: any)."""
+        tenant = principal.tenant.spec if principal is not None else None
+        allowed = frozenset(tenant.regions) if tenant is not None and tenant.regions is not None else None
+        declared = {r.name for r in self.config.regions}
+        if header:
+            if declared and header not in declared:
+                raise bad_request(f"Unknown region {header!r} in x-infercloud-region (known: "
+                                  f"{', '.join(sorted(declared))}).", code="invalid_region")
+            if allowed is not None and header not in allowed:
+                raise forbidden(f"Tenant {tenant.name!r} is bound to the regions {', '.join(sorted(allowed))} "
+                                f"(data residency); its requests may not be served in {header!r}.",
+                                code="region_not_allowed")
+            return header, allowed
+        region = (tenant.home_region if tenant is not None else None) or self.config.gateway.region
+        if allowed is not None and region not in allowed:
+            region = tenant.regions[0]
+        return region, allowed
 
     def _tier(self, principal: Principal | None, body: dict) -> str:
         requested = body.get("service_tier")

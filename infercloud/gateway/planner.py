@@ -53,7 +53,8 @@ class RoutePlanner:
             self.routes[spec.name] = ModelRoute(spec, policy, tokenizer)
 
     def plan(self, model: str, body: dict, raw_size: int, session_header: str | None,
-             cache_salt: str | None = None, tenant: str | None = None, priority: int = 0) -> Plan:
+             cache_salt: str | None = None, tenant: str | None = None, priority: int = 0,
+             region: str | None = None, allowed_regions: frozenset[str] | None = None) -> Plan:
         """`cache_salt`: the salt the worker will hash the prompt with (the hashes must match its cache)."""
         route = self.routes[model]
         hashes: list[bytes] = []
@@ -65,7 +66,7 @@ class RoutePlanner:
         n = body.get("n") if isinstance(body.get("n"), int) else 1
         session = session_header or (body.get("user") if isinstance(body.get("user"), str) else None)
         request = RouteRequest(model, tuple(hashes), num_prompt, session_key=session or None, tenant=tenant,
-                               priority=priority)
+                               priority=priority, region=region, allowed_regions=allowed_regions)
         extra = max_new * max(n, 1) if isinstance(max_new, int) else self.default_max_tokens
         return Plan(request, num_prompt + extra)
 

@@ -12,6 +12,10 @@ Retry: a replica that cannot be reached, or answers 502/503/504, is left for ano
 `max_attempts` replicas, with a doubling backoff); a replica that cannot be reached leaves routing at
 once. When no replica can take it, the client gets 503 `no_replica_available` naming the model.
 
+Regions: a request with a region (or bound to regions) is offered only the replicas that
+router/regions.py allows: its own region first, the nearest with room after; a request bound to
+regions none of whose replicas is up gets 503 `region_unavailable` at once, never another region.
+
 Migration: for native replicas the gateway asks for `return_token_ids`, so every SSE chunk carries
 the ids of the tokens it delivers. If the upstream stream breaks before `[DONE]`, the same request goes
 to another replica with `resume_token_ids` = every token already delivered; that worker treats them
@@ -39,6 +43,7 @@ from infercloud.gateway.planner import Plan, RoutePlanner
 from infercloud.openai.errors import APIError
 from infercloud.openai.sse import sse_done, sse_event
 from infercloud.router.prefix_aware import match_length
+from infercloud.router.regions import RegionMap, regional_candidates
 
 log = logging.getLogger("infercloud.gateway")
 
@@ -71,8 +76,9 @@ def no_replica(model: str, attempts: int, last_error: str | None) -> APIError:
 
 class Proxy:
     def __init__(self, replicas: ReplicaSet, planner: RoutePlanner, client: aiohttp.ClientSession, spec: GatewaySpec,
-                 metrics: GatewayMetrics):
+                 metrics: GatewayMetrics, regions: RegionMap | None = None):
         self.replicas = replicas
+        self.regions = regions or RegionMap()
         self.planner = planner
         self.client = client
         self.spec = spec
@@ -85,8 +91,24 @@ class Proxy:
         if not candidates:
             return None
         policy = self.planner.routes[plan.route.model].policy
-        chosen = policy.choose(plan.route, [r.view() for r in candidates.values()])
+        views = [r.view() for r in candidates.values()]
+        if plan.route.region is not None or plan.route.allowed_regions is not None:
+            views = regional_candidates(views, plan.route.region, plan.route.allowed_regions, self.regions,
+                                        self.spec.spillover_outstanding)
+        chosen = policy.choose(plan.route, views)
         return candidates[chosen.replica_id] if chosen is not None else None
+
+    def _check_residency(self, plan: Plan) -> None:
+        """A request bound to regions where no replica is up, while others are up elsewhere: a clear 503."""
+        allowed = plan.route.allowed_regions
+        if allowed is None:
+            return
+        elsewhere = sorted({str(r.region) for r in self.replicas.routable(plan.route.model) if r.region not in allowed})
+        if elsewhere and not any(r.region in allowed for r in self.replicas.routable(plan.route.model)):
+            raise APIError(503, f"No replica of model `{plan.route.model}` is up in the regions this request may be "
+                           f"served in ({', '.join(sorted(allowed))}); replicas in {', '.join(elsewhere)} may not "
+                           "serve it (data residency).", type="overloaded_error", code="region_unavailable",
+                           headers={"Retry-After": "5"})
 
     def _scales_from_zero(self, model: str) -> bool:
         spec = self.planner.routes[model].spec.autoscaling
@@ -147,6 +169,8 @@ class Proxy:
                 await asyncio.sleep(backoff)
                 backoff *= 2
             replica = self._pick(plan, tried)
+            if replica is None:
+                self._check_residency(plan)
             if replica is None and self._scales_from_zero(plan.route.model):
                 replica = await self._hold(plan, tried)
             if replica is None:
@@ -205,7 +229,7 @@ class Proxy:
                                     outcome, response.status)
             return Response(content, status_code=response.status,
                             media_type=response.headers.get("content-type", "application/json"),
-                            headers={"X-Request-Id": headers["X-Request-Id"]})
+                            headers=_served_by(replica, headers))
 
     # -- streams -----------------------------------------------------------------------------------
     async def stream(self, plan: Plan, path: str, upstream: Upstream, headers: dict[str, str],
@@ -219,10 +243,10 @@ class Proxy:
                 meter.attempt_ended(replica.replica_id, None, "failed", response.status)
             return Response(content, status_code=response.status,
                             media_type=response.headers.get("content-type", "application/json"),
-                            headers={"X-Request-Id": headers["X-Request-Id"]})
+                            headers=_served_by(replica, headers))
         relay.replica, relay.response = replica, response
         return _RelayResponse(relay, relay.events(replica, response), media_type="text/event-stream",
-                              headers={"Cache-Control": "no-cache", "X-Request-Id": headers["X-Request-Id"]})
+                              headers={"Cache-Control": "no-cache", **_served_by(replica, headers)})
 
 
 class _RelayResponse(StreamingResponse):
@@ -432,6 +456,14 @@ def _usage(content: bytes) -> dict | None:
     except (ValueError, AttributeError):
         return None
     return usage if isinstance(usage, dict) else None
+
+
+def _served_by(replica: Replica, headers: dict[str, str]) -> dict[str, str]:
+    """The response's headers: its request id, and the replica (and its region) that took it first."""
+    served = {"X-Request-Id": headers["X-Request-Id"], "X-Infercloud-Replica": replica.replica_id}
+    if replica.region is not None:
+        served["X-Infercloud-Region"] = replica.region
+    return served
 
 
 def _error_body(message: str) -> dict:

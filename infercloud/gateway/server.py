@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 import uvicorn
 
+from infercloud.cluster.base import ClusterBackend
 from infercloud.cluster.local import LocalBackend
 from infercloud.config import ServerConfig
 from infercloud.controller.controller import Controller
@@ -26,6 +27,7 @@ from infercloud.gateway.planner import RoutePlanner
 from infercloud.gateway.proxy import Proxy
 from infercloud.models.catalog import infercloud_home
 from infercloud.openai.asgi import DrainingServer
+from infercloud.router.regions import RegionMap
 from infercloud.tenancy.db import default_database_url, open_database
 
 log = logging.getLogger("infercloud.gateway")
@@ -54,12 +56,12 @@ def serve_cloud(config: ServerConfig) -> int:
         database = config.tenancy.database or default_database_url()
         gateway.tenancy = Tenancy(config.tenancy, config.models, open_database(database))
         gateway.tenancy.max_model_len = lambda model: _max_model_len(replicas, model)
-    backend = LocalBackend(infercloud_home() / "run" / f"gateway-{config.port}-{os.getpid()}")
+    backend = make_backend(config)
 
     @asynccontextmanager
     async def lifespan(_app):
         client = http_client()
-        gateway.proxy = Proxy(replicas, planner, client, gw, gateway.metrics)
+        gateway.proxy = Proxy(replicas, planner, client, gw, gateway.metrics, RegionMap.from_specs(config.regions))
         controller = Controller(config, backend, replicas, client)
         gateway.controller = controller
         if gateway.tenancy is not None:
@@ -69,7 +71,7 @@ def serve_cloud(config: ServerConfig) -> int:
             log.warning("not every model has a ready replica yet; serving what is ready")
         url = f"http://{config.host}:{config.port}"
         summary = ", ".join(f"{m.name} x{len(replicas.of(m.name))} ({m.routing})" for m in config.models)
-        print(f"infercloud gateway on {url}: {summary}; workers log to {backend.run_dir}", flush=True)
+        print(f"infercloud gateway on {url}: {summary}; {_workers_line(backend)}", flush=True)
         print(_auth_line(config), flush=True)
         try:
             yield
@@ -84,6 +86,24 @@ def serve_cloud(config: ServerConfig) -> int:
                                timeout_graceful_shutdown=1)
     DrainingServer(uv_config, gateway).run()
     return 0
+
+
+def make_backend(config: ServerConfig) -> ClusterBackend:
+    """The cluster backend the config names: local subprocesses, or Ray actors (imported only then)."""
+    cluster = config.cluster_spec
+    if cluster.backend == "ray":
+        from infercloud.cluster.ray import RayBackend
+
+        return RayBackend(cluster.address, cluster.placement_timeout_s)
+    return LocalBackend(infercloud_home() / "run" / f"gateway-{config.port}-{os.getpid()}", region=cluster.region)
+
+
+def _workers_line(backend: ClusterBackend) -> str:
+    if isinstance(backend, LocalBackend):
+        return f"workers log to {backend.run_dir}"
+    nodes = backend.nodes()
+    regions = sorted({n.region for n in nodes if n.region})
+    return f"workers are Ray actors on {len(nodes)} nodes" + (f" ({', '.join(regions)})" if regions else "")
 
 
 def _auth_line(config: ServerConfig) -> str:

@@ -21,7 +21,8 @@ class RouteRequest:
     session_key: str | None = None               # the `user` field or the X-Session-Id header
     tenant: str | None = None
     priority: int = 0
-    region: str | None = None
+    region: str | None = None                    # where it comes from: replicas there are preferred
+    allowed_regions: frozenset[str] | None = None  # data residency: only replicas in these (None: any)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ def add_tenancy_parsers(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--salt-prefix-cache", action="store_true",
                         help="share cached prompt blocks only among this tenant's requests")
     create.add_argument("--home-region", default=None)
+    create.add_argument("--regions", default=None,
+                        help="comma-separated regions its requests may be served in (data residency)")
     create.set_defaults(run=run_tenants_create)
     listing = _database_options(actions.add_parser("list", help="list tenants"))
     listing.set_defaults(run=run_tenants_list)
@@ -84,12 +86,19 @@ def _store(args: argparse.Namespace) -> TenantStore:
 
 
 def run_tenants_create(args: argparse.Namespace) -> int:
-    models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
+    models = _names(args.models)
     spec = TenantSpec(args.name, args.tier, models, args.rpm, args.tpm, args.max_concurrent, args.max_tokens,
-                      args.budget, args.budget_period, args.salt_prefix_cache, args.home_region)
+                      args.budget, args.budget_period, args.salt_prefix_cache, args.home_region,
+                      _names(args.regions))
     tenant = _store(args).create_tenant(spec)
     print(json.dumps(tenant.describe(), indent=2))
     return 0
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """`a, b` -> ("a", "b"); None or empty -> None."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip()) if text else ()
+    return names or None
 
 
 def run_tenants_list(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ tenants = sa.Table(
     sa.Column("budget_period", sa.String(10), nullable=False),
     sa.Column("salt_prefix_cache", sa.Boolean, nullable=False),
     sa.Column("home_region", sa.String(50), nullable=True),
+    sa.Column("regions", sa.JSON, nullable=True),           # data residency: allowed regions; NULL: any
     sa.Column("created_at", sa.DateTime, nullable=False),
 )
 
@@ -91,7 +92,20 @@ def open_database(url: str | None = None) -> sa.Engine:
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
     metadata.create_all(engine)
+    _add_new_columns(engine)
     return engine
+
+
+def _add_new_columns(engine: sa.Engine) -> None:
+    """Columns added to the schema since a database was made (all nullable) are added to it."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

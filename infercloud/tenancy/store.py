@@ -198,12 +198,14 @@ def _spec_row(spec: TenantSpec) -> dict:
     row = {name: getattr(spec, name) for name in _SPEC_FIELDS if name != "name"}
     row["name"] = spec.name
     row["models"] = list(spec.models) if spec.models is not None else None
+    row["regions"] = list(spec.regions) if spec.regions is not None else None
     return row
 
 
 def _tenant(row) -> Tenant:
     values = {name: getattr(row, name) for name in _SPEC_FIELDS}
-    values["models"] = tuple(values["models"]) if values["models"] is not None else None
+    for name in ("models", "regions"):
+        values[name] = tuple(values[name]) if values[name] is not None else None
     return Tenant(row.id, TenantSpec(**values), row.created_at)
 
 

@@ -108,6 +108,14 @@ def build_app(worker: Worker) -> RequestGuard:
         unloaded = await worker.unload(name)
         return {"model": name, "unloaded": unloaded, "memory_used_bytes": worker.memory_used_bytes}
 
+    @app.post("/internal/drain")
+    async def drain():
+        """Stop as on SIGTERM: new requests get 503, those in flight finish, then the server exits."""
+        if worker.on_drain is None:
+            raise APIError(501, "This worker is not run by a server that can drain it.", code="not_supported")
+        worker.on_drain()
+        return {"draining": True, "in_flight": worker.in_flight}
+
     @app.get("/internal/usage/{request_id}")
     async def request_usage(request_id: str):
         """What a request that ended here used, by the X-Request-Id it came with (for metering)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import uvicorn
 
@@ -18,14 +19,21 @@ log = logging.getLogger("infercloud.worker")
 WORKER_KEEP_ALIVE_S = 75
 
 
-def serve(config: ServerConfig) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def make_server(config: ServerConfig) -> tuple[DrainingServer, Worker]:
+    """The worker (its models loaded) and the server that runs it; `server.handle_exit` drains it."""
     worker = Worker.create(config)
     app = build_app(worker)
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                timeout_graceful_shutdown=1,
                                timeout_keep_alive=WORKER_KEEP_ALIVE_S)
     server = DrainingServer(uv_config, worker)
+    worker.on_drain = lambda: server.handle_exit(signal.SIGTERM, None) if not worker.draining else None
+    return server, worker
+
+
+def serve(config: ServerConfig) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server, worker = make_server(config)
     url = f"http://{config.host}:{config.port}"
     print(f"infercloud serving {', '.join(worker.model_names)} on {url}", flush=True)
     print("auth: OFF - the API needs no key, so it binds loopback only "

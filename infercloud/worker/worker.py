@@ -18,6 +18,7 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -87,6 +88,7 @@ class Worker:
     draining: bool = False
     in_flight: int = 0             # HTTP requests being served (streams count until their last byte)
     started_at: float = field(default_factory=time.time)
+    on_drain: Callable[[], None] | None = None   # set by its server: drain (as SIGTERM) and exit
 
     def __post_init__(self) -> None:
         self.metrics = ServerMetrics(self.model_states)

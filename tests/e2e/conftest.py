@@ -14,6 +14,15 @@ SMOL = "smollm2-135m-instruct"
 ENGINE = {"kv_cache_memory_gb": 0.1}
 
 
+@pytest.fixture(scope="module", params=["local", "ray"])
+def cluster_backend(request) -> dict:
+    """The `cluster` section's backend: workers as local subprocesses, or as Ray actors on the 2-node
+    test cluster (tests/ray_cluster.py). Control-plane e2e modules run once with each."""
+    if request.param == "ray":
+        return {"backend": "ray", "address": request.getfixturevalue("ray_cluster").address}
+    return {"backend": "local"}
+
+
 @pytest.fixture(scope="module")
 def external_worker(tmp_path_factory, smollm2_dir):
     """A plain infercloud worker serving SmolLM2 as `ext-smol`: an OpenAI-compatible server of its own."""
@@ -24,11 +33,11 @@ def external_worker(tmp_path_factory, smollm2_dir):
 
 
 @pytest.fixture(scope="module")
-def cloud(tmp_path_factory, external_worker):
+def cloud(tmp_path_factory, external_worker, cluster_backend):
     """Gateway + controller + 3 round_robin and 3 prefix_aware SmolLM2 workers, an external replica, and a
     model whose only replica is a dead URL."""
     config = {
-        "cluster": {"threads_per_worker": 1},
+        "cluster": {**cluster_backend, "threads_per_worker": 1},
         "controller": {"probe_interval_s": 0.25, "probe_timeout_s": 2.0, "unhealthy_after": 2},
         "gateway": {"max_attempts": 3, "retry_backoff_s": 0.05},
         "drain_timeout_s": 30,

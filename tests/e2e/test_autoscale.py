@@ -17,8 +17,8 @@ AUTO = {"min_replicas": 0, "max_replicas": 2, "target_ongoing_requests": 2, "ups
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory, smollm2_dir):
-    config = {"cluster": {"threads_per_worker": 1},
+def gw(tmp_path_factory, smollm2_dir, cluster_backend):
+    config = {"cluster": {**cluster_backend, "threads_per_worker": 1},
               "controller": {"probe_interval_s": 0.25, "unhealthy_after": 2},
               "gateway": {"hold_timeout_s": 120},
               "models": [{"name": "auto", "path": SMOL, "replicas": 0, "engine": {"kv_cache_memory_gb": 0.1},

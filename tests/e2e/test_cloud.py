@@ -124,7 +124,9 @@ def test_request_id_is_propagated_and_unknown_model_is_404(cloud):
     assert r.status_code == 400 and r.json()["error"]["param"] == "bogus"   # the worker's answer, passed on
 
 
-def test_sigterm_to_a_worker_drains_it_and_it_is_replaced(cloud):
+def test_sigterm_to_a_worker_drains_it_and_it_is_replaced(cloud, cluster_backend):
+    """SIGTERM to a worker process; on Ray, whose actors take SIGTERM as Ray's own, its /internal/drain
+    (the same drain: new requests 503, the stream in flight finishes, then it exits)."""
     client = OpenAI(base_url=f"{cloud.url}/v1", api_key="unused", max_retries=0)
     migrations = _metric(cloud, "infercloud_gateway_migrations_total", SMOL)
     stream = client.chat.completions.create(model=SMOL, messages=[{"role": "user", "content": STORY.format(7)}],
@@ -133,7 +135,10 @@ def test_sigterm_to_a_worker_drains_it_and_it_is_replaced(cloud):
     chunks = iter(stream)
     text = next(chunks).choices[0].delta.content or ""
     (victim,) = [r for r in replicas(cloud, SMOL) if r["outstanding_requests"] == 1]
-    os.kill(victim["pid"], signal.SIGTERM)
+    if cluster_backend["backend"] == "ray":
+        assert httpx.post(f"{victim['url']}/internal/drain", timeout=10).json()["draining"] is True
+    else:
+        os.kill(victim["pid"], signal.SIGTERM)
     text += "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(text) > 100
     assert _metric(cloud, "infercloud_gateway_migrations_total", SMOL) == migrations  # it finished there

@@ -29,8 +29,8 @@ def pool_budget_gb(model_dir, models_per_worker: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def pooled(tmp_path_factory, random_model_dirs):
-    config = {"cluster": {"threads_per_worker": 1, "pools": [
+def pooled(tmp_path_factory, random_model_dirs, cluster_backend):
+    config = {"cluster": {**cluster_backend, "threads_per_worker": 1, "pools": [
                   {"name": "shared", "workers": 2, "memory_gb": pool_budget_gb(random_model_dirs[0], 2.5)}]},
               "controller": {"probe_interval_s": 0.25, "unhealthy_after": 2},
               "models": [{"name": f"rand-{i}", "path": str(d), "pool": "shared", "replicas": 0, "engine": ENGINE,
@@ -103,10 +103,10 @@ def test_six_models_on_two_workers_the_idle_model_is_the_one_unloaded(pooled):
 
 
 @pytest.fixture(scope="module")
-def elastic(tmp_path_factory, random_model_dirs):
+def elastic(tmp_path_factory, random_model_dirs, cluster_backend):
     auto = {"min_replicas": 0, "max_replicas": 2, "target_ongoing_requests": 2, "upscale_delay_s": 0,
             "downscale_delay_s": 3, "idle_to_zero_s": 4, "max_step": 1}
-    config = {"cluster": {"threads_per_worker": 1, "pools": [
+    config = {"cluster": {**cluster_backend, "threads_per_worker": 1, "pools": [
                   {"name": "shared", "workers": 2, "memory_gb": pool_budget_gb(random_model_dirs[0], 3)}]},
               "controller": {"probe_interval_s": 0.25, "unhealthy_after": 2},
               "gateway": {"hold_timeout_s": 60},
