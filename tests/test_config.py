@@ -96,3 +96,98 @@ def test_worker_config_round_trips_through_yaml(tmp_path):
     back = load_config(tmp_path / "w.yaml")
     assert not back.is_cloud and back.port == 9123 and back.worker_id == "a-0"
     assert back.models[0].source == "b" and back.models[0].engine.num_threads == 1 and back.models[0].replicas == 1
+
+
+# -- cluster backends and regions -----------------------------------------------------------------
+
+DECLARED = "regions: [{name: a, latency_ms: {b: 20}}, {name: b}]\n"
+
+
+def test_ray_backend_with_an_address(tmp_path):
+    cluster = _load(tmp_path, "cluster: {backend: ray, address: 'head:6379'}\nmodels: [{name: m}]").cluster
+    assert (cluster.backend, cluster.address) == ("ray", "head:6379")
+    assert _load(tmp_path, "cluster: {backend: ray}\nmodels: [{name: m}]").cluster.address is None
+
+
+def test_an_unknown_backend_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"config\.cluster\.backend: must be 'local' or 'ray', got 'k8s'"):
+        _load(tmp_path, "cluster: {backend: k8s}\nmodels: [{name: m}]")
+
+
+def test_regions_with_latencies(tmp_path):
+    config = _load(tmp_path, DECLARED + "gateway: {region: a}\nmodels: [{name: m}]")
+    assert [(r.name, r.latency_ms) for r in config.regions] == [("a", {"b": 20.0}), ("b", {})]
+    assert config.gateway.region == "a"
+    assert load_config(None).regions == () and load_config(None).gateway.spillover_outstanding == 32
+
+
+def test_region_names_must_be_unique(tmp_path):
+    with pytest.raises(ConfigError, match=r"config\.regions: region names must be unique"):
+        _load(tmp_path, "regions: [{name: a}, {name: a}]")
+
+
+def test_a_models_region_counts_set_its_replicas(tmp_path):
+    config = _load(tmp_path, DECLARED + "cluster: {}\nmodels: [{name: m, regions: {a: 1, b: 2}}, {name: n}]")
+    assert config.models[0].regions == {"a": 1, "b": 2} and config.models[0].replicas == 3
+    assert config.models[1].regions is None and config.models[1].replicas == 1
+    same = _load(tmp_path, DECLARED + "cluster: {}\nmodels: [{name: m, replicas: 3, regions: {a: 1, b: 2}}]")
+    assert same.models[0].replicas == 3
+
+
+def test_replicas_that_are_not_the_sum_of_the_regions_are_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"config\.models\[0\]\.replicas: 2 is not the sum of its regions \(3\)"):
+        _load(tmp_path, DECLARED + "cluster: {}\nmodels: [{name: m, replicas: 2, regions: {a: 1, b: 2}}]")
+    scaled = _load(tmp_path, DECLARED + "cluster: {}\nmodels: [{name: m, replicas: 2, regions: {a: 1, b: 2}, "
+                             "autoscaling: {min_replicas: 1, max_replicas: 4}}]")
+    assert scaled.models[0].replicas == 2               # autoscaled: the counts are a split, not a total
+
+
+@pytest.mark.parametrize("model", [
+    "{name: m, pool: p, regions: {a: 1}}",
+    "{name: m, external: ['http://10.0.0.1:8000'], regions: {a: 1}}",
+])
+def test_regions_on_a_pooled_or_external_model_are_an_error(tmp_path, model):
+    with pytest.raises(ConfigError, match=r"config\.models\[0\]\.regions: a pooled or external model"):
+        _load(tmp_path, DECLARED + f"cluster: {{pools: [{{name: p}}]}}\nmodels: [{model}]")
+
+
+@pytest.mark.parametrize("text, field", [
+    ("models: [{name: m, regions: {a: 1, c: 1}}]", "config.models[0].regions"),
+    ("cluster: {pools: [{name: p, region: c}]}", "config.cluster.pools[0].region"),
+    ("gateway: {region: c}", "config.gateway.region"),
+    ("cluster: {region: c}", "config.cluster.region"),
+    ("tenancy: {tenants: [{name: t, regions: [a, c]}]}", "config.tenancy.tenants[0]"),
+    ("tenancy: {tenants: [{name: u}, {name: t, home_region: c}]}", "config.tenancy.tenants[1]"),
+])
+def test_unknown_region_names_are_rejected_once_regions_are_declared(tmp_path, text, field):
+    escaped = field.replace("[", r"\[").replace("]", r"\]")
+    with pytest.raises(ConfigError, match=rf"{escaped}: unknown region 'c' \(config\.regions: a, b\)"):
+        _load(tmp_path, DECLARED + text)
+    _load(tmp_path, text)                               # no regions declared: any name goes
+
+
+def test_an_unknown_region_in_a_latency_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"config\.regions\[1\]\.latency_ms: unknown region 'c'"):
+        _load(tmp_path, "regions: [{name: a}, {name: b, latency_ms: {a: 5, c: 5}}]")
+
+
+def test_a_tenants_home_region_must_be_one_of_its_regions(tmp_path):
+    with pytest.raises(ConfigError, match=r"config\.tenancy\.tenants\[0\]\.home_region: 'b' is not one of its"):
+        _load(tmp_path, "tenancy: {tenants: [{name: t, regions: [a], home_region: b}]}")
+    tenant = _load(tmp_path, DECLARED + "tenancy: {tenants: [{name: t, regions: [a, b], home_region: b}]}"
+                   ).tenancy.tenants[0]
+    assert (tenant.regions, tenant.home_region) == (("a", "b"), "b")
+
+
+@pytest.mark.parametrize("counts", ["{a: -1}", "{a: 1.5}", "{a: 1.0}", "{a: true}", "{a: '2'}", "[a, b]"])
+def test_replica_counts_per_region_are_non_negative_integers(tmp_path, counts):
+    with pytest.raises(ConfigError, match=r"config\.models\[0\]\.regions: expected a mapping of region names to "
+                                          "non-negative integers"):
+        _load(tmp_path, f"cluster: {{}}\nmodels: [{{name: m, regions: {counts}}}]")
+
+
+def test_latencies_are_non_negative_numbers(tmp_path):
+    with pytest.raises(ConfigError, match=r"config\.regions\[0\]\.latency_ms: expected a mapping of region names "
+                                          "to non-negative numbers"):
+        _load(tmp_path, "regions: [{name: a, latency_ms: {b: -1}}, {name: b}]")
+    assert _load(tmp_path, "regions: [{name: a, latency_ms: {b: 2.5}}, {name: b}]").regions[0].latency_ms == {"b": 2.5}

@@ -1,6 +1,9 @@
-"""Placement on a pool: spread a model's replicas, best fit by memory, make room from idle models, or refuse."""
+"""Placement on a pool: spread a model's replicas, best fit by memory, make room from idle models, or refuse;
+and a model's replicas split over its regions."""
 
-from infercloud.controller.placement import WorkerView, place
+import pytest
+
+from infercloud.controller.placement import WorkerView, place, region_slots
 
 GB = 2**30
 
@@ -47,3 +50,43 @@ def test_workers_not_ready_are_skipped_and_ties_are_deterministic():
     workers = [view("w1", 1.0), view("w0", 1.0), view("w2", 0.0, ready=False)]
     assert place("m", GB, workers).worker_id == "w0"
     assert place("m", GB, [view("w0", 1.0, hosting={"a", "b"}), view("w1", 1.0, hosting={"a"})]).worker_id == "w1"
+
+
+# -- region_slots ----------------------------------------------------------------------------------
+
+def test_a_model_without_regions_has_one_slot_anywhere():
+    assert region_slots(None, 3) == {None: 3}
+    assert region_slots({}, 2) == {None: 2}
+
+
+def test_counts_are_used_as_given_when_they_add_up_to_the_total():
+    assert region_slots({"a": 2, "b": 1}, 3) == {"a": 2, "b": 1}
+    assert region_slots({"a": 0, "b": 2}, 2) == {"a": 0, "b": 2}
+
+
+@pytest.mark.parametrize("regions, total, expected", [
+    ({"a": 1, "b": 1}, 3, {"a": 2, "b": 1}),            # a tie: the region listed first
+    ({"b": 1, "a": 1}, 3, {"b": 2, "a": 1}),
+    ({"a": 1, "b": 1}, 0, {"a": 0, "b": 0}),
+    ({"a": 2, "b": 1}, 6, {"a": 4, "b": 2}),
+    ({"a": 2, "b": 1}, 1, {"a": 1, "b": 0}),
+    ({"a": 1, "b": 1, "c": 1}, 5, {"a": 2, "b": 2, "c": 1}),
+    ({"a": 1, "b": 3}, 2, {"a": 1, "b": 1}),            # shares 0.5 / 1.5: remainders tie, a is listed first
+])
+def test_other_totals_are_shared_out_by_largest_remainder(regions, total, expected):
+    assert region_slots(regions, total) == expected
+
+
+def test_zero_weight_regions_never_get_a_replica():
+    for total in range(11):
+        slots = region_slots({"a": 0, "b": 1, "c": 2, "d": 0}, total)
+        assert slots["a"] == slots["d"] == 0
+
+
+@pytest.mark.parametrize("regions", [{"a": 1}, {"a": 1, "b": 1}, {"a": 2, "b": 1}, {"a": 5, "b": 3, "c": 1},
+                                     {"a": 0, "b": 7}, {"a": 1, "b": 1, "c": 1, "d": 1, "e": 1, "f": 1, "g": 1}])
+def test_slots_always_add_up_to_the_total(regions):
+    for total in range(11):
+        slots = region_slots(regions, total)
+        assert sum(slots.values()) == total and set(slots) == set(regions)
+        assert all(n >= 0 for n in slots.values())
