@@ -269,19 +269,37 @@ class Controller:
             return
         for region in missing:
             self.num_restarts += 1
-            await self.start_replica(model, region)
+            try:
+                await self.start_replica(model, region)
+            except Exception as exc:  # noqa: BLE001 - no node could take it now: try again next tick
+                log.warning("could not start a replica of %s%s: %s", model.name,
+                            f" for region {region}" if region else "", exc)
+                break
 
     def _slots(self, model: ModelSpec) -> tuple[list[Replica], list[str | None]]:
-        """Against the model's target split by region: the replicas beyond it (newest first go) and
-        the region of each replica missing."""
+        """Against the model's target split by region: the replicas to drain and the region slot of each
+        replica to start.
+
+        Per slot of `count` in region R: when R has a live node, replicas run there ("home"); the ones
+        that had to start elsewhere (stand-ins, while R had no node) keep serving until as many home
+        replicas are ready, then drain. Beyond the count, the newest go first.
+        """
         native = [r for r in self.replicas.of(model.name) if not r.is_external and r.state != ReplicaState.DRAINING]
         slots = region_slots(model.regions, self.targets[model.name])
+        live = {n.region for n in self.nodes}
         surplus = [r for r in native if r.wanted_region not in slots]
         missing: list[str | None] = []
         for region, count in slots.items():
             mine = sorted((r for r in native if r.wanted_region == region), key=lambda r: r.started_at)
-            surplus += mine[count:]
-            missing += [region] * (count - len(mine))
+            home = [r for r in mine if region is None or r.region == region]
+            away = [r for r in mine if r not in home]
+            if region is None or region in live or not self.nodes:
+                ready = sum(r.state == ReplicaState.READY for r in home)
+                surplus += home[count:] + away[max(count - ready, 0):]
+                missing += [region] * max(count - len(home), 0)
+            else:                                   # no node there now: stand-ins wherever is nearest
+                surplus += mine[count:]
+                missing += [region] * max(count - len(mine), 0)
         return surplus, missing
 
     def _needs_restart(self, replica: Replica) -> bool:
