@@ -338,6 +338,9 @@ def _check_regions(config: ServerConfig) -> None:
               ("config.cluster.region", [config.cluster_spec.region] if config.cluster_spec.region else [])]
     for i, tenant in enumerate(config.tenancy.tenants if config.tenancy else ()):
         named.append((f"config.tenancy.tenants[{i}]", [*(tenant.regions or ()), *filter(None, [tenant.home_region])]))
+        if tenant.regions is not None and not tenant.regions:
+            raise ConfigError(f"config.tenancy.tenants[{i}].regions: name at least one region (leave it out to "
+                              "allow every region)")
         if tenant.regions is not None and tenant.home_region is not None and tenant.home_region not in tenant.regions:
             raise ConfigError(f"config.tenancy.tenants[{i}].home_region: {tenant.home_region!r} is not one of its "
                               f"regions ({', '.join(tenant.regions)})")

@@ -53,7 +53,8 @@ class RegionMap:
 
     def nearest(self, home: str | None, regions: Iterable[str | None]) -> str | None:
         """The nearest of `regions` to `home` (home itself if it is there); None when there are none."""
-        ordered = self.order(home, regions) if home is not None else sorted(set(regions), key=lambda r: r or "")
+        ordered = self.order(home, regions) if home is not None else \
+            sorted(set(regions), key=lambda r: (r is None, r or ""))
         return ordered[0] if ordered else None
 
 

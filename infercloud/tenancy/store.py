@@ -190,6 +190,8 @@ def _check_spec(spec: TenantSpec) -> None:
         value = getattr(spec, name)
         if value is not None and value < 1:
             raise TenancyError(f"{name} must be at least 1, got {value}")
+    if spec.regions is not None and not spec.regions:
+        raise TenancyError("regions must name at least one region (leave it out to allow every region)")
     if spec.budget_usd is not None and spec.budget_usd < 0:
         raise TenancyError(f"budget_usd must not be negative, got {spec.budget_usd}")
 

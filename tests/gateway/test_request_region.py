@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from infercloud.config import GatewaySpec, ModelSpec, RegionSpec, ServerConfig, TenantSpec
+from infercloud.config import ConfigError, GatewaySpec, ModelSpec, RegionSpec, ServerConfig, TenantSpec, load_config
 from infercloud.controller.replicas import Replica, ReplicaSet, ReplicaState
 from infercloud.gateway.app import Gateway
 from infercloud.gateway.metrics import GatewayMetrics
@@ -17,7 +17,8 @@ from infercloud.openai.errors import APIError
 from infercloud.router import RouteRequest
 from infercloud.router.regions import RegionMap
 from infercloud.tenancy.admission import Principal
-from infercloud.tenancy.store import Tenant
+from infercloud.tenancy.db import open_database
+from infercloud.tenancy.store import Tenant, TenancyError, TenantStore
 
 REGIONS = (RegionSpec("a", {"b": 10, "c": 80}), RegionSpec("b"), RegionSpec("c"))
 
@@ -73,11 +74,14 @@ def test_a_bound_tenant_without_a_header_falls_back_to_its_first_region():
     assert gateway("c")._region(principal(regions=("b", "a"), home_region="a"), None) == ("a", frozenset({"a", "b"}))
 
 
-@pytest.mark.xfail(strict=True, reason="a tenant with `regions: []` (accepted by the config) makes _region index "
-                                       "an empty tuple: IndexError (a 500) instead of an APIError")
-def test_a_tenant_bound_to_no_region_gets_a_clear_error_not_a_crash():
-    error = rejected(gateway("a"), principal(regions=()), None)
-    assert error.status in (403, 503)
+def test_a_tenant_bound_to_no_region_cannot_be_made(tmp_path):
+    """`regions: []` would bind a tenant to nowhere: refused in the config and in the store."""
+    path = tmp_path / "c.yaml"
+    path.write_text("tenancy: {tenants: [{name: t, regions: []}]}\n")
+    with pytest.raises(ConfigError, match="at least one region"):
+        load_config(path)
+    with pytest.raises(TenancyError, match="at least one region"):
+        TenantStore(open_database("sqlite:///:memory:")).create_tenant(TenantSpec("t", regions=()))
 
 
 # -- Proxy: picking by region, and residency ----------------------------------------------------
