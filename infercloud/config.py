@@ -131,6 +131,9 @@ class GatewaySpec:
     region: str | None = None                 # where this gateway is: the region of requests that name none
     spillover_outstanding: int = 32           # a replica with this many requests in flight is full: requests
                                               # go to the nearest region with room (router/regions.py)
+    controller_url: str | None = None         # the gateway that runs the controller: set, this one
+                                              # runs none and routes over that one's replicas (gateway/link.py)
+    sync_interval_s: float = 0.25             # ...reading them this often
 
 
 TIERS = ("interactive", "standard", "batch")   # highest first; the engine serves a higher tier first
@@ -192,7 +195,7 @@ class ServerConfig:
 
     @property
     def is_cloud(self) -> bool:
-        return self.cluster is not None or self.tenancy is not None
+        return self.cluster is not None or self.tenancy is not None or self.gateway.controller_url is not None
 
     @property
     def cluster_spec(self) -> ClusterSpec:
@@ -279,6 +282,9 @@ def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
                                                   for u in value):
             raise ConfigError(f"{where}: expected a list of http(s):// base URLs, got {value!r}")
         return tuple(u.rstrip("/") for u in value)
+    if f.name == "controller_url" and value is not None and \
+            not (isinstance(value, str) and value.startswith(("http://", "https://"))):
+        raise ConfigError(f"{where}: expected the http(s):// URL of the gateway that runs the controller, got {value!r}")
     if f.name == "routing" and value not in POLICY_NAMES:
         raise ConfigError(f"{where}: must be one of {', '.join(POLICY_NAMES)}, got {value!r}")
     if f.name == "backend" and value not in ("local", "ray"):

@@ -80,6 +80,23 @@ class Controller:
         self.region_map = RegionMap.from_specs(config.regions)
         self.nodes: list[NodeView] = []
 
+    # -- other gateways -------------------------------------------------------------------------------
+    def sync(self, report: dict) -> dict:
+        """A gateway without a controller (gateway/link.py) reports its traffic and the models it waits
+        for; it gets back every replica and what this controller decided."""
+        gateway_id = str(report.get("gateway_id") or "?")
+        for model, traffic in (report.get("traffic") or {}).items():
+            if model in self.targets and isinstance(traffic, dict):
+                self.replicas.traffic(model).absorb(gateway_id, traffic)
+        for model in report.get("wants") or ():
+            if model in self.targets:
+                self.wake(model)
+        return {"replicas": [r.describe() for r in self.replicas.all()], **self.public_state()}
+
+    def public_state(self) -> dict:
+        return {"targets": dict(self.targets), "pool_workers": [w.describe() for w in self.pool_workers],
+                "nodes": [dataclasses.asdict(n) for n in self.nodes]}
+
     # -- nodes and regions ---------------------------------------------------------------------------
     async def read_nodes(self) -> None:
         try:
@@ -231,7 +248,7 @@ class Controller:
         kv = [s["kv_blocks_used"] / s["kv_blocks_total"] for s in states if s.get("kv_blocks_total")]
         self._observations[model.name].append(Observation(
             now, len(native), sum(s.get("running", 0) for s in states),
-            sum(s.get("waiting", 0) for s in states) + traffic.held, traffic.p90("ttft"), traffic.p90("tpot"),
+            sum(s.get("waiting", 0) for s in states) + traffic.held_everywhere, traffic.p90("ttft"), traffic.p90("tpot"),
             max(kv, default=None), traffic.arrival_rate()))
         spec = model.autoscaling   # the model's own SLO targets stand in for ones the autoscaling section leaves out
         spec = dataclasses.replace(spec, ttft_slo_s=spec.ttft_slo_s if spec.ttft_slo_s is not None else model.slo.ttft_s,

@@ -89,6 +89,7 @@ class Replica:
     region: str | None = None             # the region of the node it runs on (routing prefers the request's)
     worker: PoolWorker | None = None      # the shared worker it is loaded on (pooled models)
     wanted_region: str | None = None      # the model's region slot it fills (it may run elsewhere: no node left)
+    failed_at: float | None = None        # when a request last could not reach it (this gateway's clock)
 
     @property
     def is_routable(self) -> bool:
@@ -110,12 +111,19 @@ class Replica:
 
 class Traffic:
     """What the gateway sees of one model's requests, for the autoscaler: arrivals, requests held while
-    the model has no ready replica, and the TTFT and TPOT of recent streams."""
+    the model has no ready replica, and the TTFT and TPOT of recent streams.
+
+    Gateways without a controller of their own report theirs (`since`) to the controller's, which
+    adds them in (`absorb`): arrivals and latencies as if seen here, requests held per gateway (a
+    gateway silent for `REMOTE_HELD_TTL_S` holds none)."""
+
+    REMOTE_HELD_TTL_S = 10.0
 
     def __init__(self, clock: Callable[[], float], window_s: float = 30.0):
         self.clock = clock
         self.window_s = window_s
-        self.held = 0
+        self.held = 0                     # requests this gateway holds
+        self._remote_held: dict[str, tuple[int, float]] = {}   # other gateway -> (held, reported at)
         self.last_arrival: float | None = None
         self._arrivals: deque[float] = deque(maxlen=65536)
         self._ttft: deque[tuple[float, float]] = deque(maxlen=4096)
@@ -138,6 +146,28 @@ class Traffic:
             self._ttft.append((now, ttft_s))
         if tpot_s is not None:
             self._tpot.append((now, tpot_s))
+
+    @property
+    def held_everywhere(self) -> int:
+        """Requests held here and at every gateway that reported lately."""
+        since = self.clock() - self.REMOTE_HELD_TTL_S
+        return self.held + sum(n for n, at in self._remote_held.values() if at >= since)
+
+    def since(self, t: float) -> dict:
+        """What happened after `t` (this clock), to report to the controller's gateway."""
+        return {"arrivals": sum(1 for a in self._arrivals if a > t), "held": self.held,
+                "ttft": [v for at, v in self._ttft if at > t], "tpot": [v for at, v in self._tpot if at > t]}
+
+    def absorb(self, gateway_id: str, report: dict) -> None:
+        """Another gateway's report (`since`): its arrivals and latencies count as seen now."""
+        now = self.clock()
+        for _ in range(min(int(report.get("arrivals", 0)), self._arrivals.maxlen)):
+            self._arrivals.append(now)
+        if report.get("arrivals"):
+            self.last_arrival = now
+        self._ttft.extend((now, float(v)) for v in report.get("ttft", ()))
+        self._tpot.extend((now, float(v)) for v in report.get("tpot", ()))
+        self._remote_held[gateway_id] = (int(report.get("held", 0)), now)
 
     def p90(self, which: str) -> float | None:
         """p90 TTFT ("ttft") or TPOT ("tpot") of the streams of the last `window_s`; None without any."""
@@ -201,5 +231,6 @@ class ReplicaSet:
 
     def mark_failed(self, replica: Replica) -> None:
         """A request could not reach it: out of routing at once; the next good probe brings it back."""
+        replica.failed_at = self.clock()
         if replica.state == ReplicaState.READY:
             replica.state = ReplicaState.UNHEALTHY

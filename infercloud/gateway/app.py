@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
 from infercloud.config import ServerConfig, TenantSpec
+from infercloud.controller.controller import Controller
 from infercloud.controller.replicas import ReplicaSet
 from infercloud.gateway.accounting import Tenancy
 from infercloud.gateway.admin import install_admin_routes
@@ -77,7 +78,7 @@ class Gateway:
     draining: bool = False
     in_flight: int = 0
     started_at: float = field(default_factory=time.time)
-    controller: object | None = None      # the Controller: its targets and pool workers show in state()
+    controller: object | None = None      # the Controller, or the ControllerLink to another gateway's
 
     def is_random(self, name: str) -> bool:
         """Whether a model's folder holds random weights (made by `infercloud models create-random`)."""
@@ -176,8 +177,7 @@ class Gateway:
                 "models": {s.name: {"routing": s.routing, "replicas": s.replicas, "external": list(s.external)}
                            for s in self.config.models},
                 "replicas": [r.describe() for r in self.replicas.all()],
-                "targets": dict(getattr(self.controller, "targets", {})),
-                "pool_workers": [w.describe() for w in getattr(self.controller, "pool_workers", ())]}
+                **(self.controller.public_state() if self.controller is not None else {})}
 
 
 def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
@@ -205,6 +205,14 @@ def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
                  "ready_replicas": len(gateway.replicas.routable(s.name)), "random_weights": gateway.is_random(s.name)}
                 for s in visible]
         return {"object": "list", "data": data}
+
+    @app.post("/internal/sync")
+    async def sync(request: Request):
+        """For gateways that share this one's controller (gateway/link.py)."""
+        if not isinstance(gateway.controller, Controller):
+            raise APIError(404, "This gateway runs no controller (it links to another).", code="not_found")
+        _, body = await read_json_object(request)
+        return gateway.controller.sync(body)
 
     install_admin_routes(app, gateway)
     install_ops_routes(app, gateway)

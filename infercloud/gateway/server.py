@@ -1,5 +1,8 @@
 """serve_cloud: the gateway, the controller and the workers it starts, under one uvicorn process.
 
+With `gateway.controller` set, this gateway runs no controller and starts no workers: it routes over
+the replicas of the gateway at that URL, which runs the controller (gateway/link.py).
+
 Start: the controller launches every model's replicas through the cluster backend and the gateway
 binds once each model has a ready replica. SIGTERM: the gateway drains (new requests 503, streams in
 flight finish), then every worker is drained and stopped, and the process exits 0.
@@ -22,6 +25,7 @@ from infercloud.controller.controller import Controller
 from infercloud.controller.replicas import ReplicaSet
 from infercloud.gateway.accounting import Tenancy
 from infercloud.gateway.app import Gateway, build_app
+from infercloud.gateway.link import ControllerLink
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import RoutePlanner
 from infercloud.gateway.proxy import Proxy
@@ -56,22 +60,29 @@ def serve_cloud(config: ServerConfig) -> int:
         database = config.tenancy.database or default_database_url()
         gateway.tenancy = Tenancy(config.tenancy, config.models, open_database(database))
         gateway.tenancy.max_model_len = lambda model: _max_model_len(replicas, model)
-    backend = make_backend(config)
+    backend = make_backend(config) if gw.controller_url is None else None
 
     @asynccontextmanager
     async def lifespan(_app):
         client = http_client()
         gateway.proxy = Proxy(replicas, planner, client, gw, gateway.metrics, RegionMap.from_specs(config.regions))
-        controller = Controller(config, backend, replicas, client)
-        gateway.controller = controller
         if gateway.tenancy is not None:
             await gateway.tenancy.start()
-        await controller.start()
-        if not await controller.wait_ready(config.cluster_spec.startup_timeout_s):
-            log.warning("not every model has a ready replica yet; serving what is ready")
+        if backend is not None:
+            controller = gateway.controller = Controller(config, backend, replicas, client)
+            await controller.start()
+            if not await controller.wait_ready(config.cluster_spec.startup_timeout_s):
+                log.warning("not every model has a ready replica yet; serving what is ready")
+            workers = _workers_line(backend)
+        else:                                      # another gateway runs the controller: mirror its replicas
+            controller = gateway.controller = ControllerLink(gw.controller_url, replicas, [m.name for m in config.models],
+                                                             client, f"gateway-{config.port}-{os.getpid()}",
+                                                             gw.sync_interval_s)
+            await controller.start(config.cluster_spec.startup_timeout_s)
+            workers = f"replicas from the controller at {gw.controller_url}"
         url = f"http://{config.host}:{config.port}"
         summary = ", ".join(f"{m.name} x{len(replicas.of(m.name))} ({m.routing})" for m in config.models)
-        print(f"infercloud gateway on {url}: {summary}; {_workers_line(backend)}", flush=True)
+        print(f"infercloud gateway on {url}: {summary}; {workers}", flush=True)
         print(_auth_line(config), flush=True)
         try:
             yield
