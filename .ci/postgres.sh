@@ -28,6 +28,7 @@ LOG=$PG_DIR/server.log
 log() { echo "postgres.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+CI_DIR=$(cd "$(dirname "$0")" && pwd)
 cd /   # the postgres user may not be able to read the caller's cwd
 exec 9>>"$PG_DIR.lock"   # one run at a time
 flock 9
@@ -46,23 +47,7 @@ find_bindir() {
 
 install_postgresql() {
   [[ $EUID -eq 0 ]] || die "PostgreSQL server binaries not found and not root: apt-get install postgresql"
-  export DEBIAN_FRONTEND=noninteractive
-  local apt=(apt-get -y -q -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confdef
-             -o Dpkg::Options::=--force-confold install --no-install-recommends postgresql)
-  # `apt-get update` only when the package lists don't know postgresql, or when the install
-  # fails with what it has (stale lists: the old .debs are gone from the mirror).
-  local policy
-  policy=$(apt-cache policy postgresql 2>/dev/null || true)
-  if [[ $policy != *"Candidate: "[0-9]* ]]; then
-    log "apt-get update"
-    apt-get -q -o Dpkg::Use-Pty=0 update >&2 || log "apt-get update reported errors; trying anyway"
-  fi
-  log "apt-get install postgresql"
-  if ! "${apt[@]}" >&2; then
-    log "install failed; apt-get update and one more try"
-    apt-get -q -o Dpkg::Use-Pty=0 update >&2 || true
-    "${apt[@]}" >&2 || die "apt-get install postgresql failed"
-  fi
+  "$CI_DIR/apt-install.sh" postgresql
 }
 
 # Run a command as the server's OS user.

@@ -30,7 +30,8 @@ from infercloud.metering.ledger import Ledger
 from infercloud.metering.reports import spent_usd
 from infercloud.tenancy.admission import Admission, Authenticator, Principal, Ticket
 from infercloud.tenancy.db import utcnow
-from infercloud.tenancy.limits import Budgets, RateLimiter
+from infercloud.tenancy.limits import Budgets, Limiter, RateLimiter
+from infercloud.tenancy.redis_limits import RedisRateLimiter
 from infercloud.tenancy.store import TenantStore
 
 log = logging.getLogger("infercloud.gateway")
@@ -48,7 +49,7 @@ class Tenancy:
         self.clock = clock
         self.auth = Authenticator(self.store, spec.auth_cache_s, clock, now_utc)
         self.budgets = Budgets()
-        self.admission = Admission(RateLimiter(clock), self.budgets, self._load_spent, now_utc)
+        self.admission = Admission(_limiter(spec, clock), self.budgets, self._load_spent, now_utc)
         self.ledger = Ledger(engine, {m.name: m.price for m in models}, spec.ledger_flush_s)
         self.ledger.listeners.append(lambda event, cost: self.budgets.charge(event.tenant_id, cost))
         self.max_model_len: Callable[[str], int | None] = lambda model: None
@@ -60,8 +61,9 @@ class Tenancy:
         self.ledger.start()
 
     async def close(self) -> None:
-        if self._background:
+        while self._background:  # usage lookups and limit releases, and any spawned while waiting
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.admission.limiter.close()
         await self.ledger.close()
 
     async def _load_spent(self, tenant_id: int, since: dt.datetime | None) -> float:
@@ -111,6 +113,13 @@ class Tenancy:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _limiter(spec: TenancySpec, clock: Callable[[], float]) -> Limiter:
+    """Rate limits shared through Redis when the spec names one, else this process's own."""
+    if spec.redis_url is None:
+        return RateLimiter(clock)
+    return RedisRateLimiter.from_url(spec.redis_url, clock)
 
 
 def _salt(text: str) -> str:
@@ -196,12 +205,13 @@ class RequestMeter:
             self._settle()
 
     def close(self) -> None:
-        """The client's request is over: its concurrency slot and unused tokens go back (once)."""
+        """The client's request is over: its concurrency slot and unused tokens go back (once, in a task that
+        `Tenancy.close` waits for)."""
         if self.is_closed:
             return
         self.is_closed = True
-        self.tenancy.admission.limiter.release(self.ticket.principal.tenant.id,
-                                               self.ticket.tokens_reserved - self.used_tokens)
+        limiter = self.tenancy.admission.limiter
+        self.tenancy.spawn(limiter.release(self.ticket.slot, self.ticket.tokens_reserved - self.used_tokens))
         self._settle()
 
     def _settle(self) -> None:

@@ -85,7 +85,7 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
         since = period_start(tenant.spec.budget_period, utcnow())
         spent = await run(spent_usd, t.engine, tenant.id, since)
         return {**tenant.describe(), "keys": [k.describe() for k in keys],
-                "spent_usd_this_period": spent, "in_flight": t.admission.limiter.in_flight(tenant.id)}
+                "spent_usd_this_period": spent, "in_flight": await t.admission.limiter.in_flight(tenant.id)}
 
     @app.get("/admin/keys")
     async def list_keys(request: Request):

@@ -21,7 +21,7 @@ from infercloud.config import TIERS
 from infercloud.openai.errors import (bad_request, forbidden, insufficient_quota, rate_limited,
                                       unauthorized)
 from infercloud.metering.reports import period_start
-from infercloud.tenancy.limits import BudgetExceeded, Budgets, RateLimited, RateLimiter
+from infercloud.tenancy.limits import BudgetExceeded, Budgets, Limiter, RateLimited, Slot
 from infercloud.tenancy.store import ApiKey, Tenant, TenantStore, hash_key
 
 # vLLM's convention for the `priority` request field: lower is served first.
@@ -46,6 +46,7 @@ class Ticket:
     tokens_reserved: int
     max_cost: float
     budgeted: bool
+    slot: Slot
 
     @property
     def priority(self) -> int:
@@ -90,7 +91,7 @@ class Authenticator:
 
 
 class Admission:
-    def __init__(self, limiter: RateLimiter, budgets: Budgets,
+    def __init__(self, limiter: Limiter, budgets: Budgets,
                  load_spent: Callable[[int, dt.datetime | None], Awaitable[float]],
                  now_utc: Callable[[], dt.datetime]):
         self.limiter = limiter
@@ -142,13 +143,13 @@ class Admission:
             except BudgetExceeded as exc:
                 raise insufficient_quota(str(exc)) from None
         try:
-            self.limiter.acquire(tenant.id, spec.requests_per_minute, spec.tokens_per_minute, spec.max_concurrent,
-                                 tokens)
+            slot = await self.limiter.acquire(tenant.id, spec.requests_per_minute, spec.tokens_per_minute,
+                                              spec.max_concurrent, tokens)
         except RateLimited as exc:
             if budgeted:
                 self.budgets.settle(tenant.id, max_cost)
             raise rate_limited(str(exc), exc.retry_after_s, exc.code, self.limiter.headers(tenant.id)) from None
-        return Ticket(principal, model, tier, tokens, max_cost, budgeted)
+        return Ticket(principal, model, tier, tokens, max_cost, budgeted, slot)
 
     def headers(self, principal: Principal) -> dict[str, str]:
         return self.limiter.headers(principal.tenant.id)

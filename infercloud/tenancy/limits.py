@@ -1,4 +1,4 @@
-"""Per-tenant rate limits (token buckets), concurrency caps and budgets, kept in this gateway's memory.
+"""Per-tenant rate limits (token buckets), concurrency caps and budgets, as this gateway sees them.
 
 Token bucket: a bucket of `limit` units refills at `limit / 60` per second up to `limit`, so a tenant
 may burst a whole minute's allowance and then goes at the steady rate. A request takes 1 unit of the
@@ -11,7 +11,10 @@ of each request in flight (reserved) must be below the budget for a request to b
 many requests race, the last admitted can take the total past the budget by at most its own maximum
 cost, and no more are admitted.
 
-One gateway process keeps these numbers; several gateways would each enforce the full limits.
+`RateLimiter` keeps the rate limits in this process: with several gateways, each enforces the full
+limits, so N gateways admit up to N times a tenant's rate and concurrency. `tenancy.redis_url` shares
+them instead (tenancy/redis_limits.py: the same interface and answers). Budget reservations stay
+per process: each gateway may overshoot a budget by one request's maximum cost.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass
@@ -53,6 +57,14 @@ class RateLimited(Exception):
         self.code = code
 
 
+@dataclass(frozen=True)
+class Slot:
+    """An admitted request's hold on its tenant's limits, handed back to `release`."""
+
+    tenant_id: int
+    lease_id: str | None = None     # its lease in Redis (redis_limits.py); None: held in this process
+
+
 @dataclass
 class TenantLimits:
     """One tenant's limits as numbers (None: unlimited) and its live counters."""
@@ -64,8 +76,55 @@ class TenantLimits:
     tokens: TokenBucket | None = None
     in_flight: int = 0
 
+    def refusal(self, tokens: int) -> RateLimited | None:
+        """Why 1 request, `tokens` tokens and a slot may not be taken now (buckets refilled), or None."""
+        concurrent, tpm = self.max_concurrent, self.tokens_per_minute
+        if concurrent is not None and self.in_flight >= concurrent:
+            return RateLimited(f"Too many concurrent requests: your limit is {concurrent}. Wait for one to finish.",
+                               1.0, "concurrency_limit_exceeded")
+        if self.tokens is not None and tokens > self.tokens.limit:
+            return RateLimited(f"Request too large: it may use {tokens} tokens (prompt + max_tokens), more than "
+                               f"your limit of {tpm} tokens per minute. Lower max_tokens or the prompt.", 60.0)
+        waits = []
+        if self.requests is not None and self.requests.level < 1:
+            waits.append(("requests", self.requests_per_minute, self.requests.wait_s(1)))
+        if self.tokens is not None and self.tokens.level < tokens:
+            waits.append(("tokens", tpm, self.tokens.wait_s(tokens)))
+        if not waits:
+            return None
+        what, limit, _ = waits[0]
+        wait = max(w for *_, w in waits)
+        return RateLimited(f"Rate limit reached for {what} per minute: limit {limit}. Try again in {wait:.1f}s.", wait)
+
+    def headers(self) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* headers for these counters."""
+        headers: dict[str, str] = {}
+        for name, bucket in (("requests", self.requests), ("tokens", self.tokens)):
+            if bucket is not None:
+                headers[f"x-ratelimit-limit-{name}"] = str(int(bucket.limit))
+                headers[f"x-ratelimit-remaining-{name}"] = str(max(int(bucket.level), 0))
+                headers[f"x-ratelimit-reset-{name}"] = format_duration(bucket.reset_s())
+        return headers
+
+
+class Limiter(Protocol):
+    """What admission needs of a rate limiter: this process's `RateLimiter` or the shared `RedisRateLimiter`."""
+
+    async def acquire(self, tenant_id: int, rpm: int | None, tpm: int | None, concurrent: int | None,
+                      tokens: int) -> Slot: ...
+
+    async def release(self, slot: Slot, unused_tokens: int) -> None: ...
+
+    def headers(self, tenant_id: int) -> dict[str, str]: ...
+
+    async def in_flight(self, tenant_id: int) -> int: ...
+
+    async def close(self) -> None: ...
+
 
 class RateLimiter:
+    """Rate limits and concurrency counts in this process's memory."""
+
     def __init__(self, clock: Callable[[], float]):
         self.clock = clock
         self._tenants: dict[int, TenantLimits] = {}
@@ -83,35 +142,23 @@ class RateLimiter:
                 bucket.refill(now)
         return state
 
-    def acquire(self, tenant_id: int, rpm: int | None, tpm: int | None, concurrent: int | None,
-                tokens: int) -> None:
+    async def acquire(self, tenant_id: int, rpm: int | None, tpm: int | None, concurrent: int | None,
+                      tokens: int) -> Slot:
         """Take 1 request, `tokens` tokens and a concurrency slot, or raise RateLimited taking nothing."""
         state = self._limits(tenant_id, rpm, tpm, concurrent)
-        if concurrent is not None and state.in_flight >= concurrent:
-            raise RateLimited(f"Too many concurrent requests: your limit is {concurrent}. Wait for one to finish.",
-                              1.0, "concurrency_limit_exceeded")
-        if state.tokens is not None and tokens > state.tokens.limit:
-            raise RateLimited(f"Request too large: it may use {tokens} tokens (prompt + max_tokens), more than "
-                              f"your limit of {tpm} tokens per minute. Lower max_tokens or the prompt.", 60.0)
-        waits = []
-        if state.requests is not None and state.requests.level < 1:
-            waits.append(("requests", rpm, state.requests.wait_s(1)))
-        if state.tokens is not None and state.tokens.level < tokens:
-            waits.append(("tokens", tpm, state.tokens.wait_s(tokens)))
-        if waits:
-            what, limit, _ = waits[0]
-            wait = max(w for *_, w in waits)
-            raise RateLimited(f"Rate limit reached for {what} per minute: limit {limit}. "
-                              f"Try again in {wait:.1f}s.", wait)
+        refusal = state.refusal(tokens)
+        if refusal is not None:
+            raise refusal
         if state.requests is not None:
             state.requests.level -= 1
         if state.tokens is not None:
             state.tokens.level -= tokens
         state.in_flight += 1
+        return Slot(tenant_id)
 
-    def release(self, tenant_id: int, unused_tokens: int) -> None:
+    async def release(self, slot: Slot, unused_tokens: int) -> None:
         """The request ended: its slot frees and the tokens it reserved but did not use go back."""
-        state = self._tenants.get(tenant_id)
+        state = self._tenants.get(slot.tenant_id)
         if state is None:
             return
         state.in_flight -= 1
@@ -122,19 +169,14 @@ class RateLimiter:
     def headers(self, tenant_id: int) -> dict[str, str]:
         """OpenAI's x-ratelimit-* headers for the tenant's current state."""
         state = self._tenants.get(tenant_id)
-        headers: dict[str, str] = {}
-        if state is None:
-            return headers
-        for name, bucket in (("requests", state.requests), ("tokens", state.tokens)):
-            if bucket is not None:
-                headers[f"x-ratelimit-limit-{name}"] = str(int(bucket.limit))
-                headers[f"x-ratelimit-remaining-{name}"] = str(max(int(bucket.level), 0))
-                headers[f"x-ratelimit-reset-{name}"] = format_duration(bucket.reset_s())
-        return headers
+        return state.headers() if state else {}
 
-    def in_flight(self, tenant_id: int) -> int:
+    async def in_flight(self, tenant_id: int) -> int:
         state = self._tenants.get(tenant_id)
         return state.in_flight if state else 0
+
+    async def close(self) -> None:
+        pass
 
 
 def format_duration(seconds: float) -> str:

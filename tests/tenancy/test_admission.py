@@ -198,7 +198,7 @@ def test_admit_429s_insufficient_quota_when_the_budget_is_spent():
         _admit(admission, principal, tokens=40)
     assert (exc.value.status, exc.value.code, exc.value.type) == (429, "insufficient_quota", "insufficient_quota")
     assert calls == [(1, None)]
-    assert admission.limiter.in_flight(1) == 0, "a refused request kept its concurrency slot"
+    assert asyncio.run(admission.limiter.in_flight(1)) == 0, "a refused request kept its concurrency slot"
     assert admission.headers(principal).get("x-ratelimit-remaining-tokens", "100") == "100"  # nothing taken
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from infercloud.tenancy.limits import (
     Budgets,
     RateLimited,
     RateLimiter,
+    Slot,
     TokenBucket,
     format_duration,
 )
@@ -19,9 +21,28 @@ from tests.tenancy.fakes import FakeClock
 T = 7  # a tenant id
 
 
-def _limiter() -> tuple[RateLimiter, FakeClock]:
+class _Sync:
+    """A RateLimiter whose coroutines run to completion at each call (none of them waits on anything)."""
+
+    def __init__(self, limiter: RateLimiter):
+        self.limiter = limiter
+
+    def acquire(self, tenant_id: int, **kwargs) -> Slot:
+        return asyncio.run(self.limiter.acquire(tenant_id, **kwargs))
+
+    def release(self, tenant_id: int, unused_tokens: int) -> None:
+        asyncio.run(self.limiter.release(Slot(tenant_id), unused_tokens))
+
+    def in_flight(self, tenant_id: int) -> int:
+        return asyncio.run(self.limiter.in_flight(tenant_id))
+
+    def headers(self, tenant_id: int) -> dict[str, str]:
+        return self.limiter.headers(tenant_id)
+
+
+def _limiter() -> tuple[_Sync, FakeClock]:
     clock = FakeClock()
-    return RateLimiter(clock), clock
+    return _Sync(RateLimiter(clock)), clock
 
 
 # -- token bucket ----------------------------------------------------------------------------------
