@@ -169,7 +169,6 @@ class TenancySpec:
     auth_cache_s: float = 1.0                 # a verified key is trusted this long before it is looked up again
     ledger_flush_s: float = 0.05              # usage rows wait at most this long to be written (one transaction)
     redis_url: str | None = None              # set: rate limits shared by every gateway using this Redis
-    redis_url: str | None = None              # set: rate limits shared by every gateway using this Redis
 
 
 @dataclass(frozen=True)
