@@ -284,7 +284,7 @@ def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
         return tuple(u.rstrip("/") for u in value)
     if f.name == "controller_url" and value is not None and \
             not (isinstance(value, str) and value.startswith(("http://", "https://"))):
-        raise ConfigError(f"{where}: expected the http(s):// URL of the gateway that runs the controller, got {value!r}")
+        raise ConfigError(f"{where}: expected the http(s):// URL of the gateway running the controller, got {value!r}")
     if f.name == "routing" and value not in POLICY_NAMES:
         raise ConfigError(f"{where}: must be one of {', '.join(POLICY_NAMES)}, got {value!r}")
     if f.name == "backend" and value not in ("local", "ray"):

@@ -248,8 +248,8 @@ class Controller:
         kv = [s["kv_blocks_used"] / s["kv_blocks_total"] for s in states if s.get("kv_blocks_total")]
         self._observations[model.name].append(Observation(
             now, len(native), sum(s.get("running", 0) for s in states),
-            sum(s.get("waiting", 0) for s in states) + traffic.held_everywhere, traffic.p90("ttft"), traffic.p90("tpot"),
-            max(kv, default=None), traffic.arrival_rate()))
+            sum(s.get("waiting", 0) for s in states) + traffic.held_everywhere, traffic.p90("ttft"),
+            traffic.p90("tpot"), max(kv, default=None), traffic.arrival_rate()))
         spec = model.autoscaling   # the model's own SLO targets stand in for ones the autoscaling section leaves out
         spec = dataclasses.replace(spec, ttft_slo_s=spec.ttft_slo_s if spec.ttft_slo_s is not None else model.slo.ttft_s,
                                    tpot_slo_s=spec.tpot_slo_s if spec.tpot_slo_s is not None else model.slo.tpot_s)

@@ -130,6 +130,7 @@ class Proxy:
                 replica = self._pick(plan, tried)
                 if replica is not None:
                     return replica
+                self._check_residency(plan)       # came up, but only where this request may not go
                 await asyncio.sleep(0.02)
         finally:
             traffic.held -= 1

@@ -75,9 +75,9 @@ def serve_cloud(config: ServerConfig) -> int:
                 log.warning("not every model has a ready replica yet; serving what is ready")
             workers = _workers_line(backend)
         else:                                      # another gateway runs the controller: mirror its replicas
-            controller = gateway.controller = ControllerLink(gw.controller_url, replicas, [m.name for m in config.models],
-                                                             client, f"gateway-{config.port}-{os.getpid()}",
-                                                             gw.sync_interval_s)
+            controller = gateway.controller = ControllerLink(
+                gw.controller_url, replicas, [m.name for m in config.models], client,
+                f"gateway-{config.port}-{os.getpid()}", gw.sync_interval_s)
             await controller.start(config.cluster_spec.startup_timeout_s)
             workers = f"replicas from the controller at {gw.controller_url}"
         url = f"http://{config.host}:{config.port}"
