@@ -64,8 +64,9 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
         unknown = sorted(set(body) - _TENANT_FIELDS)
         if unknown:
             raise bad_request(f"Unknown tenant field {unknown[0]!r}.", param=unknown[0])
-        if isinstance(body.get("models"), list):
-            body["models"] = tuple(body["models"])
+        for name in ("models", "regions"):
+            if isinstance(body.get(name), list):
+                body[name] = tuple(body[name])
         try:
             spec = TenantSpec(**body)
         except TypeError as exc:
@@ -73,6 +74,12 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
         unknown_models = sorted(set(spec.models or ()) - set(t.models))
         if unknown_models:
             raise bad_request(f"Unknown model {unknown_models[0]!r}.", param="models")
+        declared = {r.name for r in gateway.config.regions}
+        named = set(spec.regions or ()) | ({spec.home_region} - {None})
+        unknown_regions = sorted(named - declared) if declared else []
+        if unknown_regions:
+            raise bad_request(f"Unknown region {unknown_regions[0]!r} (known: {', '.join(sorted(declared))}).",
+                              param="regions")
         tenant = await run(t.store.create_tenant, spec)
         return JSONResponse(tenant.describe(), status_code=201)
 

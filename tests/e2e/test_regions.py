@@ -34,6 +34,7 @@ def geo(tmp_path_factory, ray_cluster, smollm2_dir):
         "gateway": {"spillover_outstanding": 1},
         "regions": [{"name": REGION_A, "latency_ms": {REGION_B: 30}}, {"name": REGION_B}],
         "tenancy": {"database": database, "tenants": [
+            {"name": "ops", "tier": "interactive"},
             {"name": "roamer", "home_region": REGION_B},
             {"name": "resident", "regions": [REGION_A]}]},
         "models": [{"name": "smol", "path": SMOL, "regions": {REGION_A: 1, REGION_B: 1},
@@ -41,13 +42,14 @@ def geo(tmp_path_factory, ray_cluster, smollm2_dir):
     }
     server = start_server(tmp_path_factory.mktemp("geo"), config, startup_timeout_s=300)
     server.keys = {name: _key(name, database) for name in ("roamer", "resident")}
+    server.admin_key = _key("ops", database, "--admin")
     yield server
     assert server.stop() == 0, server.log()
 
 
-def _key(tenant: str, database: str) -> str:
+def _key(tenant: str, database: str, *flags: str) -> str:
     done = subprocess.run([sys.executable, "-m", "infercloud", "keys", "create", "--tenant", tenant, "--database",
-                           database], capture_output=True, text=True, timeout=60)
+                           database, *flags], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -107,6 +109,20 @@ def test_unknown_and_forbidden_regions_are_clear_errors(geo):
     assert REGION_A in r.json()["error"]["message"]
     r = complete(geo, "resident", REGION_B)
     assert r.status_code == 403 and r.json()["error"]["code"] == "region_not_allowed"
+
+
+def test_a_tenant_bound_to_a_region_through_the_admin_api(geo):
+    def admin(path: str, body: dict) -> httpx.Response:
+        return httpx.post(f"{geo.url}{path}", json=body, timeout=30,
+                          headers={"Authorization": f"Bearer {geo.admin_key}"})
+
+    r = admin("/admin/tenants", {"name": "lost", "regions": ["mars"]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "regions"
+    r = admin("/admin/tenants", {"name": "eu-bank", "regions": [REGION_A]})
+    assert r.status_code == 201 and r.json()["regions"] == [REGION_A]
+    geo.keys["eu-bank"] = admin("/admin/keys", {"tenant": "eu-bank"}).json()["key"]
+    assert served_in(complete(geo, "eu-bank")) == REGION_A
+    assert complete(geo, "eu-bank", REGION_B).json()["error"]["code"] == "region_not_allowed"
 
 
 def test_with_region_a_down_requests_go_to_b_unless_residency_forbids(geo):
