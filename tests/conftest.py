@@ -37,9 +37,9 @@ def random_model_dirs(tmp_path_factory, smollm2_dir) -> list[Path]:
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
     """Two Ray nodes on 127.0.0.2 (region-a, head) and 127.0.0.3 (region-b); `ray stop` at the end."""
-    from tests.ray_cluster import RayTestCluster
+    from infercloud.cluster.ray_local import LocalRayCluster
 
-    cluster = RayTestCluster(tmp_path_factory.mktemp("ray"))
+    cluster = LocalRayCluster(["region-a", "region-b"], tmp_path_factory.mktemp("ray"))
     cluster.start()
     yield cluster
     cluster.stop()

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 import ray
@@ -128,15 +129,29 @@ class RayBackend:
             options["runtime_env"] = {"env_vars": env}
         actor = self._actor.options(**options).remote(spec.worker_id, spec.config)
         try:
-            info = ray.get(actor.address.remote(), timeout=self.placement_timeout_s)
-        except (GetTimeoutError, RayError) as exc:
+            info = self._wait_placed(actor, spec)
+        except (GetTimeoutError, RayError, PlacementError) as exc:
             ray.kill(actor, no_restart=True)
             where = f" in region {spec.region}" if spec.region else ""
             raise PlacementError(f"no node{where} took worker {spec.worker_id} ({spec.threads} CPUs, "
-                                 f"{spec.num_gpus} GPUs) within {self.placement_timeout_s:g} s: {exc}") from None
+                                 f"{spec.num_gpus} GPUs): {exc}") from None
         region = next((n.region for n in self.nodes() if n.node_id == info["node_id"]), None)
         return RayWorker(spec.worker_id, info["url"], actor, actor.serve.remote(), info["pid"], info["node_id"],
                          region)
+
+    def _wait_placed(self, actor, spec: WorkerSpec) -> dict:
+        """The actor's address once a node runs it; gives up after the placement timeout, or as soon as
+        no live node of its region is left (the node it was waiting for died)."""
+        ref = actor.address.remote()
+        deadline = time.monotonic() + self.placement_timeout_s
+        while True:
+            done, _ = ray.wait([ref], timeout=1.0, fetch_local=False)
+            if done:
+                return ray.get(ref)
+            if spec.region is not None and not any(n.region == spec.region for n in self.nodes()):
+                raise PlacementError(f"no live node in region {spec.region}")
+            if time.monotonic() > deadline:
+                raise PlacementError(f"not placed within {self.placement_timeout_s:g} s")
 
     def stop_worker(self, handle: RayWorker, drain: bool = True, timeout_s: float = 30.0) -> None:
         """Drain (its requests finish) or not, then kill the actor; blocks until it is gone."""
@@ -147,7 +162,7 @@ class RayBackend:
             except RayError:
                 pass
         ray.kill(handle.actor, no_restart=True)
-        ray.wait([handle.serve_ref], timeout=10, fetch_local=False)
+        ray.wait([handle.serve_ref], timeout=10 if drain else 2, fetch_local=False)
 
     def nodes(self) -> list[NodeView]:
         """The live nodes, with their resources and labels (Ray's own `ray.io/*` labels left out)."""

@@ -36,7 +36,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 import aiohttp
@@ -71,7 +71,8 @@ class Controller:
         self._task: asyncio.Task | None = None
         self.pools = {p.name: p for p in config.cluster_spec.pools}
         self.pool_workers: list[PoolWorker] = []
-        self._loads: set[asyncio.Task] = set()
+        self._loads: set[asyncio.Task] = set()     # loads on pool workers and worker starts, in the background
+        self._starting: Counter = Counter()        # (model, region) or ("pool", name) -> starts in progress
         self._needs: dict[str, int] = {}          # pooled model -> bytes it takes on a worker
         self._wake = asyncio.Event()
         self._woken: set[str] = set()
@@ -286,12 +287,28 @@ class Controller:
             return
         for region in missing:
             self.num_restarts += 1
+            if model.pool is not None:
+                self._place(model)
+            else:
+                self._in_background((model.name, region), self.start_replica(model, region),
+                                    f"a replica of {model.name}" + (f" for region {region}" if region else ""))
+
+    def _in_background(self, key: tuple, start, what: str) -> None:
+        """Start a worker without holding up the loop (on Ray, placement may wait for a node); `key`
+        counts it as starting meanwhile, so the next tick does not start it twice."""
+        self._starting[key] += 1
+
+        async def run() -> None:
             try:
-                await self.start_replica(model, region)
-            except Exception as exc:  # noqa: BLE001 - no node could take it now: try again next tick
-                log.warning("could not start a replica of %s%s: %s", model.name,
-                            f" for region {region}" if region else "", exc)
-                break
+                await start
+            except Exception as exc:  # noqa: BLE001 - no node could take it now: the next tick tries again
+                log.warning("could not start %s: %s", what, exc)
+            finally:
+                self._starting[key] -= 1
+
+        task = asyncio.create_task(run())
+        self._loads.add(task)
+        task.add_done_callback(self._loads.discard)
 
     def _slots(self, model: ModelSpec) -> tuple[list[Replica], list[str | None]]:
         """Against the model's target split by region: the replicas to drain and the region slot of each
@@ -310,13 +327,14 @@ class Controller:
             mine = sorted((r for r in native if r.wanted_region == region), key=lambda r: r.started_at)
             home = [r for r in mine if region is None or r.region == region]
             away = [r for r in mine if r not in home]
+            starting = self._starting[(model.name, region)]
             if region is None or region in live or not self.nodes:
                 ready = sum(r.state == ReplicaState.READY for r in home)
                 surplus += home[count:] + away[max(count - ready, 0):]
-                missing += [region] * max(count - len(home), 0)
+                missing += [region] * max(count - len(home) - starting, 0)
             else:                                   # no node there now: stand-ins wherever is nearest
                 surplus += mine[count:]
-                missing += [region] * max(count - len(mine), 0)
+                missing += [region] * max(count - len(mine) - starting, 0)
         return surplus, missing
 
     def _needs_restart(self, replica: Replica) -> bool:
@@ -445,7 +463,8 @@ class Controller:
             self.targets[model.name] = max(model.autoscaling.min_replicas, min(self.targets[model.name], left))
 
     async def _reconcile_pools(self) -> None:
-        """Dead or hopeless pool workers are replaced; the models they hosted are placed again."""
+        """Dead or hopeless pool workers are replaced (in the background); the models they hosted are
+        placed again. A pool short of workers (a start failed) is topped up."""
         for worker in list(self.pool_workers):
             hopeless = worker.state == ReplicaState.STARTING and \
                 self.clock() - worker.started_at > self.config.cluster_spec.startup_timeout_s
@@ -457,11 +476,15 @@ class Controller:
             for replica in self._replicas_on(worker):
                 replica.state = ReplicaState.DEAD
                 self.replicas.remove(replica)
-            if not self._stopping and self.spec.restart:
-                log.warning("pool worker %s is gone: starting another", worker.worker_id)
-                await asyncio.to_thread(self.backend.stop_worker, worker.handle, False, 5.0)
+            log.warning("pool worker %s is gone", worker.worker_id)
+            await asyncio.to_thread(self.backend.stop_worker, worker.handle, False, 5.0)
+        if self._stopping or not self.spec.restart:
+            return
+        for pool in self.pools.values():
+            have = sum(w.pool == pool.name for w in self.pool_workers) + self._starting[("pool", pool.name)]
+            for _ in range(pool.workers - have):
                 self.num_restarts += 1
-                await self.start_pool_worker(self.pools[worker.pool])
+                self._in_background(("pool", pool.name), self.start_pool_worker(pool), f"a worker of pool {pool.name}")
 
     def _need(self, model: ModelSpec) -> int:
         if model.name not in self._needs:

@@ -1,7 +1,7 @@
 """ControllerLink: a gateway that runs no controller mirrors the replica set of the gateway that does.
 
 Several gateways (one per region, say) share one controller: the first runs it (`infercloud serve` with
-a `cluster` section), the others name it (`gateway.controller: http://host:port`). Every
+a `cluster` section), the others name it (`gateway.controller_url: http://host:port`). Every
 `sync_interval_s`, and at once when a request waits for a model with no ready replica, a linked gateway
 POSTs to the controller's `/internal/sync` what it saw since its last report (arrivals, requests held,
 stream TTFT/TPOT per model: the autoscaler adds them to its own) and the models it waits for (the

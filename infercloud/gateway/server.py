@@ -1,6 +1,6 @@
 """serve_cloud: the gateway, the controller and the workers it starts, under one uvicorn process.
 
-With `gateway.controller` set, this gateway runs no controller and starts no workers: it routes over
+With `gateway.controller_url` set, this gateway runs no controller and starts no workers: it routes over
 the replicas of the gateway at that URL, which runs the controller (gateway/link.py).
 
 Start: the controller launches every model's replicas through the cluster backend and the gateway

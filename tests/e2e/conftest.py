@@ -17,15 +17,16 @@ ENGINE = {"kv_cache_memory_gb": 0.1}
 @pytest.fixture(scope="module", params=["local", "ray"])
 def cluster_backend(request) -> dict:
     """The `cluster` section's backend: workers as local subprocesses, or as Ray actors on the 2-node
-    test cluster (tests/ray_cluster.py). Control-plane e2e modules run once with each."""
+    test cluster (infercloud/cluster/ray_local.py). Control-plane e2e modules run once with each."""
     if request.param == "ray":
         return {"backend": "ray", "address": request.getfixturevalue("ray_cluster").address}
     return {"backend": "local"}
 
 
 @pytest.fixture(scope="module")
-def external_worker(tmp_path_factory, smollm2_dir):
-    """A plain infercloud worker serving SmolLM2 as `ext-smol`: an OpenAI-compatible server of its own."""
+def external_worker(tmp_path_factory, smollm2_dir, cluster_backend):
+    """A plain infercloud worker serving SmolLM2 as `ext-smol`: an OpenAI-compatible server of its own
+    (one per backend's run of the module: a test stops it)."""
     proc = start_server(tmp_path_factory.mktemp("external"),
                         {"models": [{"name": "ext-smol", "path": SMOL, "engine": ENGINE}]})
     yield proc

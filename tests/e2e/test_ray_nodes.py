@@ -1,4 +1,4 @@
-"""A Ray node dies under load (tests/ray_cluster.py: the second node, region-b, is killed as a machine
+"""A Ray node dies under load (infercloud/cluster/ray_local.py: the second node, region-b, is killed as a machine
 that crashes): its replica is placed again in the nearest region that has a node, the streams it was
 serving resume there, and no request the gateway accepted fails. When the node comes back, the
 region's replica moves home (the stand-in drains once the new one is ready)."""
@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import replicas, wait_for
-from tests.ray_cluster import REGION_A, REGION_B
 from tests.worker.conftest import start_server
 
 SMOL = "smollm2-135m-instruct"
+REGION_A, REGION_B = "region-a", "region-b"      # the ray_cluster fixture's nodes 0 and 1
 TOKENS = 120
 
 
@@ -75,7 +75,7 @@ def test_stopping_a_node_places_its_replica_again_and_fails_no_request(geo, ray_
             streams = [asyncio.create_task(_stream(client, started)) for _ in range(4)]
             while started[0] < 4 * 5:
                 await asyncio.sleep(0.05)
-            await asyncio.to_thread(ray_cluster.kill_node)          # region-b's only node
+            await asyncio.to_thread(ray_cluster.kill_node, 1)       # region-b's only node
             return await asyncio.gather(*streams)
 
     thread = threading.Thread(target=steady_requests)
@@ -92,7 +92,7 @@ def test_stopping_a_node_places_its_replica_again_and_fails_no_request(geo, ray_
     assert _migrations(geo) >= 4
     assert unary and set(unary) == {200}, unary
 
-    ray_cluster.start_node()                                      # the node comes back: the replica goes home
+    ray_cluster.start_node(1)                                      # the node comes back: the replica goes home
     wait_for(lambda: placement(geo) == [(REGION_A, REGION_A, "ready"), (REGION_B, REGION_B, "ready")],
              "region-b's replica to move back to region-b")
     r = httpx.post(f"{geo.url}/v1/completions", timeout=120, headers={"x-infercloud-region": REGION_B},

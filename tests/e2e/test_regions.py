@@ -1,4 +1,4 @@
-"""Regions end to end on a 2-node Ray cluster (tests/ray_cluster.py): node 127.0.0.2 is region-a, node
+"""Regions end to end on a 2-node Ray cluster (infercloud/cluster/ray_local.py): node 127.0.0.2 is region-a, node
 127.0.0.3 is region-b.
 
 One SmolLM2 replica per region. Tenants: `roamer` (home region-b, may be served anywhere) and
@@ -19,10 +19,11 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import replicas, wait_for
-from tests.ray_cluster import HEAD_IP, NODE_IP, REGION_A, REGION_B
+from infercloud.cluster.ray_local import node_ip
 from tests.worker.conftest import start_server
 
 SMOL = "smollm2-135m-instruct"
+REGION_A, REGION_B = "region-a", "region-b"      # the ray_cluster fixture's nodes 0 and 1
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def served_in(response: httpx.Response) -> str:
 
 def test_replicas_are_placed_one_per_region_on_its_nodes(geo):
     placed = {r["region"]: urlparse(r["url"]).hostname for r in replicas(geo, "smol")}
-    assert placed == {REGION_A: HEAD_IP, REGION_B: NODE_IP}
+    assert placed == {REGION_A: node_ip(0), REGION_B: node_ip(1)}
     assert {r["wanted_region"] for r in replicas(geo, "smol")} == {REGION_A, REGION_B}
 
 
