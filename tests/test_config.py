@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
+import yaml
 
 from infercloud.cli import main
 from infercloud.cluster.local import config_to_yaml
@@ -191,3 +193,19 @@ def test_latencies_are_non_negative_numbers(tmp_path):
                                           "to non-negative numbers"):
         _load(tmp_path, "regions: [{name: a, latency_ms: {b: -1}}, {name: b}]")
     assert _load(tmp_path, "regions: [{name: a, latency_ms: {b: 2.5}}, {name: b}]").regions[0].latency_ms == {"b": 2.5}
+
+
+@pytest.mark.parametrize("path", sorted(Path("examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_loads(path):
+    load_config(path)
+
+
+def test_the_kuberay_gateway_carries_a_ray_config_and_the_cluster_labels_two_regions(tmp_path):
+    gateway = {d["kind"]: d for d in yaml.safe_load_all(Path("examples/kuberay/gateway.yaml").read_text())}
+    embedded = tmp_path / "cloud.yaml"
+    embedded.write_text(gateway["ConfigMap"]["data"]["cloud.yaml"])
+    config = load_config(embedded)
+    assert config.cluster.backend == "ray" and config.cluster.address.endswith("-head-svc:6379")
+    (cluster,) = yaml.safe_load_all(Path("examples/kuberay/raycluster.yaml").read_text())
+    regions = {g["labels"]["region"] for g in cluster["spec"]["workerGroupSpecs"]}
+    assert regions == {r.name for r in config.regions}
