@@ -36,13 +36,15 @@ def geo(tmp_path_factory, ray_cluster, smollm2_dir):
         "regions": [{"name": REGION_A, "latency_ms": {REGION_B: 30}}, {"name": REGION_B}],
         "tenancy": {"database": database, "tenants": [
             {"name": "ops", "tier": "interactive"},
+            {"name": "plain"},
             {"name": "roamer", "home_region": REGION_B},
             {"name": "resident", "regions": [REGION_A]}]},
         "models": [{"name": "smol", "path": SMOL, "regions": {REGION_A: 1, REGION_B: 1},
                     "engine": {"kv_cache_memory_gb": 0.1}}],
     }
     server = start_server(tmp_path_factory.mktemp("geo"), config, startup_timeout_s=300)
-    server.keys = {name: _key(name, database) for name in ("roamer", "resident")}
+    server.keys = {name: _key(name, database) for name in ("roamer", "resident", "plain")}
+    server.config = config
     server.admin_key = _key("ops", database, "--admin")
     yield server
     assert server.stop() == 0, server.log()
@@ -102,6 +104,22 @@ def test_a_full_region_spills_to_the_nearest_unless_residency_forbids(geo):
     assert served_in(complete(geo, "resident")) == REGION_A            # ...but this one may not leave it
     thread.join(120)
     assert done == [REGION_A, "data: [DONE]"]
+
+
+def test_a_gateway_in_region_b_sharing_the_controller_serves_its_requests_in_b(geo, tmp_path):
+    """A second gateway (gateway.region: region-b) links to the first one's controller: requests that
+    name no region and whose tenant has no home region are served where that gateway is."""
+    config = {**geo.config, "gateway": {"controller_url": geo.url, "region": REGION_B}}
+    del config["cluster"], config["controller"]
+    second = start_server(tmp_path, config)
+    try:
+        second.keys = geo.keys
+        wait_for(lambda: len(replicas(second, "smol")) == 2, "the second gateway to see both replicas")
+        assert [served_in(complete(second, "plain")) for _ in range(3)] == [REGION_B] * 3
+        assert served_in(complete(second, "plain", REGION_A)) == REGION_A          # the header still wins
+        assert served_in(complete(second, "resident")) == REGION_A                 # and residency
+    finally:
+        assert second.stop() == 0, second.log()
 
 
 def test_unknown_and_forbidden_regions_are_clear_errors(geo):
