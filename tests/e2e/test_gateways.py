@@ -20,7 +20,8 @@ ENGINE = {"num_kv_blocks": 64, "max_num_seqs": 4}
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, random_model_dirs):
-    models = [{"name": "steady", "path": str(random_model_dirs[0]), "replicas": 2, "engine": ENGINE},
+    models = [{"name": "steady", "path": str(random_model_dirs[0]), "replicas": 2, "routing": "round_robin",
+               "engine": ENGINE},
               {"name": "lazy", "path": str(random_model_dirs[1]), "replicas": 0, "engine": ENGINE,
                "autoscaling": {"min_replicas": 0, "max_replicas": 1, "idle_to_zero_s": 600}}]
     first = start_server(tmp_path_factory.mktemp("gw-first"), {
@@ -48,7 +49,7 @@ def test_the_second_gateway_routes_over_the_first_ones_replicas(pair):
     wait_for(lambda: len(ready(second, "steady")) == 2, "the second gateway to see both replicas")
     assert ready(second, "steady") == ready(first, "steady")
     served = {complete(second, "steady").headers["x-infercloud-replica"] for _ in range(12)}
-    assert served == ready(first, "steady")                       # least_load over both
+    assert served == ready(first, "steady")                       # round robin over both
     assert "controller" in second.state() and second.state()["targets"] == first.state()["targets"]
     r = httpx.post(f"{second.url}/internal/sync", json={}, timeout=10)
     assert r.status_code == 404                                   # it runs no controller itself
