@@ -464,7 +464,10 @@ class Controller:
 
     async def _reconcile_pools(self) -> None:
         """Dead or hopeless pool workers are replaced (in the background); the models they hosted are
-        placed again. A pool short of workers (a start failed) is topped up."""
+        placed again. A pool short of workers (a start failed) is topped up. A pool with a region keeps
+        its workers there: while the region has no live node, stand-ins run in the nearest region; when
+        it has one again, workers start at home and, once they are ready, each stand-in retires (its
+        models drain and are placed again, at home)."""
         for worker in list(self.pool_workers):
             hopeless = worker.state == ReplicaState.STARTING and \
                 self.clock() - worker.started_at > self.config.cluster_spec.startup_timeout_s
@@ -480,11 +483,38 @@ class Controller:
             await asyncio.to_thread(self.backend.stop_worker, worker.handle, False, 5.0)
         if self._stopping or not self.spec.restart:
             return
+        live = {n.region for n in self.nodes}
         for pool in self.pools.values():
-            have = sum(w.pool == pool.name for w in self.pool_workers) + self._starting[("pool", pool.name)]
-            for _ in range(pool.workers - have):
+            mine = [w for w in self.pool_workers if w.pool == pool.name]
+            home = [w for w in mine if pool.region is None or w.region == pool.region]
+            if pool.region is None or pool.region in live or not self.nodes:
+                ready = sum(w.state == ReplicaState.READY for w in home)
+                retiring, have = [w for w in mine if w not in home][max(pool.workers - ready, 0):], len(home)
+            else:
+                retiring, have = [], len(mine)
+            for worker in retiring:
+                self._retire(worker)
+            for _ in range(pool.workers - have - self._starting[("pool", pool.name)]):
                 self.num_restarts += 1
                 self._in_background(("pool", pool.name), self.start_pool_worker(pool), f"a worker of pool {pool.name}")
+
+    def _retire(self, worker: PoolWorker) -> None:
+        """Take a pool worker out of the pool: its models drain there (and are placed again elsewhere at
+        once: their replicas no longer count), then it stops."""
+        log.info("pool worker %s (region %s) retires: its pool's region has a node again", worker.worker_id,
+                 worker.region)
+        self.pool_workers.remove(worker)
+        replicas = self._replicas_on(worker)
+        for replica in replicas:
+            replica.state = ReplicaState.DRAINING
+
+        async def retire() -> None:
+            await asyncio.gather(*(self.remove_replica(r) for r in replicas), return_exceptions=True)
+            await asyncio.to_thread(self.backend.stop_worker, worker.handle, True, self.config.drain_timeout_s + 5)
+
+        task = asyncio.create_task(retire())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     def _need(self, model: ModelSpec) -> int:
         if model.name not in self._needs:
