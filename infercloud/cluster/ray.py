@@ -111,8 +111,14 @@ class RayBackend:
     def __init__(self, address: str | None = None, placement_timeout_s: float = 60.0,
                  namespace: str = "infercloud"):
         if not ray.is_initialized():
-            ray.init(address=address or "auto", namespace=namespace, log_to_driver=False,
-                     logging_level=logging.WARNING)
+            try:
+                ray.init(address=address or "auto", namespace=namespace, log_to_driver=False,
+                         logging_level=logging.WARNING)
+            except ConnectionError as exc:  # an OSError: the CLI prints it as a user error
+                raise ConnectionError(f"{exc}. Is the Ray cluster up, and is this machine one of its nodes "
+                                      "(`ray start --head` or `ray start --address=HEAD:6379`, docs/ray.md)? "
+                                      "cluster.address names its head; RAY_AUTH_MODE and the token must match "
+                                      "the cluster's.") from None
         self.placement_timeout_s = placement_timeout_s
         self._actor = ray.remote(WorkerActor)
 
