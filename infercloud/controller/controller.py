@@ -354,12 +354,8 @@ class Controller:
         ok, state = await self._read(replica)
         if replica.state == ReplicaState.DRAINING:
             return
-        if not ok:
-            replica.failed_probes += 1
-            if replica.state == ReplicaState.READY and replica.failed_probes >= self.spec.unhealthy_after:
-                replica.state = ReplicaState.UNHEALTHY
+        if not self._probed(replica, ok):
             return
-        replica.failed_probes = 0
         if state is not None:
             self._absorb(replica, state)
         if state is not None and state.get("draining"):
@@ -368,6 +364,17 @@ class Controller:
             if replica.state == ReplicaState.STARTING:
                 log.info("replica %s is ready", replica.replica_id)
             replica.state = ReplicaState.READY
+
+    def _probed(self, target: Replica | PoolWorker, ok: bool) -> bool:
+        """Count a probe of a replica or pool worker: a run of `unhealthy_after` failures takes a ready one
+        out of routing; a pass resets the run. Returns whether it passed."""
+        if ok:
+            target.failed_probes = 0
+            return True
+        target.failed_probes += 1
+        if target.state == ReplicaState.READY and target.failed_probes >= self.spec.unhealthy_after:
+            target.state = ReplicaState.UNHEALTHY
+        return False
 
     async def _read(self, replica: Replica) -> tuple[bool, dict | None]:
         try:
@@ -429,12 +436,8 @@ class Controller:
             ok = health == 200 and status == 200
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             ok, state = False, None
-        if not ok:
-            worker.failed_probes += 1
-            if worker.state == ReplicaState.READY and worker.failed_probes >= self.spec.unhealthy_after:
-                worker.state = ReplicaState.UNHEALTHY
+        if not self._probed(worker, ok):
             return
-        worker.failed_probes = 0
         if worker.state in (ReplicaState.STARTING, ReplicaState.UNHEALTHY):
             log.info("pool worker %s is ready", worker.worker_id)
             worker.state = ReplicaState.READY
