@@ -13,10 +13,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from infercloud.engine.embedding_batcher import BatcherStoppedError, EmbeddingBatcher
-from infercloud.engine.embedding_engine import EmbeddingEngine
-from infercloud.models.pull import pull
+from infercloud.engine.embedding_engine import EmbeddingEngine, InputTooLongError
 
-MINILM = "all-minilm-l6-v2"
 SENTENCES = [
     "",
     "Hi",
@@ -28,16 +26,6 @@ SENTENCES = [
     "Der schnelle braune Fuchs springt über den faulen Hund.",
     "Numbers like 3.14159 and 2.71828 appear in maths; emojis like 🙂 too.",
 ]
-
-
-@pytest.fixture(scope="module")
-def minilm_dir() -> Path:
-    return pull(MINILM, progress=False)
-
-
-@pytest.fixture(scope="module")
-def engine(minilm_dir) -> EmbeddingEngine:
-    return EmbeddingEngine(minilm_dir, device="cpu")
 
 
 def hf_reference(model_dir: Path, texts: list[str], max_length: int) -> tuple[torch.Tensor, list[int]]:
@@ -80,17 +68,21 @@ def test_related_pair_is_closer_than_unrelated(engine):
     assert torch.dot(guitar, instrument) > 0.3
 
 
-def test_long_input_is_truncated_to_max_seq_length(engine, minilm_dir):
+def test_long_input_is_refused_or_truncated_as_asked(engine, minilm_dir):
     long_text = "tokens are cheap but context windows are not " * 200
-    vectors, counts = engine.embed([long_text, "short"])
+    with pytest.raises(InputTooLongError) as refused:
+        engine.embed(["short", long_text])
+    assert (refused.value.index, refused.value.num_tokens, refused.value.limit) == (1, 1802, 256)
+    vectors, counts = engine.embed([long_text, "short"], truncate_to=engine.max_seq_length)
     assert counts[0] == engine.max_seq_length == 256
-    assert engine.tokenize([long_text])[0][-1] == engine.tokenizer.token_to_id("[SEP]")
+    assert engine.prepare([long_text], 256)[0][-1] == engine.tokenizer.token_to_id("[SEP]")
     assert torch.isfinite(vectors).all() and torch.allclose(vectors.norm(dim=-1), torch.ones(2), atol=1e-5)
     expected, _ = hf_reference(minilm_dir, [long_text], engine.max_seq_length)
     torch.testing.assert_close(vectors[:1], expected, atol=1e-5, rtol=0)
     ids = engine.tokenize(["short"])[0]
-    _, token_counts = engine.embed_tokens([ids * 200])
-    assert token_counts == [256]
+    with pytest.raises(InputTooLongError):
+        engine.embed_tokens([ids * 200])
+    assert engine.prepare([ids * 200], 10) == [(ids * 200)[:10]]
 
 
 def copy_with_weights(src: Path, dst: Path, weights: dict[str, torch.Tensor]) -> Path:
