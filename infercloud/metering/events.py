@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass, field
 
 from infercloud.config import PriceSpec
@@ -18,7 +19,8 @@ class UsageEvent:
     A stream that moved to another replica leaves one `migrated` event for the part served by the
     replica that failed and one for the rest, whose prompt tokens are 0 (the client is billed for its
     prompt once; the second prefill is the operator's cost, in its device-seconds). Summed over a
-    request's events, the token counts equal the usage the client was told.
+    request's events, the token counts equal the usage the client was told. `event_id` is made with the
+    event and stored with its row (unique): a row retried, spilled or replayed is never billed twice.
     """
 
     request_id: str
@@ -37,6 +39,7 @@ class UsageEvent:
     ttft_s: float | None = None
     e2e_s: float = 0.0
     ended_at: dt.datetime = field(default_factory=utcnow)
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # the row's identity: written once
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:

@@ -1,4 +1,4 @@
-"""The SQL schema of what must survive a restart (tenants, API keys, the usage ledger) and how to open it.
+"""The SQL schema of what must survive a restart (tenants, keys, usage ledger, secrets) and how to open it.
 
 Any SQLAlchemy URL works; the default is a SQLite file under the infercloud home. SQLite runs in WAL
 mode with `synchronous=NORMAL` (a commit is durable once the WAL is synced at checkpoint; readers never
@@ -29,10 +29,17 @@ tenants = sa.Table(
     sa.Column("max_tokens_per_request", sa.Integer, nullable=True),
     sa.Column("budget_usd", sa.Float, nullable=True),
     sa.Column("budget_period", sa.String(10), nullable=False),
-    sa.Column("salt_prefix_cache", sa.Boolean, nullable=False),
+    sa.Column("salt_prefix_cache", sa.Boolean, nullable=False),  # no longer read (every tenant is salted); written True
     sa.Column("home_region", sa.String(50), nullable=True),
     sa.Column("regions", sa.JSON, nullable=True),           # data residency: allowed regions; NULL: any
     sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("cache_group", sa.String(100), nullable=True),  # tenants of a group share cached blocks; NULL: none
+)
+
+deployment_secrets = sa.Table(  # made once by the first process that needs one (tenancy/cache_salt.py)
+    "deployment_secrets", metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("value", sa.String(128), nullable=False),     # hex
 )
 
 api_keys = sa.Table(
@@ -69,7 +76,9 @@ usage = sa.Table(
     sa.Column("cost_usd", sa.Float, nullable=False),         # billed: token prices
     sa.Column("device_cost_usd", sa.Float, nullable=False),  # the operator's: device-seconds x device price
     sa.Column("ended_at", sa.DateTime, nullable=False),
+    sa.Column("event_id", sa.String(32), nullable=True),     # the usage event's uuid4 hex; NULL on older rows
     sa.Index("ix_usage_tenant_time", "tenant_id", "ended_at"),
+    sa.Index("ux_usage_event_id", "event_id", unique=True),  # a row retried or replayed is never written twice
 )
 
 
@@ -93,6 +102,7 @@ def open_database(url: str | None = None) -> sa.Engine:
         engine = sa.create_engine(url, pool_pre_ping=True)
     metadata.create_all(engine)
     _add_new_columns(engine)
+    _add_new_indexes(engine)
     return engine
 
 
@@ -106,6 +116,15 @@ def _add_new_columns(engine: sa.Engine) -> None:
                 if column.name not in present and column.nullable:
                     kind = column.type.compile(dialect=engine.dialect)
                     conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+
+
+def _add_new_indexes(engine: sa.Engine) -> None:
+    """Indexes added to the schema since a database was made are created on it (create_all skips the
+    indexes of a table that exists)."""
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

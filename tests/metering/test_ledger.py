@@ -19,6 +19,7 @@ from infercloud.metering.reports import (
     spent_usd,
     usage_report,
 )
+from infercloud.metering.spill import read_spill, spill_files
 from infercloud.tenancy.db import usage
 from infercloud.tenancy.store import TenantStore
 
@@ -135,7 +136,8 @@ def test_the_writer_task_retries_until_the_table_is_back(engine, tenants, caplog
         usage.drop(engine)
         ledger.record(_event(tenants[0], "a"))
         await _until(lambda: any("will retry" in r.getMessage() for r in caplog.records), "a failed write")
-        assert ledger.num_written == 0 and ledger.num_queued == 1
+        await _until(lambda: ledger.num_queued == 1, "the row back in the queue")  # (not in a retry in flight)
+        assert ledger.num_written == 0
         usage.create(engine)
         await _until(lambda: ledger.num_written == 1, "the retry")
         await ledger.close()
@@ -158,9 +160,9 @@ def test_close_writes_the_rest(engine, tenants):
     assert [r.request_id for r in _rows(engine)] == ["a", "b"] and ledger.num_queued == 0
 
 
-def test_close_waits_for_a_write_in_flight_and_keeps_its_row(engine, tenants, caplog):
+def test_close_waits_for_a_write_in_flight_and_spills_its_row(engine, tenants, caplog):
     """close() during a blocked insert: it returns only once the insert has ended, and the row it could
-    not write is still queued and logged whole, not lost."""
+    not write is spilled to disk for the next start, not lost."""
     ledger = _ledger(engine, flush_s=0.0)
 
     async def main():
@@ -173,15 +175,16 @@ def test_close_waits_for_a_write_in_flight_and_keeps_its_row(engine, tenants, ca
             await _until(lambda: ledger.num_queued == 0, "the writer to take the row")  # its insert now waits
             loop = asyncio.get_running_loop()
             release = loop.run_in_executor(None, lambda: (time.sleep(0.3), locker.commit()))
-            await ledger.close()  # the insert fails once the lock goes (usage is gone): kept, then logged
+            await ledger.close()  # the insert fails once the lock goes (usage is gone): kept, then spilled
             await release
         finally:
             locker.close()
 
     asyncio.run(main())
-    assert (ledger.num_queued, ledger.num_written) == (1, 0)
-    assert any("could not be written at shutdown" in r.getMessage() and "in-flight" in r.getMessage()
-               for r in caplog.records)
+    assert (ledger.num_queued, ledger.num_written, ledger.num_spilled) == (0, 0, 1)
+    [spill] = spill_files(ledger.spill_dir)
+    assert [row["request_id"] for row in read_spill(spill)] == ["in-flight"]
+    assert any("spilled to" in r.getMessage() and str(spill) in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("bad", ["unknown_tenant", "request_id_over_80_chars"])
