@@ -8,28 +8,31 @@
   POST /admin/keys/{prefix}/revoke    revoke: the key fails on its next request
   GET  /admin/usage?tenant=&since=&until=&by=model|day|tenant
   GET  /v1/usage?since=&until=&by=model|day   the caller's own tenant only
+
+Bodies are strict (gateway/admin_bodies.py) and kept to the ranges of TenantSpec.check and the store:
+a bad field is a 400 naming it (`param`), an unknown tenant or key a 404, never a 500.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 
-from infercloud.config import TenantSpec
+from infercloud.config import SALT_PREFIX_CACHE_REMOVED, SpecFieldError
 from infercloud.gateway.accounting import Tenancy
+from infercloud.gateway.admin_bodies import KeyBody, TenantBody
 from infercloud.metering.reports import (GROUPS, device_utilization, parse_time, period_start, spent_usd,
                                          usage_report)
 from infercloud.openai.asgi import read_json_object
 from infercloud.openai.errors import APIError, bad_request, forbidden
+from infercloud.openai.protocol import validation_error
 from infercloud.tenancy.admission import Principal
 from infercloud.tenancy.db import utcnow
-from infercloud.tenancy.store import TenancyError
-
-_TENANT_FIELDS = {f.name for f in dataclasses.fields(TenantSpec)}
+from infercloud.tenancy.store import NotFound, TenancyError, key_expiry
 
 
 def install_admin_routes(app: FastAPI, gateway) -> None:
@@ -46,11 +49,12 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
             raise forbidden("This endpoint needs an admin key.", code="admin_key_required")
         return t
 
-    async def run(fn, *args, **kwargs):
+    async def run(fn, *args, param: str | None = None):
+        """`fn(*args)` in a thread; a TenancyError becomes a 400 or 404 naming its field, else `param`."""
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await asyncio.to_thread(fn, *args)
         except TenancyError as exc:
-            raise bad_request(str(exc)) from exc
+            raise _tenancy_error(exc, param) from exc
 
     @app.get("/admin/tenants")
     async def list_tenants(request: Request):
@@ -61,16 +65,13 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
     async def create_tenant(request: Request):
         t = await admin(request)
         _, body = await read_json_object(request)
-        unknown = sorted(set(body) - _TENANT_FIELDS)
-        if unknown:
-            raise bad_request(f"Unknown tenant field {unknown[0]!r}.", param=unknown[0])
-        for name in ("models", "regions"):
-            if isinstance(body.get(name), list):
-                body[name] = tuple(body[name])
+        if "salt_prefix_cache" in body:
+            raise bad_request(f"{SALT_PREFIX_CACHE_REMOVED}.", param="salt_prefix_cache")
+        spec = _parse(TenantBody, body).spec()
         try:
-            spec = TenantSpec(**body)
-        except TypeError as exc:
-            raise bad_request(f"Invalid tenant: {exc}.") from exc
+            spec.check()
+        except SpecFieldError as exc:
+            raise bad_request(f"Invalid value for '{exc.field}': {exc.rule}.", param=exc.field) from exc
         unknown_models = sorted(set(spec.models or ()) - set(t.models))
         if unknown_models:
             raise bad_request(f"Unknown model {unknown_models[0]!r}.", param="models")
@@ -80,13 +81,13 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
         if unknown_regions:
             raise bad_request(f"Unknown region {unknown_regions[0]!r} (known: {', '.join(sorted(declared))}).",
                               param="regions")
-        tenant = await run(t.store.create_tenant, spec)
+        tenant = await run(t.store.create_tenant, spec, param="name")
         return JSONResponse(tenant.describe(), status_code=201)
 
     @app.get("/admin/tenants/{name}")
     async def show_tenant(name: str, request: Request):
         t = await admin(request)
-        tenant = await run(t.store.tenant, name)
+        tenant = await run(t.store.tenant, name, param="name")
         keys = await run(t.store.list_keys, tenant.id)
         await t.ledger.flush()
         since = period_start(tenant.spec.budget_period, utcnow())
@@ -98,26 +99,25 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
     async def list_keys(request: Request):
         t = await admin(request)
         tenant = request.query_params.get("tenant")
-        return {"object": "list", "data": [k.describe() for k in await run(t.store.list_keys, tenant)]}
+        return {"object": "list", "data": [k.describe() for k in await run(t.store.list_keys, tenant,
+                                                                             param="tenant")]}
 
     @app.post("/admin/keys")
     async def create_key(request: Request):
         t = await admin(request)
-        _, body = await read_json_object(request)
-        if not isinstance(body.get("tenant"), str):
-            raise bad_request("Missing required field: 'tenant'.", param="tenant")
-        days = body.get("expires_in_days")
-        if days is not None and (not isinstance(days, (int, float)) or days <= 0):
-            raise bad_request("expires_in_days must be a positive number.", param="expires_in_days")
-        expires = utcnow() + dt.timedelta(days=days) if days else None
-        key, record = await run(t.store.create_key, body["tenant"], body.get("name"), bool(body.get("admin")),
-                                expires)
+        _, data = await read_json_object(request)
+        body = _parse(KeyBody, data)
+        try:
+            expires = key_expiry(body.expires_in_days, utcnow())
+        except TenancyError as exc:
+            raise _tenancy_error(exc) from exc
+        key, record = await run(t.store.create_key, body.tenant, body.name, body.admin, expires, param="tenant")
         return JSONResponse({**record.describe(), "key": key}, status_code=201)
 
     @app.post("/admin/keys/{prefix}/revoke")
     async def revoke_key(prefix: str, request: Request):
         t = await admin(request)
-        record = await run(t.store.revoke_key, prefix)
+        record = await run(t.store.revoke_key, prefix, param="prefix")
         t.auth.forget(key_id=record.id)
         return record.describe()
 
@@ -125,7 +125,7 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
     async def admin_usage(request: Request):
         t = await admin(request)
         tenant = request.query_params.get("tenant")
-        tenant_id = (await run(t.store.tenant, tenant)).id if tenant else None
+        tenant_id = (await run(t.store.tenant, tenant, param="tenant")).id if tenant else None
         return await _report(t, gateway, request, tenant_id)
 
     @app.get("/v1/usage")
@@ -144,10 +144,7 @@ async def _report(t: Tenancy, gateway, request: Request, tenant_id: int | None) 
     by = q.get("by", "model")
     if by not in GROUPS:
         raise bad_request(f"by must be one of {', '.join(GROUPS)}.", param="by")
-    try:
-        since, until = parse_time(q.get("since")), parse_time(q.get("until"))
-    except ValueError as exc:
-        raise bad_request(str(exc), param="since") from exc
+    since, until = _time_param(q, "since"), _time_param(q, "until")
     await t.ledger.flush()
     rows = await asyncio.to_thread(usage_report, t.engine, by, tenant_id, since, until)
     report = {"object": "list", "by": by, "since": q.get("since"), "until": q.get("until"), "data": rows}
@@ -158,3 +155,25 @@ async def _report(t: Tenancy, gateway, request: Request, tenant_id: int | None) 
         for row in rows:
             row["device_utilization"] = busy.get(row["model"])
     return report
+
+
+def _tenancy_error(exc: TenancyError, param: str | None = None) -> APIError:
+    """A 400 naming the field the error is about, else `param`; a 404 when nothing has that name."""
+    if isinstance(exc, NotFound):
+        return APIError(404, str(exc), param=exc.param or param, code="not_found")
+    return bad_request(str(exc), param=exc.param or param)
+
+
+def _parse(model: type[BaseModel], data: dict):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from exc
+
+
+def _time_param(query, name: str) -> dt.datetime | None:
+    try:
+        return parse_time(query.get(name))
+    except (ValueError, OverflowError) as exc:  # OverflowError: so many days ago that no date is
+        raise bad_request(f"{name}: not a date or time (use 2026-11-01, 2026-11-01T12:00 or 7d).",
+                          param=name) from exc

@@ -7,15 +7,14 @@ or the default SQLite file, so it works with or without a running gateway. A key
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 
-from infercloud.config import TIERS, TenantSpec, load_config
+from infercloud.config import SALT_PREFIX_CACHE_REMOVED, TIERS, TenantSpec, load_config
 from infercloud.metering.reports import GROUPS, parse_time, usage_report
-from infercloud.tenancy.db import open_database
+from infercloud.tenancy.db import open_database, utcnow
 from infercloud.tables import format_table
-from infercloud.tenancy.store import Tenant, TenantStore
+from infercloud.tenancy.store import Tenant, TenancyError, TenantStore, key_expiry
 
 
 def add_tenancy_parsers(commands: argparse._SubParsersAction) -> None:
@@ -32,8 +31,10 @@ def add_tenancy_parsers(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--max-tokens", type=int, default=None, help="cap on max_tokens per request")
     create.add_argument("--budget", type=float, default=None, help="USD per budget period")
     create.add_argument("--budget-period", choices=("day", "month", "total"), default="month")
-    create.add_argument("--salt-prefix-cache", action="store_true",
-                        help="share cached prompt blocks only among this tenant's requests")
+    create.add_argument("--cache-group", default=None,
+                        help="share cached prompt blocks with the tenants of this group (default: none; "
+                             "every tenant's prefix cache is its own)")
+    create.add_argument("--salt-prefix-cache", action="store_true", help=argparse.SUPPRESS)  # gone: refused
     create.add_argument("--home-region", default=None)
     create.add_argument("--regions", default=None,
                         help="comma-separated regions its requests may be served in (data residency)")
@@ -86,10 +87,11 @@ def _store(args: argparse.Namespace) -> TenantStore:
 
 
 def run_tenants_create(args: argparse.Namespace) -> int:
-    models = _names(args.models)
-    spec = TenantSpec(args.name, args.tier, models, args.rpm, args.tpm, args.max_concurrent, args.max_tokens,
-                      args.budget, args.budget_period, args.salt_prefix_cache, args.home_region,
-                      _names(args.regions))
+    if args.salt_prefix_cache:
+        raise TenancyError(f"--salt-prefix-cache: {SALT_PREFIX_CACHE_REMOVED} (--cache-group NAME)")
+    spec = TenantSpec(args.name, args.tier, _names(args.models), args.rpm, args.tpm, args.max_concurrent,
+                      args.max_tokens, args.budget, args.budget_period, cache_group=args.cache_group,
+                      home_region=args.home_region, regions=_names(args.regions))
     tenant = _store(args).create_tenant(spec)
     print(json.dumps(tenant.describe(), indent=2))
     return 0
@@ -115,8 +117,7 @@ def run_tenants_show(args: argparse.Namespace) -> int:
 
 
 def run_keys_create(args: argparse.Namespace) -> int:
-    expires = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(days=args.expires_in_days) \
-        if args.expires_in_days else None
+    expires = key_expiry(args.expires_in_days, utcnow())
     key, record = _store(args).create_key(args.tenant, args.name, args.admin, expires)
     print(key)
     print(f"(shown once; stored as a hash. prefix {record.describe()['prefix']}"

@@ -18,17 +18,27 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from infercloud.config import TIERS, TenantSpec
+from infercloud.config import SQL_INT_MAX, SpecFieldError, TenantSpec, short_repr
 from infercloud.tenancy.db import api_keys, tenants, utcnow
 
 KEY_PREFIX = "sk-ic-"
 _PREFIX_LEN, _SECRET_LEN = 8, 40
 _LOWER = string.ascii_lowercase + string.digits
 _ALNUM = string.ascii_letters + string.digits
+MAX_KEY_NAME = 100          # characters of a key's label
+MAX_KEY_DAYS = 36500        # a key's lifetime in days, at most (a hundred years)
 
 
 class TenancyError(ValueError):
-    """A tenant or key operation that cannot be done (unknown name, duplicate, bad value)."""
+    """A tenant or key operation that cannot be done (duplicate, bad value); `param` names the bad field."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class NotFound(TenancyError):
+    """No tenant or key by that name, prefix or id."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,8 @@ class TenantStore:
         return self.upsert_tenant(spec)
 
     def find_tenant(self, name_or_id: str | int) -> Tenant | None:
+        if not _may_exist(name_or_id, 100):
+            return None
         column = tenants.c.id if isinstance(name_or_id, int) else tenants.c.name
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(tenants).where(column == name_or_id)).first()
@@ -109,7 +121,7 @@ class TenantStore:
     def tenant(self, name_or_id: str | int) -> Tenant:
         found = self.find_tenant(name_or_id)
         if found is None:
-            raise TenancyError(f"no tenant {name_or_id!r}")
+            raise NotFound(f"no tenant {short_repr(name_or_id)}")
         return found
 
     def list_tenants(self) -> list[Tenant]:
@@ -120,6 +132,8 @@ class TenantStore:
     def create_key(self, tenant: str | int, name: str | None = None, is_admin: bool = False,
                    expires_at: dt.datetime | None = None) -> tuple[str, ApiKey]:
         """A new key for the tenant: (the key itself, shown this once; its stored record)."""
+        if name is not None and not (1 <= len(name) <= MAX_KEY_NAME and name.isprintable()):
+            raise TenancyError(f"a key's name must be 1 to {MAX_KEY_NAME} printable characters", param="name")
         owner = self.tenant(tenant)
         prefix = "".join(secrets.choice(_LOWER) for _ in range(_PREFIX_LEN))
         key = KEY_PREFIX + prefix + "".join(secrets.choice(_ALNUM) for _ in range(_SECRET_LEN))
@@ -144,9 +158,9 @@ class TenantStore:
                                 .values(revoked_at=utcnow()))
         key = self._key_by(condition)
         if key is None:
-            raise TenancyError(f"no API key {prefix_or_id!r}")
+            raise NotFound(f"no API key {short_repr(prefix_or_id)}")
         if not done.rowcount and key.revoked_at is None:
-            raise TenancyError(f"API key {prefix_or_id!r} could not be revoked")
+            raise TenancyError(f"API key {short_repr(prefix_or_id)} could not be revoked")
         return key
 
     def verify(self, key: str, now: dt.datetime | None = None) -> tuple[Tenant, ApiKey] | None:
@@ -174,31 +188,43 @@ def _key_condition(prefix_or_id: str | int):
     """An int is a key id; a string is a key's prefix (with or without `sk-ic-`), or its id in digits
     when it cannot be a prefix (prefixes are exactly 8 characters)."""
     text = str(prefix_or_id).removeprefix(KEY_PREFIX)
-    if isinstance(prefix_or_id, int) or (text.isdigit() and len(text) != _PREFIX_LEN):
-        return api_keys.c.id == int(text)
-    return api_keys.c.prefix == text[:_PREFIX_LEN]
+    if isinstance(prefix_or_id, int) or (text.isascii() and text.isdigit() and len(text) != _PREFIX_LEN):
+        key_id = int(text) if len(text) <= len(str(SQL_INT_MAX)) else 0   # more digits: no key's id
+        return api_keys.c.id == key_id if _may_exist(key_id, 0) else sa.false()
+    prefix = text[:_PREFIX_LEN]
+    return api_keys.c.prefix == prefix if _may_exist(prefix, _PREFIX_LEN) else sa.false()
+
+
+def key_expiry(days: float | None, now: dt.datetime) -> dt.datetime | None:
+    """When a key made at `now` to live `days` days expires; None: never."""
+    if days is None:
+        return None
+    if not 0 < days <= MAX_KEY_DAYS:
+        raise TenancyError(f"expires_in_days must be more than 0 and at most {MAX_KEY_DAYS}, got {days}",
+                           param="expires_in_days")
+    return now + dt.timedelta(days=days)
+
+
+def _may_exist(name_or_id: str | int, longest: int) -> bool:
+    """Whether a tenant name (or key prefix) or id could be in the table: a longer name or one with a NUL
+    (which PostgreSQL refuses in text), or an id beyond SQL INTEGER, is no row's, so is not looked up."""
+    if isinstance(name_or_id, int):
+        return 0 < name_or_id <= SQL_INT_MAX
+    return len(name_or_id) <= longest and "\x00" not in name_or_id
 
 
 def _check_spec(spec: TenantSpec) -> None:
-    if not spec.name or len(spec.name) > 100:
-        raise TenancyError("a tenant name must have 1 to 100 characters")
-    if spec.tier not in TIERS:
-        raise TenancyError(f"tier must be one of {', '.join(TIERS)}, got {spec.tier!r}")
-    if spec.budget_period not in ("day", "month", "total"):
-        raise TenancyError(f"budget_period must be day, month or total, got {spec.budget_period!r}")
-    for name in ("requests_per_minute", "tokens_per_minute", "max_concurrent", "max_tokens_per_request"):
-        value = getattr(spec, name)
-        if value is not None and value < 1:
-            raise TenancyError(f"{name} must be at least 1, got {value}")
-    if spec.regions is not None and not spec.regions:
-        raise TenancyError("regions must name at least one region (leave it out to allow every region)")
-    if spec.budget_usd is not None and spec.budget_usd < 0:
-        raise TenancyError(f"budget_usd must not be negative, got {spec.budget_usd}")
+    """TenantSpec.check's range rules, as the store's error (the admin API and the CLI make tenants here)."""
+    try:
+        spec.check()
+    except SpecFieldError as exc:
+        raise TenancyError(str(exc), param=exc.field) from exc
 
 
 def _spec_row(spec: TenantSpec) -> dict:
     row = {name: getattr(spec, name) for name in _SPEC_FIELDS if name != "name"}
     row["name"] = spec.name
+    row["salt_prefix_cache"] = True   # an older schema's NOT NULL column, no longer read: every tenant is salted
     row["models"] = list(spec.models) if spec.models is not None else None
     row["regions"] = list(spec.regions) if spec.regions is not None else None
     return row

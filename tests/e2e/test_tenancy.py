@@ -8,6 +8,7 @@ The ledger is SQLite, or the PostgreSQL server named by INFERCLOUD_TEST_POSTGRES
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -71,9 +72,9 @@ def admin(gw, method: str, path: str, **kwargs) -> httpx.Response:
                          **kwargs)
 
 
-def new_tenant(gw, **limits) -> str:
+def new_tenant(gw, name: str | None = None, **limits) -> str:
     """A tenant with these limits and one key; returns the key."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
+    name = name or f"t-{uuid.uuid4().hex[:8]}"
     assert admin(gw, "POST", "/admin/tenants", json={"name": name, **limits}).status_code == 201
     created = admin(gw, "POST", "/admin/keys", json={"tenant": name})
     assert created.status_code == 201
@@ -203,19 +204,28 @@ def test_budget_is_not_overspent_by_more_than_one_request_under_concurrency(gw):
     assert 0.01 <= spent <= 0.01 + max_cost, (spent, max_cost)
 
 
-def test_a_salted_tenants_prompts_share_cached_blocks_with_no_other_tenant(gw):
-    salted, other = new_tenant(gw, salt_prefix_cache=True), new_tenant(gw)
+def test_a_tenants_prompts_share_cached_blocks_only_with_itself_and_its_cache_group(gw):
+    """cached_tokens would tell B, to the token, that A sent the same prompt: so by default no tenant
+    shares, not even one that sends the salt A had when salts were derived from the tenant id."""
+    a_name, group = f"t-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    a, b = new_tenant(gw, name=a_name), new_tenant(gw)   # both with the default config
+    a_id = admin(gw, "GET", f"/admin/tenants/{a_name}").json()["id"]
     system = {"role": "system", "content": f"Answer as a ship's captain from 1820, {uuid.uuid4().hex}. " * 12}
     body = {"messages": [system, {"role": "user", "content": "Where are we?"}], "max_tokens": 1}
 
-    def cached(key: str) -> int:
-        response = chat(gw, key, model="smol-one", **body)
+    def cached(key: str, **extra) -> int:
+        response = chat(gw, key, model="smol-one", **body, **extra)   # one replica: one prefix cache
+        assert response.status_code == 200, response.text
         return response.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
 
-    assert cached(salted) == 0
-    assert cached(other) == 0            # the salted tenant's blocks are invisible to another tenant
-    assert cached(other) > 100           # while an unsalted tenant's blocks serve its own repeats...
-    assert cached(salted) > 100          # ...and the salted tenant's serve its own
+    assert cached(a) == 0
+    assert cached(b) == 0                                   # A's blocks are invisible to B...
+    derivable = hashlib.sha256(f"tenant:{a_id}".encode()).hexdigest()[:32]
+    assert cached(b, cache_salt=derivable) == 0             # ...even through A's once-derivable salt
+    assert cached(a) > 100                                  # while A's blocks serve A's repeats
+    g1, g2 = new_tenant(gw, cache_group=group), new_tenant(gw, cache_group=group)
+    assert cached(g1) == 0                                  # a cache group is a namespace of its own...
+    assert cached(g2) > 100                                 # ...shared by its tenants
 
 
 # -- priority -------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from infercloud.config import TenantSpec
-from infercloud.tenancy.db import api_keys, utcnow
-from infercloud.tenancy.store import KEY_PREFIX, TenancyError, TenantStore, hash_key
+from infercloud.tenancy.db import api_keys, open_database, tenants, utcnow
+from infercloud.tenancy.store import KEY_PREFIX, NotFound, TenancyError, TenantStore, hash_key, key_expiry
 
 
 @pytest.fixture
@@ -24,13 +24,13 @@ def _acme(store: TenantStore, **limits):
 # -- tenants ---------------------------------------------------------------------------------------
 def test_create_list_and_find_tenants(store):
     acme = store.create_tenant(TenantSpec("acme", tier="interactive", models=("m1", "m2"), requests_per_minute=60,
-                                          budget_usd=12.5, budget_period="day", salt_prefix_cache=True))
+                                          budget_usd=12.5, budget_period="day", cache_group="acme-team"))
     beta = store.create_tenant(TenantSpec("beta"))
     assert [t.name for t in store.list_tenants()] == ["acme", "beta"]
     found = store.find_tenant("acme")
     assert found == acme and store.find_tenant(acme.id) == acme
     assert found.spec == TenantSpec("acme", tier="interactive", models=("m1", "m2"), requests_per_minute=60,
-                                    budget_usd=12.5, budget_period="day", salt_prefix_cache=True)
+                                    budget_usd=12.5, budget_period="day", cache_group="acme-team")
     assert found.may_use("m1") and not found.may_use("m3")
     assert beta.spec.models is None and beta.may_use("anything")
     assert store.find_tenant("nobody") is None and store.find_tenant(9999) is None
@@ -60,11 +60,48 @@ def test_upsert_updates_an_existing_tenants_limits(store):
     (TenantSpec("x", requests_per_minute=0), "requests_per_minute"),
     (TenantSpec("x", budget_usd=-1.0), "budget_usd"),
     (TenantSpec(""), "name"),
+    (TenantSpec("x" * 101), "name"),
+    (TenantSpec("a b"), "name"),
+    (TenantSpec("x", max_concurrent=2**70), "max_concurrent"),
+    (TenantSpec("x", tokens_per_minute=2**31), "tokens_per_minute"),
+    (TenantSpec("x", budget_usd=float("nan")), "budget_usd"),
+    (TenantSpec("x", budget_usd=float("inf")), "budget_usd"),
+    (TenantSpec("x", cache_group=""), "cache_group"),
+    (TenantSpec("x", home_region="r" * 51), "home_region"),
+    (TenantSpec("x", regions=("eu", "\x00")), "regions"),
 ])
 def test_invalid_tenant_specs_are_refused(store, spec, message):
-    with pytest.raises(TenancyError, match=message):
+    with pytest.raises(TenancyError, match=message) as caught:
         store.create_tenant(spec)
+    assert caught.value.param == message
     assert store.list_tenants() == []
+
+
+def test_limits_are_stored_up_to_the_largest_sql_integer_and_no_further(store):
+    acme = _acme(store, requests_per_minute=2**31 - 1, max_concurrent=2**31 - 1)
+    assert store.tenant(acme.id).spec.requests_per_minute == 2**31 - 1
+    with pytest.raises(TenancyError, match="requests_per_minute: must be between 1 and 2147483647"):
+        store.upsert_tenant(TenantSpec("acme", requests_per_minute=2**31))
+    assert store.tenant(acme.id).spec.requests_per_minute == 2**31 - 1
+
+
+def test_an_older_database_gets_cache_group_and_its_not_null_salt_column_is_still_written(database_url):
+    """Databases made before `cache_group` have `salt_prefix_cache BOOLEAN NOT NULL` and no cache_group."""
+    old = open_database(database_url)
+    with old.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE tenants DROP COLUMN cache_group"))
+    old.dispose()
+    engine = open_database(database_url)   # adds the new column
+    try:
+        store = TenantStore(engine)
+        created = store.create_tenant(TenantSpec("acme", cache_group="team"))
+        store.upsert_tenant(TenantSpec("beta"))
+        assert store.tenant("acme").spec.cache_group == "team" and created.spec.cache_group == "team"
+        with engine.connect() as conn:
+            flags = conn.execute(sa.select(tenants.c.salt_prefix_cache)).scalars().all()
+        assert flags == [True, True]
+    finally:
+        engine.dispose()
 
 
 # -- keys ------------------------------------------------------------------------------------------
@@ -117,6 +154,18 @@ def test_revoking_an_unknown_key_fails(store):
         store.revoke_key("sk-ic-nokeyhere")
     with pytest.raises(TenancyError, match="no API key"):
         store.revoke_key(12345)
+    for beyond in (2**31, 10**30, "9" * 5000, "sk-ic-\x00\x00\x00\x00\x00\x00\x00\x00", "²³"):
+        with pytest.raises(NotFound):   # ids no SQL INTEGER holds, prefixes no row has: not an overflow
+            store.revoke_key(beyond)
+
+
+def test_names_no_row_can_have_are_not_found(store):
+    _acme(store)
+    for name in ("x" * 100_000, "acme\x00", 2**40):
+        assert store.find_tenant(name) is None
+        with pytest.raises(NotFound) as caught:
+            store.tenant(name)
+        assert len(str(caught.value)) < 100   # the message does not echo a huge name
 
 
 def test_revoke_by_an_all_digit_bare_prefix(store, engine):
@@ -164,5 +213,25 @@ def test_list_keys_by_tenant_and_admin_flag(store):
 
 
 def test_key_for_an_unknown_tenant_is_refused(store):
-    with pytest.raises(TenancyError, match="no tenant"):
+    with pytest.raises(NotFound, match="no tenant"):
         store.create_key("nobody")
+
+
+@pytest.mark.parametrize("name", ["", "k" * 101, "tab\there", "nul\x00"])
+def test_key_names_are_1_to_100_printable_characters(store, name):
+    _acme(store)
+    with pytest.raises(TenancyError, match="name") as caught:
+        store.create_key("acme", name=name)
+    assert caught.value.param == "name" and store.list_keys() == []
+    assert store.create_key("acme", name="k" * 100)[1].name == "k" * 100
+
+
+def test_key_expiry_is_within_a_hundred_years():
+    now = dt.datetime(2026, 1, 1)
+    assert key_expiry(None, now) is None
+    assert key_expiry(1.5, now) == dt.datetime(2026, 1, 2, 12)
+    assert key_expiry(36500, now) == now + dt.timedelta(days=36500)
+    for days in (0, -1, 36500.5, 1e308, float("nan"), float("inf")):
+        with pytest.raises(TenancyError, match="expires_in_days") as caught:
+            key_expiry(days, now)
+        assert caught.value.param == "expires_in_days"

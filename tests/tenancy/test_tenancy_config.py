@@ -40,7 +40,7 @@ tenancy:
       max_tokens_per_request: 512
       budget_usd: 25
       budget_period: day
-      salt_prefix_cache: true
+      cache_group: acme-team
       home_region: eu
     - {name: beta}
 models:
@@ -52,7 +52,7 @@ models:
     assert (tenancy.database, tenancy.auth_cache_s, tenancy.ledger_flush_s) == ("sqlite:////tmp/x.db", 2.5, 0.1)
     assert tenancy.tenants[0] == TenantSpec("acme", tier="interactive", models=("a",), requests_per_minute=60,
                                             tokens_per_minute=100000, max_concurrent=4, max_tokens_per_request=512,
-                                            budget_usd=25, budget_period="day", salt_prefix_cache=True,
+                                            budget_usd=25, budget_period="day", cache_group="acme-team",
                                             home_region="eu")
     assert tenancy.tenants[1] == TenantSpec("beta")
     assert config.models[0].price == PriceSpec(0.5, 0.05, 1.5, 2.0)
@@ -85,12 +85,47 @@ def test_tenant_models_null_means_all(tmp_path):
     ("{name: t, max_tokens_per_request: 0}", "config.tenancy.tenants[0].max_tokens_per_request"),
     ("{name: t, budget_usd: -1}", "config.tenancy.tenants[0].budget_usd"),
     ("{name: t, requests_per_minute: many}", "config.tenancy.tenants[0].requests_per_minute"),
-    ("{name: t, salt_prefix_cache: 1}", "config.tenancy.tenants[0].salt_prefix_cache"),
+    ("{name: 'a b'}", "config.tenancy.tenants[0].name"),
+    (f"{{name: {'x' * 101}}}", "config.tenancy.tenants[0].name"),
+    ("{name: t, requests_per_minute: 2147483648}", "config.tenancy.tenants[0].requests_per_minute"),
+    ("{name: t, max_concurrent: 1180591620717411303424}", "config.tenancy.tenants[0].max_concurrent"),
+    ("{name: t, budget_usd: .nan}", "config.tenancy.tenants[0].budget_usd"),
+    ("{name: t, budget_usd: .inf}", "config.tenancy.tenants[0].budget_usd"),
     ("{name: t, rpm: 5}", "config.tenancy.tenants[0].rpm"),
 ])
 def test_bad_tenant_fields_are_named(tmp_path, tenant, field):
     with pytest.raises(ConfigError, match=re.escape(field)):
         _load(tmp_path, f"tenancy: {{tenants: [{tenant}]}}\n{MODELS}")
+
+
+def test_limits_go_up_to_the_largest_sql_integer_and_no_further(tmp_path):
+    config = _load(tmp_path, "tenancy: {tenants: [{name: t, tokens_per_minute: 2147483647}]}\n" + MODELS)
+    assert config.tenancy.tenants[0].tokens_per_minute == 2**31 - 1
+    with pytest.raises(ConfigError, match=re.escape("config.tenancy.tenants[0].tokens_per_minute: must be between "
+                                                    "1 and 2147483647, got 2147483648")):
+        _load(tmp_path, "tenancy: {tenants: [{name: t, tokens_per_minute: 2147483648}]}\n" + MODELS)
+
+
+@pytest.mark.parametrize("group, rule", [("1", "expected str"), ("'a b'", "must be 1 to 100 letters"),
+                                         ("''", "must be 1 to 100 letters"), (f"{'g' * 101}", "must be 1 to 100")])
+def test_a_bad_cache_group_is_named(tmp_path, group, rule):
+    with pytest.raises(ConfigError, match=re.escape(f"config.tenancy.tenants[0].cache_group: {rule}")):
+        _load(tmp_path, f"tenancy: {{tenants: [{{name: t, cache_group: {group}}}]}}\n{MODELS}")
+
+
+def test_tenants_of_a_cache_group_load(tmp_path):
+    config = _load(tmp_path, "tenancy: {tenants: [{name: a, cache_group: g}, {name: b, cache_group: g}, {name: c}]}\n"
+                   + MODELS)
+    assert [t.cache_group for t in config.tenancy.tenants] == ["g", "g", None]
+
+
+def test_salt_prefix_cache_is_refused_and_names_cache_group(tmp_path):
+    """Silently ignoring it would leave a tenant believing its cache was private while it shares by group."""
+    for value in ("true", "false"):
+        with pytest.raises(ConfigError, match=re.escape("config.tenancy.tenants[1].salt_prefix_cache")) as caught:
+            _load(tmp_path, f"tenancy: {{tenants: [{{name: ok}}, {{name: t, salt_prefix_cache: {value}}}]}}\n"
+                  + MODELS)
+        assert "always isolated" in str(caught.value) and "cache_group" in str(caught.value)
 
 
 def test_the_bad_tenant_is_named_by_its_index(tmp_path):
