@@ -91,9 +91,15 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from infercloud.config import load_config
+    from infercloud.internal_token import resolve_token
 
     config = load_config(args.config, host=args.host, port=args.port)
+    token, source = resolve_token(config.internal_token)
+    config = dataclasses.replace(config, internal_token=token)
+    print(f"internal plane: /internal/* and /metrics need the internal token (from {source})", flush=True)
     if config.is_cloud:
         from infercloud.gateway.server import serve_cloud
 

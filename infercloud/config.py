@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -12,11 +16,21 @@ import yaml
 from infercloud.engine.config import EngineConfig
 from infercloud.engine.step_loop import POLICIES as MULTIPLEX_POLICIES
 from infercloud.engine.step_loop import SLO
+from infercloud.internal_token import MIN_TOKEN_CHARS
 from infercloud.router.base import POLICY_NAMES
 
 
 class ConfigError(ValueError):
     """A configuration file or value is invalid; the message names the field."""
+
+
+class SpecFieldError(ValueError):
+    """A spec's value out of its field's range: `field` names the field, `rule` says what it must be."""
+
+    def __init__(self, field: str, rule: str):
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,7 @@ class ModelSpec:
     engine: EngineConfig = field(default_factory=EngineConfig)  # chat models
     max_batch_size: int = 32                  # embedding models: dynamic batching
     max_wait_ms: float = 5.0
+    max_request_tokens: int = 300000          # embedding models: input tokens per request at most (OpenAI's limit)
     # cloud mode (a config with a `cluster` section) only:
     replicas: int = 1                         # native worker processes serving this model
     routing: str = "least_load"               # round_robin | least_load | prefix_aware | session
@@ -139,11 +154,22 @@ class GatewaySpec:
 TIERS = ("interactive", "standard", "batch")   # highest first; the engine serves a higher tier first
 
 
+SQL_INT_MAX = 2**31 - 1                        # tenant limits are stored in SQL INTEGER columns
+BUDGET_PERIODS = ("day", "month", "total")
+TENANT_LIMITS = ("requests_per_minute", "tokens_per_minute", "max_concurrent", "max_tokens_per_request")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")   # tenant and cache-group names
+NAME_RULE = "must be 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+SALT_PREFIX_CACHE_REMOVED = ("salt_prefix_cache is no longer a setting: every tenant's prefix cache is now "
+                             "always isolated (salted with a secret of the deployment); to let tenants share "
+                             "cached prompt blocks, give them the same cache_group")
+
+
 @dataclass(frozen=True)
 class TenantSpec:
     """A tenant declared in the config: created in the database at start, its limits set from here.
 
     None means no limit. Budgets are in USD of billed token prices per calendar period (UTC).
+    `check()` holds the range rules, the same for the config file, the CLI and the admin API.
     """
 
     name: str
@@ -155,9 +181,43 @@ class TenantSpec:
     max_tokens_per_request: int | None = None # cap on max_tokens (and the default when a request sets none)
     budget_usd: float | None = None
     budget_period: str = "month"              # day | month | total
-    salt_prefix_cache: bool = False           # its prompts share cached blocks only among its own requests
+    cache_group: str | None = None            # tenants of one group share cached prompt blocks; None: its own
     home_region: str | None = None            # the region of its requests that send no x-infercloud-region
     regions: tuple[str, ...] | None = None    # data residency: its requests are served only in these regions
+
+    def check(self) -> None:
+        """Raise SpecFieldError naming the first field out of its range (types are checked where parsed)."""
+        problem = next(self._problems(), None)
+        if problem is not None:
+            raise SpecFieldError(*problem)
+
+    def _problems(self) -> Iterator[tuple[str, str]]:
+        if not (isinstance(self.name, str) and NAME_PATTERN.fullmatch(self.name)):
+            yield "name", f"{NAME_RULE}, got {short_repr(self.name)}"
+        if self.tier not in TIERS:
+            yield "tier", f"must be one of {', '.join(TIERS)}, got {short_repr(self.tier)}"
+        if self.budget_period not in BUDGET_PERIODS:
+            yield "budget_period", f"must be day, month or total, got {short_repr(self.budget_period)}"
+        for name in TENANT_LIMITS:
+            value = getattr(self, name)
+            if value is not None and not 1 <= value <= SQL_INT_MAX:
+                yield name, f"must be between 1 and {SQL_INT_MAX}, got {value}"
+        if self.budget_usd is not None and not (math.isfinite(self.budget_usd) and self.budget_usd >= 0):
+            yield "budget_usd", f"must be a finite number of USD, 0 or more, got {self.budget_usd}"
+        if self.cache_group is not None and not NAME_PATTERN.fullmatch(self.cache_group):
+            yield "cache_group", f"{NAME_RULE}, got {short_repr(self.cache_group)}"
+        if self.regions is not None and not self.regions:
+            yield "regions", "name at least one region (leave it out to allow every region)"
+        for name, values, longest in (("models", self.models or (), 200), ("regions", self.regions or (), 50),
+                                      ("home_region", filter(None, [self.home_region]), 50)):
+            if any(not (1 <= len(value) <= longest and value.isprintable()) for value in values):
+                yield name, f"names must be 1 to {longest} printable characters"
+
+
+def short_repr(value: object) -> str:
+    """A value for an error message, cut short: a message never echoes a huge input."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True)
@@ -192,6 +252,10 @@ class ServerConfig:
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
     tenancy: TenancySpec | None = None        # set: API keys required (implies cloud mode)
     regions: tuple[RegionSpec, ...] = ()      # known regions and the latencies between them
+    internal_token: str | None = field(default=None, repr=False)  # the internal plane's token (internal_token.py);
+                                              # None: $INFERCLOUD_INTERNAL_TOKEN, else the home's file
+    internal_only: bool = False               # set on the workers a cloud starts: every route but /health
+                                              # needs the internal token (only the gateway may call them)
 
     @property
     def is_cloud(self) -> bool:
@@ -272,11 +336,10 @@ def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
     if f.name == "device" and where.startswith("config.cluster") and value not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"{where}: must be auto, cpu or cuda, got {value!r}")
     if f.name == "tenants":
+        for i, tenant in enumerate(value if isinstance(value, list) else ()):
+            if isinstance(tenant, dict) and "salt_prefix_cache" in tenant:
+                raise ConfigError(f"{where}[{i}].salt_prefix_cache: {SALT_PREFIX_CACHE_REMOVED}")
         return _named_sections(TenantSpec, value, where, "tenants")
-    if f.name == "tier" and value not in TIERS:
-        raise ConfigError(f"{where}: must be one of {', '.join(TIERS)}, got {value!r}")
-    if f.name == "budget_period" and value not in ("day", "month", "total"):
-        raise ConfigError(f"{where}: must be day, month or total, got {value!r}")
     if f.name == "external":
         if not isinstance(value, list) or not all(isinstance(u, str) and u.startswith(("http://", "https://"))
                                                   for u in value):
@@ -325,6 +388,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfi
     for port_field in ("port",):
         if not 0 < getattr(config, port_field) < 65536:
             raise ConfigError(f"config.{port_field}: must be between 1 and 65535")
+    if config.internal_token is not None and len(config.internal_token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"config.internal_token: must have at least {MIN_TOKEN_CHARS} characters "
+                          "(a long random string, the same on every gateway of the deployment)")
     _check_positive(config)
     _check_tenancy(config)
     _check_pools(config)
@@ -344,9 +410,6 @@ def _check_regions(config: ServerConfig) -> None:
               ("config.cluster.region", [config.cluster_spec.region] if config.cluster_spec.region else [])]
     for i, tenant in enumerate(config.tenancy.tenants if config.tenancy else ()):
         named.append((f"config.tenancy.tenants[{i}]", [*(tenant.regions or ()), *filter(None, [tenant.home_region])]))
-        if tenant.regions is not None and not tenant.regions:
-            raise ConfigError(f"config.tenancy.tenants[{i}].regions: name at least one region (leave it out to "
-                              "allow every region)")
         if tenant.regions is not None and tenant.home_region is not None and tenant.home_region not in tenant.regions:
             raise ConfigError(f"config.tenancy.tenants[{i}].home_region: {tenant.home_region!r} is not one of its "
                               f"regions ({', '.join(tenant.regions)})")
@@ -400,13 +463,21 @@ def _check_positive(config: ServerConfig) -> None:
             raise ConfigError(f"{where}: {rule}")
 
 
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps a server on this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_tenancy(config: ServerConfig) -> None:
-    """Without tenants the API is open, which only loopback may be; tenants may only name known models."""
+    """Without tenants the API is open, which only loopback may be; tenants may only name known models, and
+    keep to the ranges of TenantSpec.check."""
     if config.tenancy is None:
-        if config.host not in LOOPBACK_HOSTS:
+        if not is_loopback(config.host):
             raise ConfigError(f"config.host: {config.host} is not loopback, and with no `tenancy` section the API "
                               "would be open to anyone who can reach it; declare tenancy (API keys) or bind "
                               "127.0.0.1")
@@ -417,7 +488,7 @@ def _check_tenancy(config: ServerConfig) -> None:
             if model not in names:
                 raise ConfigError(f"config.tenancy.tenants[{i}].models: unknown model {model!r} "
                                   f"(configured: {', '.join(sorted(names))})")
-        for field_name in ("requests_per_minute", "tokens_per_minute", "max_concurrent", "max_tokens_per_request"):
-            value = getattr(tenant, field_name)
-            if value is not None and value < 1:
-                raise ConfigError(f"config.tenancy.tenants[{i}].{field_name}: must be at least 1")
+        try:
+            tenant.check()
+        except SpecFieldError as exc:
+            raise ConfigError(f"config.tenancy.tenants[{i}].{exc.field}: {exc.rule}") from exc

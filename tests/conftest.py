@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from pathlib import Path
 from unittest import mock
@@ -12,9 +13,19 @@ import torch
 
 from infercloud.engine.config import EngineConfig
 from infercloud.engine.engine import LLMEngine
+from infercloud.internal_token import TOKEN_ENV
 from infercloud.models.pull import pull
 
 SMOLLM2 = "smollm2-135m-instruct"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def internal_token():
+    """One internal token for the session, in the environment: every server the tests start (and every
+    worker those start) shares it, and the tests' own clients show it (internal_token.client_token)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(TOKEN_ENV, os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(32))
+        yield os.environ[TOKEN_ENV]
 
 
 @pytest.fixture(scope="session")

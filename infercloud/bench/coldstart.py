@@ -307,13 +307,15 @@ def wait_all_at_zero(client: httpx.Client, log: CloudLog, timeout_s: float) -> f
     """Until no model has a replica in the gateway's state and no pool worker holds a model; the wait."""
     import httpx
 
+    from infercloud.bench.http_client import internal_state
+
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         state = client.get("/internal/state").json()
         urls = pool_worker_urls(state, log)
         if not state["replicas"] and urls:
             try:  # the pool worker is still starting at first
-                if not any(httpx.get(f"{u}/internal/state", timeout=10).json().get("models") for u in urls):
+                if not any(internal_state(u).get("models") for u in urls):
                     return time.monotonic() - start
             except httpx.HTTPError:
                 pass
@@ -395,6 +397,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from infercloud.bench.peers.cloud import CloudPeer
     from infercloud.cluster.local import free_port
+    from infercloud.internal_token import bearer, client_token
     from infercloud.models.catalog import resolve_model
 
     work_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="infercloud-w7-"))
@@ -406,7 +409,8 @@ def run(args: argparse.Namespace) -> dict:
     log = CloudLog(peer.log_path)
     rows: dict[str, list[dict]] = {name: [] for name, _, _ in SETUPS}
     try:
-        with httpx.Client(base_url=peer.base_url, timeout=httpx.Timeout(600, connect=10), trust_env=False) as client:
+        with httpx.Client(base_url=peer.base_url, timeout=httpx.Timeout(600, connect=10), trust_env=False,
+                          headers=bearer(client_token())) as client:
             for i in range(args.warmup + args.runs):
                 for name, model, cold in SETUPS:
                     row = measure_one(client, log, model, cold, model_dir, args)

@@ -21,13 +21,20 @@ import httpx
 from infercloud.bench.arrivals import ArrivalProcess, ClosedLoop
 from infercloud.bench.metrics import LoadResult, StreamRecord
 from infercloud.bench.workloads import BenchRequest
+from infercloud.internal_token import bearer, client_token
 
 __all__ = ["ArrivalProcess", "ClosedLoop", "LoadResult", "StreamRecord", "Target", "StreamError",
-           "completion_body", "stream_completion", "make_client", "run_load", "run_load_sync"]
+           "completion_body", "stream_completion", "make_client", "run_load", "run_load_sync", "internal_state"]
 
 DEFAULT_NUM_WARMUP = 2
 
 Clock = Callable[[], float]
+
+
+def internal_state(base_url: str) -> dict:
+    """A server's GET /internal/state, shown the internal token this machine's servers use."""
+    return httpx.get(f"{base_url}/internal/state", headers=bearer(client_token()), timeout=10,
+                     trust_env=False).json()
 
 
 # -- the client: one streamed request -----------------------------------------------------------------

@@ -36,7 +36,8 @@ import torch
 import yaml
 
 from infercloud.bench.closed_loop import ClosedLoopResult, run_closed_loop
-from infercloud.bench.http_client import DEFAULT_NUM_WARMUP, ClosedLoop, LoadResult, Target, run_load_sync
+from infercloud.bench.http_client import (DEFAULT_NUM_WARMUP, ClosedLoop, LoadResult, Target, internal_state,
+                                          run_load_sync)
 from infercloud.bench.workloads import BenchRequest, w1_requests
 from infercloud.cluster.local import free_port, stop_process
 from infercloud.engine.config import EngineConfig
@@ -142,7 +143,7 @@ class ServerProcess:
         raise RuntimeError(f"server not healthy after {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def state(self) -> dict:
-        return httpx.get(f"{self.url}/internal/state", timeout=10, trust_env=False).json()
+        return internal_state(self.url)
 
     def stop(self) -> int:
         return stop_process(self.proc, 60)

@@ -43,7 +43,7 @@ import numpy as np
 import psutil
 
 from infercloud.bench.arrivals import ArrivalProcess, ClosedLoop, GammaArrivals
-from infercloud.bench.http_client import Target, completion_body, make_client, stream_completion
+from infercloud.bench.http_client import Target, completion_body, internal_state, make_client, stream_completion
 from infercloud.bench.metrics import LoadResult, Slo, StreamRecord, parse_slo, summarize
 from infercloud.bench.peers.cloud import CloudPeer
 from infercloud.bench.report import run_and_report
@@ -253,12 +253,12 @@ def footprints(models: Sequence[TailModel], args: argparse.Namespace) -> dict[st
 
 def pool_stats(base_url: str, log_text: str) -> dict:
     """Loads and evictions so far, summed over the pool workers' own counters (their /internal/state)."""
-    state = httpx.get(f"{base_url}/internal/state", timeout=10).json()
+    state = internal_state(base_url)
     urls = [w["url"] for w in state.get("pool_workers") or ()] or \
         sorted(set(re.findall(r"started pool worker \S+ at (\S+)", log_text)))
     loads = evictions = 0
     for url in urls:
-        worker = httpx.get(f"{url}/internal/state", timeout=10).json()
+        worker = internal_state(url)
         loads += worker.get("num_loads") or 0
         evictions += worker.get("num_evictions") or 0
     return {"worker_loads": loads, "worker_evictions": evictions}
@@ -267,7 +267,7 @@ def pool_stats(base_url: str, log_text: str) -> dict:
 def wait_pool_ready(base_url: str, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        workers = httpx.get(f"{base_url}/internal/state", timeout=10).json().get("pool_workers")
+        workers = internal_state(base_url).get("pool_workers")
         if workers is None or (workers and all(w["state"] == "ready" for w in workers)):
             if workers is None:  # a gateway that does not list its pool workers: give them a moment
                 time.sleep(5)
@@ -305,7 +305,7 @@ def run_setup(name: str, config: dict, work_dir: Path, models: Sequence[TailMode
         sampler.stop()
         log_text = peer.log_path.read_text(errors="replace")
         after = pool_stats(peer.base_url, log_text) if name == "pooled" else None
-        state = httpx.get(f"{peer.base_url}/internal/state", timeout=10).json()
+        state = internal_state(peer.base_url)
     finally:
         peer.stop()
     start = load.start_s + wall_minus_perf

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from infercloud.bench.http_client import internal_state
 from infercloud.bench.peers.cloud import CloudPeer
 from infercloud.bench.report import machine_info, run_and_report
 from infercloud.cluster.local import free_port
@@ -46,7 +47,7 @@ def cloud_config(backend: dict) -> dict:
 
 
 def replicas(url: str) -> list[dict]:
-    return httpx.get(f"{url}/internal/state", timeout=10).json()["replicas"]
+    return internal_state(url)["replicas"]
 
 
 def wait_until(condition, timeout_s: float = 300.0, every_s: float = 0.05) -> float:

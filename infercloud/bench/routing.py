@@ -20,12 +20,14 @@ import time
 
 import httpx
 
+from infercloud.bench.http_client import internal_state
 from infercloud.bench.peers.cloud import CloudPeer
 from infercloud.bench.report import run_and_report
 from infercloud.bench.serve import BenchConfig, run_bench
 from infercloud.bench.workloads import WorkloadShape, make_workload
 from infercloud.cluster.local import free_port
 from infercloud.config import TenantSpec
+from infercloud.internal_token import bearer, client_token
 from infercloud.tenancy.db import open_database
 from infercloud.tenancy.store import TenantStore
 
@@ -51,7 +53,8 @@ def gateway_overhead(gateway_url: str, worker_url: str, model: str, num: int,
     interleaved so drift hits both alike."""
     body = {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
     times: dict[str, list[float]] = {"direct": [], "gateway": []}
-    ways = (("direct", worker_url, {}), ("gateway", gateway_url, gateway_headers or {}))
+    ways = (("direct", worker_url, bearer(client_token())),   # a cloud's worker answers only the internal token
+            ("gateway", gateway_url, gateway_headers or {}))
     with httpx.Client(timeout=60) as client:
         for _ in range(5):  # warm connections and caches
             for _, url, headers in ways:
@@ -90,7 +93,7 @@ def measure_overhead(num: int, threads: int, tenancy: bool = False) -> dict:
         config["tenancy"] = {"database": url}
     peer.start(free_port())
     try:
-        (worker,) = httpx.get(f"{peer.base_url}/internal/state", timeout=10).json()["replicas"]
+        (worker,) = internal_state(peer.base_url)["replicas"]
         return gateway_overhead(peer.base_url, worker["url"], "overhead", num, peer.auth_headers)
     finally:
         peer.stop()
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
                                  concurrency=args.concurrency, num_requests=args.num_requests, seed=args.seed,
                                  progress=not args.no_progress)
             results[policy] = run_bench(config).summary
-        state = httpx.get(f"{peer.base_url}/internal/state", timeout=10).json()
+        state = internal_state(peer.base_url)
     finally:
         peer.stop()
     rr, pa = (results[p]["ttft_s"] for p in POLICIES)

@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from infercloud.cluster.base import NodeView, WorkerSpec
+from infercloud.internal_token import TOKEN_ENV
 
 _PR_SET_PDEATHSIG = 1
 
@@ -51,7 +52,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 def config_to_yaml(config) -> str:
     """A ServerConfig back to the YAML that load_config reads (tuples as lists, cloud sections dropped)."""
     data = dataclasses.asdict(config)
-    for key in ("cluster", "controller", "gateway", "tenancy", "regions"):
+    for key in ("cluster", "controller", "gateway", "tenancy", "regions", "internal_token"):  # the token goes
+                                                                                     # in the environment
         data.pop(key, None)
     for model in data["models"]:
         for key in ("replicas", "routing", "threads", "external", "price", "autoscaling", "pool", "regions"):
@@ -90,6 +92,8 @@ class LocalBackend:
         config_path.write_text(config_to_yaml(config))
         log_path = self.run_dir / f"{spec.worker_id}.log"
         env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads), "MKL_NUM_THREADS": str(spec.threads)}
+        if spec.config.internal_token is not None:   # in its environment, never on a command line or on disk
+            env[TOKEN_ENV] = spec.config.internal_token
         with log_path.open("ab") as log:
             process = subprocess.Popen([sys.executable, "-m", "infercloud", "serve", "--config", str(config_path)],
                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,

@@ -46,6 +46,7 @@ from infercloud.config import ModelSpec, PoolSpec, ServerConfig
 from infercloud.controller.autoscaler import Observation, ScalingContext, ScalingDecision, decide
 from infercloud.controller.placement import WorkerView, place, region_slots
 from infercloud.controller.replicas import PoolWorker, Replica, ReplicaSet, ReplicaState
+from infercloud.internal_token import bearer
 from infercloud.models.footprint import model_memory_bytes
 from infercloud.models.pull import resolve_or_pull
 from infercloud.router.regions import RegionMap
@@ -80,6 +81,7 @@ class Controller:
         self.replicas.on_want = self.wake
         self.region_map = RegionMap.from_specs(config.regions)
         self.nodes: list[NodeView] = []
+        self.auth = bearer(config.internal_token)   # workers answer only the internal token
 
     # -- other gateways -------------------------------------------------------------------------------
     def sync(self, report: dict) -> dict:
@@ -182,7 +184,7 @@ class Controller:
         device, gpus = self._num_gpus(model.engine.device, where)
         worker_model = dataclasses.replace(model, engine=dataclasses.replace(model.engine, num_threads=threads,
                                                                              device=device))
-        worker_config = dataclasses.replace(self.config, models=(worker_model,), cluster=None)
+        worker_config = dataclasses.replace(self.config, models=(worker_model,), cluster=None, internal_only=True)
         replica_id = self.replicas.new_id(model.name)
         handle = await asyncio.to_thread(self.backend.start_worker,
                                          WorkerSpec(replica_id, worker_config, threads, gpus, region=where))
@@ -378,17 +380,19 @@ class Controller:
 
     async def _read(self, replica: Replica) -> tuple[bool, dict | None]:
         try:
-            if replica.is_external:
-                return (await self._get(f"{replica.url}/health"))[0] == 200, None
+            if replica.is_external:   # never shown the internal token
+                return (await self._get(f"{replica.url}/health", {}))[0] == 200, None
             (health, _), (status, state) = await asyncio.gather(self._get(f"{replica.url}/health"),
                                                                 self._get(f"{replica.url}/internal/state"))
             return health == 200 and status == 200, state
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             return False, None
 
-    async def _get(self, url: str) -> tuple[int, dict | None]:
+    async def _get(self, url: str, headers: dict[str, str] | None = None) -> tuple[int, dict | None]:
+        """GET a worker's URL (with the internal token, unless `headers` says otherwise)."""
         timeout = aiohttp.ClientTimeout(total=self.spec.probe_timeout_s)
-        async with self.client.get(url, timeout=timeout) as response:
+        async with self.client.get(url, timeout=timeout, headers=self.auth if headers is None else headers) \
+                as response:
             body = await response.json(content_type=None) if response.status == 200 else None
             return response.status, body
 
@@ -413,7 +417,7 @@ class Controller:
         threads = pool.threads or self.config.cluster_spec.threads_per_worker
         config = dataclasses.replace(self.config, models=self._pool_models(pool), cluster=None, preload=(),
                                      memory_budget_gb=pool.memory_gb, multiplex=pool.multiplex,
-                                     load_on_request=False)
+                                     load_on_request=False, internal_only=True)
         worker_id = f"{pool.name}-w{next(self._worker_ids)}"
         where = self._region_for(pool.region)
         _, gpus = self._num_gpus(pool.device, where)
@@ -580,7 +584,7 @@ class Controller:
 
     async def _post(self, worker: PoolWorker, path: str, body: dict, timeout_s: float) -> tuple[int, dict | None]:
         try:
-            async with self.client.post(worker.url + path, json=body,
+            async with self.client.post(worker.url + path, json=body, headers=self.auth,
                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
                 return response.status, await response.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:

@@ -1,9 +1,10 @@
 """The gateway's tenancy: authenticates and admits each /v1 request, then meters it into the ledger.
 
 `Tenancy.admit` runs the checks of tenancy/admission.py and rewrites the body for the worker: the
-tier becomes vLLM's `priority`, a salted tenant gets its `cache_salt`, a tenant's max_tokens cap
-becomes the default. It returns a `RequestMeter`, which turns each attempt's end on a replica into
-one usage event (completed, aborted, failed or migrated) and gives the tenant's claims back once.
+tier becomes vLLM's `priority`, every request gets its tenant's secret `cache_salt`, a tenant's
+max_tokens cap becomes the default. It returns a `RequestMeter`, which turns each attempt's end on a
+replica into one usage event (completed, aborted, failed or migrated) and gives the tenant's claims
+back once.
 
 Where usage comes from: a plain response's `usage`; a stream's usage-so-far on every chunk (vLLM's
 `continuous_usage_stats`, which the gateway asks native workers for), so a stream cut by the client
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +29,7 @@ from infercloud.metering.events import UsageEvent, max_cost
 from infercloud.metering.ledger import Ledger
 from infercloud.metering.reports import spent_usd
 from infercloud.tenancy.admission import Admission, Authenticator, Principal, Ticket
+from infercloud.tenancy.cache_salt import CacheSalts
 from infercloud.tenancy.db import utcnow
 from infercloud.tenancy.limits import Budgets, Limiter, RateLimiter
 from infercloud.tenancy.redis_limits import RedisRateLimiter
@@ -45,6 +46,7 @@ class Tenancy:
         self.spec = spec
         self.engine = engine
         self.store = TenantStore(engine)
+        self.salts = CacheSalts.of_database(engine)   # the deployment's secret: made on first start
         self.models = {m.name: m for m in models}
         self.clock = clock
         self.auth = Authenticator(self.store, spec.auth_cache_s, clock, now_utc)
@@ -58,6 +60,7 @@ class Tenancy:
     async def start(self) -> None:
         for tenant in self.spec.tenants:
             await asyncio.to_thread(self.store.upsert_tenant, tenant)
+        await self.ledger.replay()  # usage rows spilled by a shutdown during a database outage
         self.ledger.start()
 
     async def close(self) -> None:
@@ -96,15 +99,9 @@ class Tenancy:
         return RequestMeter(self, ticket, request_id, model, endpoint, self.clock())
 
     def cache_salt(self, principal: Principal, client_salt: object) -> str | None:
-        """The salt sent to workers: the tenant's own for salted tenants, a client's always namespaced.
-
-        A client's salt is prefixed with its tenant, so no tenant can pick another's salt to probe it.
-        """
-        tenant = principal.tenant
-        own = _salt(f"tenant:{tenant.id}") if tenant.spec.salt_prefix_cache else None
-        if isinstance(client_salt, str) and client_salt:
-            return _salt(f"tenant:{tenant.id}:client:{client_salt}")
-        return own
+        """The salt sent to workers: its tenant's (or cache group's) secret one, or its client's within it
+        (tenancy/cache_salt.py), so no tenant can compute or pick another's to probe its prompts."""
+        return self.salts.salt(principal.tenant, client_salt)
 
     def headers(self, principal: Principal) -> dict[str, str]:
         return self.admission.headers(principal)
@@ -120,10 +117,6 @@ def _limiter(spec: TenancySpec, clock: Callable[[], float]) -> Limiter:
     if spec.redis_url is None:
         return RateLimiter(clock)
     return RedisRateLimiter.from_url(spec.redis_url, clock)
-
-
-def _salt(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -189,16 +182,19 @@ class RequestMeter:
             usage["device_seconds"] = round(self.device_seconds + float(usage["device_seconds"]), 6)
         return usage
 
-    def lookup_later(self, client: aiohttp.ClientSession, replica, outcome: str, status: int | None) -> None:
-        """The client left a plain request: ask the worker what it used, then record it (in the background)."""
+    def lookup_later(self, client: aiohttp.ClientSession, replica, outcome: str, status: int | None,
+                     headers: dict[str, str]) -> None:
+        """The client left a plain request: ask the worker what it used, then record it (in the background).
+        `headers` carry the internal token the worker's /internal/usage needs."""
         self.pending_lookups += 1
-        self.tenancy.spawn(self._lookup(client, replica, outcome, status))
+        self.tenancy.spawn(self._lookup(client, replica, outcome, status, headers))
 
-    async def _lookup(self, client: aiohttp.ClientSession, replica, outcome: str, status: int | None) -> None:
+    async def _lookup(self, client: aiohttp.ClientSession, replica, outcome: str, status: int | None,
+                      headers: dict[str, str]) -> None:
         usage = None
         try:
             if not replica.is_external:
-                usage = await _fetch_usage(client, replica.url, self.request_id, self.tenancy.clock)
+                usage = await _fetch_usage(client, replica.url, self.request_id, self.tenancy.clock, headers)
         finally:
             self.attempt_ended(replica.replica_id, usage, outcome, status)
             self.pending_lookups -= 1
@@ -221,12 +217,12 @@ class RequestMeter:
 
 
 async def _fetch_usage(client: aiohttp.ClientSession, url: str, request_id: str,
-                       clock: Callable[[], float]) -> dict | None:
+                       clock: Callable[[], float], headers: dict[str, str]) -> dict | None:
     """Poll the worker until it has recorded the request's end (the abort takes a step or a poll)."""
     deadline = clock() + USAGE_LOOKUP_S
     while clock() < deadline:
         try:
-            async with client.get(f"{url}/internal/usage/{request_id}") as response:
+            async with client.get(f"{url}/internal/usage/{request_id}", headers=headers) as response:
                 if response.status == 200:
                     return await response.json()
         except (aiohttp.ClientError, asyncio.TimeoutError):

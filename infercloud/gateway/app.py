@@ -29,16 +29,19 @@ from infercloud.controller.controller import Controller
 from infercloud.controller.replicas import ReplicaSet
 from infercloud.gateway.accounting import Tenancy
 from infercloud.gateway.admin import install_admin_routes
+from infercloud.gateway.admin_bodies import ADMIN_BODIES
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import RoutePlanner
 from infercloud.gateway.proxy import Proxy, Upstream
+from infercloud.internal_token import shows_token
 from infercloud.models.catalog import resolve_model
 from infercloud.models.random_model import is_random_weights
 from infercloud.tenancy.admission import TIER_PRIORITY, Admission, Principal
 from infercloud.tenancy.store import Tenant
-from infercloud.openai.asgi import (RequestGuard, install_error_handlers, install_ops_routes, read_json_object,
-                                   until_disconnect)
-from infercloud.openai.errors import APIError, bad_request, forbidden, model_not_found
+from infercloud.openai.asgi import (RequestGuard, describe_bodies, install_error_handlers, install_ops_routes,
+                                   read_json_object, until_disconnect)
+from infercloud.openai.errors import APIError, bad_request, forbidden, internal_token_required, model_not_found
+from infercloud.openai.protocol import API_BODIES
 
 log = logging.getLogger("infercloud.gateway")
 
@@ -135,8 +138,24 @@ class Gateway:
         finally:
             if meter is not None:
                 meter.close()
-            self.metrics.requests.labels(model, path, str(status)).inc()
-            self.metrics.latency.labels(model).observe(time.perf_counter() - start)
+            label = model if model in self.planner.routes else "other"   # labels take configured names only
+            self.metrics.requests.labels(label, path, str(status)).inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+
+    async def authorize_internal(self, path: str, authorization: str | None) -> APIError | None:
+        """The internal plane needs the internal token; /metrics also answers an admin key."""
+        token = self.config.internal_token
+        if token is not None and shows_token(authorization, token):
+            return None
+        if path == "/metrics" and self.tenancy is not None and authorization:
+            try:
+                principal = await self.tenancy.authenticate(authorization)
+            except APIError as exc:
+                return exc
+            if principal.key.is_admin:
+                return None
+            return forbidden("/metrics needs an admin key or the internal token.", code="admin_key_required")
+        return internal_token_required()
 
     def _region(self, principal: Principal | None, header: str | None) -> tuple[str | None, frozenset[str] | None]:
         """The request's region and the regions it may be served in (None: any)."""
@@ -206,7 +225,7 @@ def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
                 for s in visible]
         return {"object": "list", "data": data}
 
-    @app.post("/internal/sync")
+    @app.post("/internal/sync", include_in_schema=False)
     async def sync(request: Request):
         """For gateways that share this one's controller (gateway/link.py)."""
         if not isinstance(gateway.controller, Controller):
@@ -216,5 +235,6 @@ def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
 
     install_admin_routes(app, gateway)
     install_ops_routes(app, gateway)
+    describe_bodies(app, {**API_BODIES, **ADMIN_BODIES})   # the gateway passes the workers' bodies on
 
     return RequestGuard(app, gateway)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import aiohttp
 
 from infercloud.controller.replicas import Replica, ReplicaSet, ReplicaState
+from infercloud.internal_token import bearer
 
 log = logging.getLogger("infercloud.gateway")
 
@@ -30,8 +31,9 @@ FAILED_HOLD_S = 2.0
 
 class ControllerLink:
     def __init__(self, url: str, replicas: ReplicaSet, models: list[str], client: aiohttp.ClientSession,
-                 gateway_id: str, interval_s: float, clock: Callable[[], float] = time.monotonic):
+                 gateway_id: str, interval_s: float, token: str, clock: Callable[[], float] = time.monotonic):
         self.url = url.rstrip("/")
+        self.auth = bearer(token)        # the controller's /internal/sync is on the internal plane
         self.replicas = replicas
         self.models = models
         self.client = client
@@ -82,8 +84,11 @@ class ControllerLink:
         report = {"gateway_id": self.gateway_id, "wants": wants,
                   "traffic": {m: self.replicas.traffic(m).since(self._reported_at) for m in self.models}}
         try:
-            async with self.client.post(f"{self.url}/internal/sync", json=report,
+            async with self.client.post(f"{self.url}/internal/sync", json=report, headers=self.auth,
                                         timeout=aiohttp.ClientTimeout(total=5)) as response:
+                if response.status == 401:
+                    raise aiohttp.ClientError("401: the controller's gateway refused this gateway's internal "
+                                              "token; give every gateway the same one (INFERCLOUD_INTERNAL_TOKEN)")
                 if response.status != 200:
                     raise aiohttp.ClientError(f"status {response.status}")
                 body = await response.json()

@@ -76,8 +76,10 @@ def no_replica(model: str, attempts: int, last_error: str | None) -> APIError:
 
 class Proxy:
     def __init__(self, replicas: ReplicaSet, planner: RoutePlanner, client: aiohttp.ClientSession, spec: GatewaySpec,
-                 metrics: GatewayMetrics, regions: RegionMap | None = None):
+                 metrics: GatewayMetrics, regions: RegionMap | None = None,
+                 internal_headers: dict[str, str] | None = None):
         self.replicas = replicas
+        self.internal_headers = internal_headers or {}   # native workers answer only the internal token
         self.regions = regions or RegionMap()
         self.planner = planner
         self.client = client
@@ -154,6 +156,10 @@ class Proxy:
         replica.known_hashes.add(plan.route.prompt_block_hashes)
         self.metrics.routed(replica)
 
+    def _headers(self, replica: Replica, headers: dict[str, str]) -> dict[str, str]:
+        """A native worker gets the internal token; an external replica never sees it."""
+        return headers if replica.is_external else {**headers, **self.internal_headers}
+
     def _end(self, replica: Replica, plan: Plan) -> None:
         replica.outstanding_requests -= 1
         replica.outstanding_tokens -= self._leases.pop((id(plan), replica.replica_id))
@@ -180,11 +186,12 @@ class Proxy:
             tried.add(replica.replica_id)
             self._begin(replica, plan)
             try:
-                response = await self.client.post(replica.url + path, data=content(replica), headers=headers)
+                response = await self.client.post(replica.url + path, data=content(replica),
+                                                  headers=self._headers(replica, headers))
             except asyncio.CancelledError:  # the client left while the replica worked on it
                 self._end(replica, plan)
                 if meter is not None:
-                    meter.lookup_later(self.client, replica, "aborted", None)
+                    meter.lookup_later(self.client, replica, "aborted", None, self.internal_headers)
                 raise
             except aiohttp.ClientError as exc:
                 self._end(replica, plan)
@@ -219,7 +226,7 @@ class Proxy:
                 continue
             except asyncio.CancelledError:
                 if meter is not None:
-                    meter.lookup_later(self.client, replica, "aborted", None)
+                    meter.lookup_later(self.client, replica, "aborted", None, self.internal_headers)
                 raise
             finally:
                 response.close()
@@ -286,7 +293,10 @@ class _Relay:
         self.replica: Replica | None = None              # the attempt in progress, if any
         self.response: aiohttp.ClientResponse | None = None
         self.usage: dict | None = None     # the current attempt's usage so far
-        self.num_resumed = len(self.delivered)  # tokens the current attempt was handed as already generated
+        # tokens the current attempt was handed as already generated, and not billed by it: none at first, so
+        # a client's own resume_token_ids are billed (as the completion tokens the worker counts them as),
+        # or they would be a free prompt
+        self.num_resumed = 0
         self.stream_id: str | None = None
         self.sent_prompt_ids = self.finished = False
         self.roles_sent: set[int] = set()        # choice indexes whose role chunk the client has

@@ -29,6 +29,7 @@ from infercloud.gateway.link import ControllerLink
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import RoutePlanner
 from infercloud.gateway.proxy import Proxy
+from infercloud.internal_token import bearer
 from infercloud.models.catalog import infercloud_home
 from infercloud.openai.asgi import DrainingServer
 from infercloud.router.regions import RegionMap
@@ -65,7 +66,8 @@ def serve_cloud(config: ServerConfig) -> int:
     @asynccontextmanager
     async def lifespan(_app):
         client = http_client()
-        gateway.proxy = Proxy(replicas, planner, client, gw, gateway.metrics, RegionMap.from_specs(config.regions))
+        gateway.proxy = Proxy(replicas, planner, client, gw, gateway.metrics, RegionMap.from_specs(config.regions),
+                              bearer(config.internal_token))
         if gateway.tenancy is not None:
             await gateway.tenancy.start()
         if backend is not None:
@@ -77,7 +79,7 @@ def serve_cloud(config: ServerConfig) -> int:
         else:                                      # another gateway runs the controller: mirror its replicas
             controller = gateway.controller = ControllerLink(
                 gw.controller_url, replicas, [m.name for m in config.models], client,
-                f"gateway-{config.port}-{os.getpid()}", gw.sync_interval_s)
+                f"gateway-{config.port}-{os.getpid()}", gw.sync_interval_s, config.internal_token)
             await controller.start(config.cluster_spec.startup_timeout_s)
             workers = f"replicas from the controller at {gw.controller_url}"
         url = f"http://{config.host}:{config.port}"

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
@@ -20,16 +24,58 @@ from infercloud.openai.errors import APIError, bad_request, draining, internal, 
 log = logging.getLogger("infercloud.server")
 
 
+MAX_JSON_DEPTH = 64                                   # objects and arrays inside one another
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # \ud800-\udfff: a surrogate, maybe a lone one
+
+
 async def read_json_object(request: Request) -> tuple[bytes, dict]:
-    """The raw body and its JSON object; a 400 for anything that is not a JSON object."""
+    """The raw body and its JSON object; a 400 for anything that is not a strict JSON object of valid
+    Unicode nested at most MAX_JSON_DEPTH deep."""
     raw = await request.body()
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"The request body is not valid JSON: {exc}.") from exc
+    except RecursionError:
+        raise bad_request(f"The request body nests objects and arrays deeper than {MAX_JSON_DEPTH} levels.",
+                          code="too_deep") from None
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object.")
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH or _SURROGATE_ESCAPE.search(raw):
+        _check_values(data)   # only a body that could nest too deep or hold a lone surrogate is walked
     return raw, data
+
+
+def _refuse_constant(name: str):
+    raise bad_request(f"The request body is not valid JSON: {name} is not a JSON number.")
+
+
+def _check_values(data: dict) -> None:
+    """A 400 naming the top-level field that nests deeper than MAX_JSON_DEPTH or holds a string that is not
+    valid Unicode (a lone UTF-16 surrogate such as \\ud800, which no tokenizer or encoder can take)."""
+    stack = [(value, 1, key) for key, value in data.items()]
+    stack += [(key, 1, key) for key in data]
+    while stack:
+        value, depth, field = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise bad_request(f"'{_printable(field)}' holds a lone UTF-16 surrogate, which is not valid "
+                                  "Unicode.", param=_printable(field), code="invalid_unicode") from None
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                raise bad_request(f"'{_printable(field)}' nests objects and arrays deeper than {MAX_JSON_DEPTH} "
+                                  "levels.", param=_printable(field), code="too_deep")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                stack.append((item, depth + 1, field))
+                if isinstance(key, str):
+                    stack.append((key, depth + 1, field))
+
+
+def _printable(field: str) -> str:
+    return field.encode("utf-8", "backslashreplace").decode()[:100]
 
 
 def install_error_handlers(app: FastAPI, logger: logging.Logger) -> None:
@@ -50,6 +96,33 @@ def install_error_handlers(app: FastAPI, logger: logging.Logger) -> None:
         return internal().response()
 
 
+def describe_bodies(app: FastAPI, bodies: dict[str, type[BaseModel]]) -> None:
+    """Make /openapi.json list the JSON body of each POST route in `bodies` (path -> model).
+
+    The routes read their bodies by hand (so every failure gets OpenAI's status and shape), which
+    hides the bodies from FastAPI; this puts them back, with OpenAI's error shape as the default answer.
+    """
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            _, defs = models_json_schema([(m, "validation") for m in dict.fromkeys(bodies.values())],
+                                         ref_template="#/components/schemas/{model}")
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            error = {"description": "An OpenAI-style error: {\"error\": {message, type, param, code}}",
+                     "content": {"application/json": {"schema": {"type": "object", "required": ["error"]}}}}
+            for path, model in bodies.items():
+                operation = schema.setdefault("paths", {}).setdefault(path, {}).setdefault("post", {})
+                operation.setdefault("operationId", path.strip("/").replace("/", "_"))
+                operation["requestBody"] = {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+                operation["responses"] = {"200": {"description": "The result (JSON, or SSE when stream is true)"},
+                                          "default": error}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
 def install_ops_routes(app: FastAPI, server) -> None:
     """/health (200, or 503 when unhealthy), /metrics (Prometheus) and /internal/state (JSON).
 
@@ -61,19 +134,33 @@ def install_ops_routes(app: FastAPI, server) -> None:
         healthy, body = server.health()
         return JSONResponse(body, status_code=200 if healthy else 503)
 
-    @app.get("/metrics")
-    async def metrics():
-        return Response(server.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics():  # rendered off the event loop: a large registry must not stall /health
+        return Response(await asyncio.to_thread(server.metrics.render), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/internal/state")
+    @app.get("/internal/state", include_in_schema=False)
     async def internal_state():
         return server.state()
 
 
-class RequestGuard:
-    """ASGI middleware on /v1/*: body size limit (413), 503 while draining, the in-flight count used to drain.
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+PUBLIC_PREFIXES = ("/v1/", "/admin/")   # the API (tenant keys where tenancy is on) and the admin API (admin keys)
 
-    `server` is the worker or the gateway: anything with `config.max_body_bytes`, `draining` and `in_flight`.
+
+def is_public(path: str, internal_only: bool) -> bool:
+    """Whether a path is served without the internal token. Everything not listed here is internal: an
+    unknown path too, so a route added later is private unless it is added here."""
+    if path == "/health":
+        return True
+    return not internal_only and (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES))
+
+
+class RequestGuard:
+    """ASGI middleware: the internal token on every path that is not public, then on /v1/*: body size limit
+    (413), 503 while draining, the in-flight count used to drain.
+
+    `server` is the worker or the gateway: anything with `config.max_body_bytes`, `config.internal_only`,
+    `draining`, `in_flight` and `async authorize_internal(path, authorization) -> APIError | None`.
     """
 
     def __init__(self, app, server):
@@ -81,10 +168,18 @@ class RequestGuard:
         self.worker = server
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        headers = dict(scope.get("headers") or [])
+        if not is_public(path, self.worker.config.internal_only):
+            authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+            denied = await self.worker.authorize_internal(path, authorization)
+            if denied is not None:
+                return await denied.response()(scope, receive, send)
+        if not path.startswith("/v1/"):
             return await self.app(scope, receive, send)
         limit = self.worker.config.max_body_bytes
-        headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             return await too_large(limit).response()(scope, receive, send)
@@ -105,7 +200,6 @@ class RequestGuard:
             await self.app(scope, limited_receive, send)
         finally:
             self.worker.in_flight -= 1
-
 
 
 async def until_disconnect(request: Request, work, poll_s: float = 0.2):

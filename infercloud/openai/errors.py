@@ -53,6 +53,12 @@ def unauthorized(message: str, code: str | None = "invalid_api_key") -> APIError
     return APIError(401, message, type="invalid_request_error", code=code)
 
 
+def internal_token_required() -> APIError:
+    return unauthorized("This route is on the internal plane and needs the deployment's internal token "
+                        "(Authorization: Bearer <token>; docs/security.md says where it is).",
+                        code="internal_token_required")
+
+
 def forbidden(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(403, message, type="permission_error", param=param, code=code)
 

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from infercloud.openai.errors import APIError, bad_request
+
+
+def validation_error(exc: ValidationError) -> APIError:
+    """A body that failed its model, as OpenAI's 400 naming the first bad field (`param`)."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    field = loc[0] if loc else None
+    if err["type"] == "extra_forbidden":
+        return bad_request(f"Unsupported field: '{'.'.join(loc)}'. infercloud does not support it.", param=field,
+                           code="unsupported_field")
+    if err["type"] == "missing":
+        return bad_request(f"Missing required field: '{'.'.join(loc)}'.", param=field)
+    return bad_request(f"Invalid value for '{'.'.join(loc)}': {err['msg']}.", param=field)
 
 
 class _Strict(BaseModel):
@@ -35,24 +50,27 @@ class StreamOptions(_Strict):
 
 
 class _SamplingFields(_Strict):
-    """Fields shared by chat and completions, including vLLM's extra sampling fields."""
+    """Fields shared by chat and completions, including vLLM's extra sampling fields.
+
+    The ranges are OpenAI's, so /openapi.json tells clients what the engine (SamplingParams) accepts.
+    """
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int = 1
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    n: int = Field(default=1, ge=1, le=16)
+    stop: str | Annotated[list[str], Field(max_length=16)] | None = None
+    seed: int | None = Field(default=None, ge=-2**63, le=2**63 - 1)   # OpenAI's: an int64
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     user: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    min_tokens: int | None = None
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repetition_penalty: float | None = Field(default=None, gt=0, le=2)
+    min_tokens: int | None = Field(default=None, ge=0)
     ignore_eos: bool | None = None
     return_token_ids: bool | None = None    # vLLM's: prompt_token_ids and each choice's token_ids in the response
     resume_token_ids: list[int] | None = None  # infercloud's: continue a stream another replica began (n == 1)
@@ -77,3 +95,9 @@ class EmbeddingRequest(_Strict):
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
+    truncate_prompt_tokens: int | None = None   # vLLM's: -1 cuts each input to the model's limit, k to k tokens
+
+
+API_BODIES: dict[str, type[BaseModel]] = {"/v1/chat/completions": ChatCompletionRequest,
+                                          "/v1/completions": CompletionRequest,
+                                          "/v1/embeddings": EmbeddingRequest}   # path -> its JSON body

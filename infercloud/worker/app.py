@@ -13,24 +13,14 @@ import time
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
 
-from infercloud.openai.asgi import RequestGuard, install_error_handlers, install_ops_routes, read_json_object
+from infercloud.openai.asgi import (RequestGuard, describe_bodies, install_error_handlers, install_ops_routes,
+                                   read_json_object, until_disconnect)
 from infercloud.openai.errors import APIError, bad_request, model_not_found
-from infercloud.openai.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from infercloud.openai.protocol import API_BODIES, ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from infercloud.openai.protocol import validation_error as _validation_error
 from infercloud.worker.worker import Worker
 
 log = logging.getLogger("infercloud.worker")
-
-
-def _validation_error(exc: ValidationError) -> APIError:
-    err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"]]
-    field = loc[0] if loc else None
-    if err["type"] == "extra_forbidden":
-        return bad_request(f"Unsupported field: '{'.'.join(loc)}'. infercloud does not support it.", param=field,
-                           code="unsupported_field")
-    if err["type"] == "missing":
-        return bad_request(f"Missing required field: '{'.'.join(loc)}'.", param=field)
-    return bad_request(f"Invalid value for '{'.'.join(loc)}': {err['msg']}.", param=field)
 
 
 async def _parse(request: Request, model: type[BaseModel]):
@@ -74,7 +64,8 @@ def build_app(worker: Worker) -> RequestGuard:
             raise model_not_found(body.model)
         if kind == "chat":
             raise bad_request(f"The model `{body.model}` does not support /v1/embeddings.", param="model")
-        return await (await worker.service(body.model)).embed(body)
+        service = await worker.service(body.model)
+        return await until_disconnect(request, service.embed(body))  # a client that leaves stops its batches
 
     @app.get("/v1/models")
     async def models():
@@ -86,7 +77,7 @@ def build_app(worker: Worker) -> RequestGuard:
                 for name, spec in worker.known.items()]
         return {"object": "list", "data": data}
 
-    @app.post("/internal/load")
+    @app.post("/internal/load", include_in_schema=False)
     async def load(request: Request):
         """Load a model here (unloading idle ones if it does not fit): {"model": name, "pinned": bool}."""
         _, body = await read_json_object(request)
@@ -98,7 +89,7 @@ def build_app(worker: Worker) -> RequestGuard:
         return {"model": name, "loaded": True, "evicted": evicted, "wait_s": round(time.monotonic() - start, 4),
                 "memory_used_bytes": worker.memory_used_bytes, "memory_budget_bytes": worker.memory_budget_bytes}
 
-    @app.post("/internal/unload")
+    @app.post("/internal/unload", include_in_schema=False)
     async def unload(request: Request):
         """Drain a model (its requests in flight finish, new ones get 503) and unload it: {"model": name}."""
         _, body = await read_json_object(request)
@@ -108,7 +99,7 @@ def build_app(worker: Worker) -> RequestGuard:
         unloaded = await worker.unload(name)
         return {"model": name, "unloaded": unloaded, "memory_used_bytes": worker.memory_used_bytes}
 
-    @app.post("/internal/drain")
+    @app.post("/internal/drain", include_in_schema=False)
     async def drain():
         """Stop as on SIGTERM: new requests get 503, those in flight finish, then the server exits."""
         if worker.on_drain is None:
@@ -116,7 +107,7 @@ def build_app(worker: Worker) -> RequestGuard:
         worker.on_drain()
         return {"draining": True, "in_flight": worker.in_flight}
 
-    @app.get("/internal/usage/{request_id}")
+    @app.get("/internal/usage/{request_id}", include_in_schema=False)
     async def request_usage(request_id: str):
         """What a request that ended here used, by the X-Request-Id it came with (for metering)."""
         found = worker.recent_usage.get(request_id)
@@ -125,5 +116,6 @@ def build_app(worker: Worker) -> RequestGuard:
         return found
 
     install_ops_routes(app, worker)
+    describe_bodies(app, API_BODIES)
 
     return RequestGuard(app, worker)

@@ -36,8 +36,11 @@ def serve(config: ServerConfig) -> int:
     server, worker = make_server(config)
     url = f"http://{config.host}:{config.port}"
     print(f"infercloud serving {', '.join(worker.model_names)} on {url}", flush=True)
-    print("auth: OFF - the API needs no key, so it binds loopback only "
-          "(a config with a `tenancy` section requires API keys)", flush=True)
+    if config.internal_only:
+        print("auth: a cloud's worker - every route but /health needs the internal token", flush=True)
+    else:
+        print("auth: OFF - the API needs no key, so it binds loopback only "
+              "(a config with a `tenancy` section requires API keys)", flush=True)
     print(f"try: curl {url}/v1/chat/completions -H 'Content-Type: application/json' -d "
           f"'{{\"model\": \"{next(iter(worker.chat), 'MODEL')}\", \"messages\": [{{\"role\": \"user\", "
           f"\"content\": \"Hello!\"}}]}}'", flush=True)

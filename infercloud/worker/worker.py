@@ -27,10 +27,11 @@ from infercloud.config import ModelSpec, ServerConfig
 from infercloud.engine.async_engine import AsyncLLMEngine
 from infercloud.engine.engine import LLMEngine
 from infercloud.engine.step_loop import StepLoop
+from infercloud.internal_token import shows_token
 from infercloud.models.footprint import model_memory_bytes
 from infercloud.models.pull import resolve_or_pull
 from infercloud.models.random_model import is_random_weights
-from infercloud.openai.errors import APIError, model_not_found
+from infercloud.openai.errors import APIError, internal_token_required, model_not_found
 from infercloud.worker.embedding_service import EmbeddingService
 from infercloud.worker.llm_service import LLMService, RecentUsage
 from infercloud.worker.metrics import ServerMetrics
@@ -176,7 +177,8 @@ class Worker:
         else:
             dtype = "float32" if spec.engine.dtype == "auto" else spec.engine.dtype  # parity with HF by default
             self.embeddings[name] = EmbeddingService(name, model_dir, self.metrics, spec.max_batch_size,
-                                                     spec.max_wait_ms, spec.engine.device, dtype)
+                                                     spec.max_wait_ms, spec.engine.device, dtype,
+                                                     spec.max_request_tokens)
         load_s = time.monotonic() - start
         # a load counts as one use: it was asked for because a request wants the model
         self.resident[name] = Resident(self.footprint(name), pinned, time.monotonic(), load_s, heat=1.0)
@@ -259,6 +261,11 @@ class Worker:
             except (LookupError, OSError):
                 self._random[name] = False
         return self._random[name]
+
+    async def authorize_internal(self, path: str, authorization: str | None) -> APIError | None:
+        """Internal routes (and, on a cloud's worker, every route but /health) need the internal token."""
+        token = self.config.internal_token
+        return None if token is not None and shows_token(authorization, token) else internal_token_required()
 
     def kind(self, name: str) -> str | None:
         spec = self.known.get(name)

@@ -27,7 +27,7 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 
 def _metric(gateway, name: str, model: str) -> float:
-    text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    text = httpx.get(f"{gateway.url}/metrics", headers=gateway.auth, timeout=10).text
     for line in text.splitlines():
         if line.startswith(f'{name}{{model="{model}"}}'):
             return float(line.split()[-1])
@@ -47,7 +47,7 @@ def test_prefix_aware_keeps_a_prefix_on_one_replica(cloud):
     workers = {r["replica_id"]: r["url"] for r in replicas(cloud, "smol-prefix")}
 
     def hit_tokens() -> dict[str, int]:
-        return {rid: httpx.get(f"{url}/internal/state", timeout=10).json()["models"]["smol-prefix"]
+        return {rid: httpx.get(f"{url}/internal/state", headers=cloud.auth, timeout=10).json()["models"]["smol-prefix"]
                 ["prefix_cache_hit_tokens"] for rid, url in workers.items()}
 
     for topic in ("astronomy", "cooking"):
@@ -136,7 +136,7 @@ def test_sigterm_to_a_worker_drains_it_and_it_is_replaced(cloud, cluster_backend
     text = next(chunks).choices[0].delta.content or ""
     (victim,) = [r for r in replicas(cloud, SMOL) if r["outstanding_requests"] == 1]
     if cluster_backend["backend"] == "ray":
-        assert httpx.post(f"{victim['url']}/internal/drain", timeout=10).json()["draining"] is True
+        assert httpx.post(f"{victim['url']}/internal/drain", headers=cloud.auth, timeout=10).json()["draining"]
     else:
         os.kill(victim["pid"], signal.SIGTERM)
     text += "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

@@ -51,7 +51,7 @@ def test_the_second_gateway_routes_over_the_first_ones_replicas(pair):
     served = {complete(second, "steady").headers["x-infercloud-replica"] for _ in range(12)}
     assert served == ready(first, "steady")                       # round robin over both
     assert "controller" in second.state() and second.state()["targets"] == first.state()["targets"]
-    r = httpx.post(f"{second.url}/internal/sync", json={}, timeout=10)
+    r = httpx.post(f"{second.url}/internal/sync", json={}, headers=second.auth, timeout=10)
     assert r.status_code == 404                                   # it runs no controller itself
 
 

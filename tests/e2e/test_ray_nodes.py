@@ -67,7 +67,7 @@ async def _stream(client: httpx.AsyncClient, started: list[int]) -> tuple[int, i
 
 
 def _migrations(gw) -> float:
-    text = httpx.get(f"{gw.url}/metrics", timeout=10).text
+    text = httpx.get(f"{gw.url}/metrics", headers=gw.auth, timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines()
                if line.startswith('infercloud_gateway_migrations_total{model="smol"}'))
 

@@ -36,7 +36,7 @@ def test_a_report_carries_what_happened_since_the_last_and_is_added_to_the_contr
 
 def link(clock: Clock) -> tuple[ControllerLink, ReplicaSet]:
     replicas = ReplicaSet(clock)
-    return ControllerLink("http://controller", replicas, ["m"], None, "gw-b", 0.25, clock), replicas
+    return ControllerLink("http://controller", replicas, ["m"], None, "gw-b", 0.25, "t" * 32, clock), replicas
 
 
 def entry(replica_id: str, state: str = "ready", url: str = "http://w", region: str | None = None) -> dict:

@@ -83,6 +83,12 @@ def test_client_given_resume_ids_seed_delivered():
     assert r.delivered == [1, 2, 3]
 
 
+def test_client_given_resume_ids_are_billed_by_the_first_attempt():
+    """Only tokens the gateway itself resumed after a migration go unbilled: a client's own resume ids
+    are processed by the worker like a prompt, so they are billed, never a free prompt."""
+    assert relay(resume_token_ids=[1, 2]).num_resumed == 0
+
+
 # -- migration shape -----------------------------------------------------------------------------
 
 def test_stream_id_stays_the_first_replicas():

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from infercloud.cluster.local import stop_process
+from infercloud.internal_token import bearer, client_token
 
 
 def free_port() -> int:
@@ -33,8 +34,13 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header that shows the session's internal token (tests/conftest.py)."""
+        return bearer(client_token())
+
     def state(self) -> dict:
-        return httpx.get(f"{self.url}/internal/state", timeout=10).json()
+        return httpx.get(f"{self.url}/internal/state", headers=self.auth, timeout=10).json()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -49,7 +49,7 @@ def test_models_health_metrics_state(server, client):
     state = server.state()
     assert state["draining"] is False and state["models"][CHAT]["kv_blocks_total"] > 0
     client.chat.completions.create(model=CHAT, messages=MESSAGES, max_tokens=4)
-    metrics = httpx.get(f"{server.url}/metrics").text
+    metrics = httpx.get(f"{server.url}/metrics", headers=server.auth).text
     for name in ("infercloud_requests_total", "infercloud_time_to_first_token_seconds_bucket",
                  "infercloud_time_per_output_token_seconds", "infercloud_e2e_request_latency_seconds",
                  "infercloud_request_queue_time_seconds", "infercloud_running", "infercloud_waiting",
@@ -208,10 +208,10 @@ def test_usage_carries_device_seconds_and_is_kept_by_request_id(server):
     assert plain.status_code == 200, plain.text
     usage = plain.json()["usage"]
     assert usage["device_seconds"] > 0
-    kept = httpx.get(f"{server.url}/internal/usage/usage-plain").json()
+    kept = httpx.get(f"{server.url}/internal/usage/usage-plain", headers=server.auth).json()
     assert kept["outcome"] == "ok"
     assert {k: kept[k] for k in usage} == usage
-    assert httpx.get(f"{server.url}/internal/usage/never-seen").status_code == 404
+    assert httpx.get(f"{server.url}/internal/usage/never-seen", headers=server.auth).status_code == 404
 
 
 def test_cache_salt_keeps_prefix_blocks_apart(server):
