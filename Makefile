@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test models bench clean
+.PHONY: run test fuzz chaos models bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ run: models
 
 test: models
 	$(BIN)/python -m pytest -q tests
+
+# The long forms of the reliability suite (`make test` runs a short form of each):
+# schemathesis with 10x the cases and a new seed each run; chaos with 5 rounds of each fault.
+fuzz: models
+	INFERCLOUD_FUZZ_EXAMPLES=500 INFERCLOUD_FUZZ_SEED=random $(BIN)/python -m pytest -q -s tests/fuzz
+
+chaos: models
+	INFERCLOUD_CHAOS_ROUNDS=5 $(BIN)/python -m pytest -q tests/chaos
 
 bench: models
 	mkdir -p bench-results
