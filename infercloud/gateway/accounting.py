@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -137,6 +138,9 @@ class RequestMeter:
     pending_lookups: int = 0
     is_closed: bool = False
     events: list[UsageEvent] = field(default_factory=list)
+    # what the worker keeps this request's usage under (X-Infercloud-Usage-Key): random, not the client's
+    # X-Request-Id, which another tenant could send too and so overwrite or be billed for
+    usage_key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def tier(self) -> str:
@@ -194,7 +198,7 @@ class RequestMeter:
         usage = None
         try:
             if not replica.is_external:
-                usage = await _fetch_usage(client, replica.url, self.request_id, self.tenancy.clock, headers)
+                usage = await _fetch_usage(client, replica.url, self.usage_key, self.tenancy.clock, headers)
         finally:
             self.attempt_ended(replica.replica_id, usage, outcome, status)
             self.pending_lookups -= 1
@@ -216,17 +220,17 @@ class RequestMeter:
             self.tenancy.budgets.settle(self.ticket.principal.tenant.id, self.ticket.max_cost)
 
 
-async def _fetch_usage(client: aiohttp.ClientSession, url: str, request_id: str,
+async def _fetch_usage(client: aiohttp.ClientSession, url: str, usage_key: str,
                        clock: Callable[[], float], headers: dict[str, str]) -> dict | None:
     """Poll the worker until it has recorded the request's end (the abort takes a step or a poll)."""
     deadline = clock() + USAGE_LOOKUP_S
     while clock() < deadline:
         try:
-            async with client.get(f"{url}/internal/usage/{request_id}", headers=headers) as response:
+            async with client.get(f"{url}/internal/usage/{usage_key}", headers=headers) as response:
                 if response.status == 200:
                     return await response.json()
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return None
         await asyncio.sleep(0.05)
-    log.warning("request %s: its worker never reported its usage; billed as nothing", request_id)
+    log.warning("usage key %s: its worker never reported its usage; billed as nothing", usage_key)
     return None

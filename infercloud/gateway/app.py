@@ -41,7 +41,7 @@ from infercloud.tenancy.store import Tenant
 from infercloud.openai.asgi import (RequestGuard, describe_bodies, install_error_handlers, install_ops_routes,
                                    read_json_object, until_disconnect)
 from infercloud.openai.errors import APIError, bad_request, forbidden, internal_token_required, model_not_found
-from infercloud.openai.protocol import API_BODIES
+from infercloud.openai.protocol import API_BODIES, USAGE_KEY_HEADER
 
 log = logging.getLogger("infercloud.gateway")
 
@@ -119,6 +119,8 @@ class Gateway:
                                                  request_id)
             upstream = upstream_for(body, TIER_PRIORITY[tier], salt, meter is not None, path)
             headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
+            if meter is not None:
+                headers[USAGE_KEY_HEADER] = meter.usage_key
             if body.get("stream") is True and path != "/v1/embeddings":
                 response = await self.proxy.stream(plan, path, upstream, headers, meter)
                 if isinstance(response, StreamingResponse):

@@ -1,4 +1,5 @@
-"""ASGI pieces shared by the worker and the gateway: the /v1 guard, disconnect watching, draining uvicorn."""
+"""ASGI pieces shared by the worker and the gateway: the guard (internal token on every non-public path; body
+limit and draining on /v1), strict JSON bodies, the schema of the bodies, disconnect watching, draining uvicorn."""
 
 from __future__ import annotations
 

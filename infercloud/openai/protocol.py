@@ -98,6 +98,9 @@ class EmbeddingRequest(_Strict):
     truncate_prompt_tokens: int | None = None   # vLLM's: -1 cuts each input to the model's limit, k to k tokens
 
 
+USAGE_KEY_HEADER = "X-Infercloud-Usage-Key"   # the gateway's key for a request's usage on a worker
+                                              # (GET /internal/usage/{key}); else its X-Request-Id
+
 API_BODIES: dict[str, type[BaseModel]] = {"/v1/chat/completions": ChatCompletionRequest,
                                           "/v1/completions": CompletionRequest,
                                           "/v1/embeddings": EmbeddingRequest}   # path -> its JSON body

@@ -25,7 +25,7 @@ from infercloud.engine.sampling import InvalidParamError, SamplingParams
 from infercloud.engine.tokenizer import ChatTemplateError
 from infercloud.openai.asgi import until_disconnect
 from infercloud.openai.errors import APIError, bad_request, overloaded
-from infercloud.openai.protocol import ChatCompletionRequest, CompletionRequest
+from infercloud.openai.protocol import USAGE_KEY_HEADER, ChatCompletionRequest, CompletionRequest
 from infercloud.worker.metrics import ServerMetrics
 from infercloud.openai.sse import sse_done, sse_event
 
@@ -113,8 +113,9 @@ class LLMService:
             if isinstance(exc, EngineDeadError):
                 raise APIError(503, str(exc), type="overloaded_error", code="engine_dead") from exc
             raise
-        ctx = _Ctx(request_id, kind, int(time.time()), prompt_ids, params, body, len(resume),
-                   usage_key=request.headers.get("x-request-id"), last=first)
+        usage_key = request.headers.get(USAGE_KEY_HEADER) or request.headers.get("x-request-id")
+        ctx = _Ctx(request_id, kind, int(time.time()), prompt_ids, params, body, len(resume), usage_key=usage_key,
+                   last=first)
         if body.stream:
             options = body.stream_options
             include_usage = bool(options and (options.include_usage or options.continuous_usage_stats))
@@ -248,7 +249,8 @@ class _Ctx:
     params: SamplingParams
     body: ChatCompletionRequest | CompletionRequest
     num_resumed: int = 0         # output tokens another replica generated before this one took over
-    usage_key: str | None = None  # the caller's X-Request-Id: what this request used is kept under it
+    usage_key: str | None = None  # what this request used is kept under it: the gateway's usage key, else
+                                  # the caller's X-Request-Id
     last: RequestOutput | None = None  # the latest engine output (its metrics are live)
     completion_tokens: int = 0   # so far (resumed tokens included)
     sent_prompt_ids: bool = False

@@ -332,3 +332,23 @@ def test_ledger_sums_equal_client_usage_over_streams_aborts_failures_and_a_kille
     assert [r.outcome for r in ledger_rows(gw, database, ids["plain_abort"][0])] == ["aborted"]
     wait_for(lambda: len([r for r in replicas(gw, "smol") if r["state"] == "ready"]) == 2,
              "the killed worker to be replaced")
+
+
+def test_another_tenants_request_id_does_not_bill_its_usage(gw, database):
+    """Tenant B reuses tenant A's X-Request-Id and leaves before its answer: B is billed for what B's own
+    request used, looked up on the worker under the gateway's random usage key, not for A's request
+    (both on the one replica of smol-one, whose worker saw the id twice)."""
+    rid = f"shared-{uuid.uuid4().hex[:10]}"
+    a, b = new_tenant(gw), new_tenant(gw)
+    done = httpx.post(f"{gw.url}/v1/chat/completions", timeout=120,
+                      json={"model": "smol-one", **CHAT, "max_tokens": 1},
+                      headers={"Authorization": f"Bearer {a}", "X-Request-Id": rid})
+    assert done.status_code == 200 and done.json()["usage"]["completion_tokens"] == 1
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gw.url}/v1/chat/completions", timeout=httpx.Timeout(3.0, connect=5),
+                   json={"model": "smol-one", **CHAT, "max_tokens": 400, "ignore_eos": True},
+                   headers={"Authorization": f"Bearer {b}", "X-Request-Id": rid})
+    wait_for(lambda: len(ledger_rows(gw, database, rid)) == 2, "both rows of the shared request id", 30)
+    first, second = ledger_rows(gw, database, rid)
+    assert (first.outcome, first.completion_tokens) == ("completed", 1)
+    assert second.outcome == "aborted" and second.completion_tokens > 1, second   # its own, not A's 1 token
