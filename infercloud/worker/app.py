@@ -16,8 +16,8 @@ from pydantic import BaseModel, ValidationError
 from infercloud.openai.asgi import (RequestGuard, describe_bodies, install_error_handlers, install_ops_routes,
                                    read_json_object, until_disconnect)
 from infercloud.openai.errors import APIError, bad_request, model_not_found
-from infercloud.openai.protocol import API_BODIES, ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from infercloud.openai.protocol import validation_error as _validation_error
+from infercloud.openai.protocol import (API_BODIES, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
+                                       validation_error)
 from infercloud.worker.worker import Worker
 
 log = logging.getLogger("infercloud.worker")
@@ -28,7 +28,7 @@ async def _parse(request: Request, model: type[BaseModel]):
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise _validation_error(exc) from exc
+        raise validation_error(exc) from exc
 
 
 def build_app(worker: Worker) -> RequestGuard:

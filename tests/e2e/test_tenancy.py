@@ -352,3 +352,14 @@ def test_another_tenants_request_id_does_not_bill_its_usage(gw, database):
     first, second = ledger_rows(gw, database, rid)
     assert (first.outcome, first.completion_tokens) == ("completed", 1)
     assert second.outcome == "aborted" and second.completion_tokens > 1, second   # its own, not A's 1 token
+
+
+def test_metrics_answer_an_admin_key_or_the_internal_token_and_nobody_else(gw):
+    tenant_key = new_tenant(gw)
+    for headers, status in (({}, 401), ({"Authorization": f"Bearer {tenant_key}"}, 403),
+                            ({"Authorization": "Bearer sk-ic-not-a-key"}, 401),
+                            ({"Authorization": f"Bearer {gw.admin_key}"}, 200), (gw.auth, 200)):
+        r = httpx.get(f"{gw.url}/metrics", headers=headers, timeout=30)
+        assert r.status_code == status, (headers, r.text)
+    for headers in ({"Authorization": f"Bearer {gw.admin_key}"}, {"Authorization": f"Bearer {tenant_key}"}):
+        assert httpx.get(f"{gw.url}/internal/state", headers=headers, timeout=30).status_code == 401
