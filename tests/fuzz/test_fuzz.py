@@ -26,7 +26,7 @@ from tests.worker.conftest import start_server
 
 EXAMPLES = int(os.environ.get("INFERCLOUD_FUZZ_EXAMPLES", "50"))
 SEED = os.environ.get("INFERCLOUD_FUZZ_SEED", "20261205")   # "random": a new seed each run (printed)
-MIN_CASES = 10 * EXAMPLES                                    # per server: 1,000 at least with the defaults
+MIN_CASES = max(500, 3 * EXAMPLES)   # per server (3 bodies of EXAMPLES each at least): 1,000 in all by default
 EMBED = "all-minilm-l6-v2"
 
 
