@@ -24,6 +24,7 @@ from infercloud.engine.runner import ModelRunner
 from infercloud.engine.sampler import advance_generator, sample
 from infercloud.engine.sampling import InvalidParamError, SamplingParams
 from infercloud.engine.scheduler import Scheduler, SchedulerOutput
+from infercloud.engine.structured.grammars import Grammars
 from infercloud.engine.tokenizer import Tokenizer
 from infercloud.models.local import LocalModel
 
@@ -74,6 +75,7 @@ class LLMEngine:
         self.kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens, clock)
         self.runner = ModelRunner(self.model, num_blocks, config.block_size, self.device, self.dtype)
+        self.grammars = Grammars(self.tokenizer, arch.vocab_size, config.max_num_seqs)
         self._rng = random.Random(config.seed)
         self._children: dict[str, list[Request]] = {}
         self._detok: dict[str, IncrementalDetokenizer] = {}
@@ -111,11 +113,17 @@ class LLMEngine:
             req = Request(child_ids[i], ids, params, gen,
                           parent_id=request_id, index=i, priority=priority, cache_salt=cache_salt,
                           arrival_time=arrival)
-            self._detok[req.request_id] = IncrementalDetokenizer(self.tokenizer.hf, params, ids)
+            if params.structured is not None:
+                req.grammar = self.grammars.matcher(params.structured)
             if resume:
                 self._resume(req, resume)
-            self.scheduler.add(req)
+            self._detok[req.request_id] = detok = IncrementalDetokenizer(self.tokenizer.hf, params, ids)
+            for token_id in resume:
+                detok.append(token_id)
+            detok.skip_emitted()
             children.append(req)
+        for req in children:
+            self.scheduler.add(req)
         self._children[request_id] = children
         return ids
 
@@ -125,6 +133,9 @@ class LLMEngine:
         vocab = self.model.cfg.vocab_size
         if min(ids) < 0 or max(ids) >= vocab:
             raise InvalidParamError("prompt", f"prompt token ids must be in [0, {vocab})")
+        for param, token_ids in (("logit_bias", params.logit_bias or ()), ("stop_token_ids", params.stop_token_ids)):
+            if any(not 0 <= t < vocab for t in token_ids):
+                raise InvalidParamError(param, f"{param} token ids must be in [0, {vocab})")
         total = len(ids) + params.max_tokens
         if total > self.max_model_len:
             raise ContextLengthError(
@@ -146,12 +157,13 @@ class LLMEngine:
             raise InvalidParamError("resume_token_ids", f"token ids must be in [0, {self.model.cfg.vocab_size})")
 
     def _resume(self, req: Request, resume: list[int]) -> None:
-        """Make `resume` the request's first outputs, as if this engine had sampled them."""
-        detok = self._detok[req.request_id]
+        """Make `resume` the request's first outputs, as if this engine had sampled them (its grammar, if
+        any, replays them: a migrated structured stream goes on from the same grammar state)."""
         for token_id in resume:
+            if req.grammar is not None and not req.grammar.accept_token(token_id):
+                raise InvalidParamError("resume_token_ids", "the resumed tokens do not match the request's "
+                                        f"{req.params.structured.kind.replace('_', ' ')}")
             req.append_token(token_id)
-            detok.append(token_id)
-        detok.skip_emitted()
         if not req.params.is_greedy:  # one exponential draw per sampled token (sampler.py)
             advance_generator(req.generator, len(resume), self.model.cfg.vocab_size, self.device)
 
@@ -178,7 +190,7 @@ class LLMEngine:
         start = self.clock()
         logits, sampled = self.runner.execute(sched)
         self.scheduler.update_after_step(sched)
-        results = sample(logits, sampled, self.tokenizer.eos_token_ids)
+        results = sample(logits, sampled, self.tokenizer.eos_token_ids, self.grammars)
         now = self.clock()
         self._account(sched, now - start)
         changed: dict[str, None] = {}
@@ -201,6 +213,9 @@ class LLMEngine:
         self._num_generated += 1
         stop_string = self._detok[req.request_id].append(token_id)
         reason, stop_reason = self._check_stop(req, token_id)
+        if req.grammar is not None and reason is None and (not req.grammar.accept_token(token_id)
+                                                           or req.grammar.is_terminated()):
+            reason = FinishReason.STOP   # the grammar is complete (or, never expected, refused the token)
         if reason is None and stop_string is not None:
             reason, stop_reason = FinishReason.STOP, stop_string
         if reason is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -69,6 +70,7 @@ class Request:
     stop_reason: str | int | None = None
     block_hashes: list[bytes] = field(default_factory=list)
     metrics: RequestMetrics | None = None
+    grammar: Any = None          # an xgrammar GrammarMatcher when the output is constrained (structured/)
 
     def __post_init__(self) -> None:
         self.all_token_ids = list(self.prompt_token_ids)

@@ -1,6 +1,7 @@
 """Sampler: one next token per sequence from a batch of logits, each row under its request's own params.
 
-Order per row: raw logprobs (if asked) -> min_tokens (EOS/stop ids masked) -> repetition, frequency and
+Order per row: raw logprobs (if asked) -> logit_bias -> the grammar mask (structured/grammars.py, one call
+for the batch) -> min_tokens (EOS/stop ids masked) -> repetition, frequency and
 presence penalties -> greedy argmax when temperature is 0, else temperature -> top-k -> top-p -> min-p
 -> draw. The draw is the exponential race (argmax of p / E, E ~ Exp(1)), with E from the request's own
 torch.Generator, so a seeded request gets the same tokens whatever else shares the batch.
@@ -9,10 +10,14 @@ torch.Generator, so a seeded request gets the same tokens whatever else shares t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from infercloud.engine.request import Request, TokenLogprob
+
+if TYPE_CHECKING:
+    from infercloud.engine.structured.grammars import Grammars
 
 
 def _apply_penalties(logits: torch.Tensor, req: Request) -> None:
@@ -58,10 +63,28 @@ def advance_generator(generator: torch.Generator, num_draws: int, vocab_size: in
         scratch.exponential_(generator=generator)
 
 
-def sample(logits: torch.Tensor, requests: Sequence[Request],
-           eos_token_ids: Sequence[int]) -> list[tuple[int, TokenLogprob | None]]:
+def _bias_and_mask(logits: torch.Tensor, requests: Sequence[Request], grammars: "Grammars | None") -> torch.Tensor:
+    """Apply logit_bias and grammar masks in place; returns the raw logits (a copy when any were changed)."""
+    biased = [i for i, r in enumerate(requests) if r.params.logit_bias]
+    constrained = grammars is not None and any(r.grammar is not None for r in requests)
+    if not biased and not constrained:
+        return logits
+    raw = logits.clone() if any(r.params.logprobs is not None for r in requests) else logits
+    with torch.inference_mode():   # the runner's logits are inference tensors
+        for i in biased:
+            bias = requests[i].params.logit_bias
+            ids = torch.tensor(list(bias), dtype=torch.long, device=logits.device)
+            logits[i, ids] += torch.tensor(list(bias.values()), dtype=logits.dtype, device=logits.device)
+        if constrained:
+            grammars.mask(logits, requests)
+    return raw
+
+
+def sample(logits: torch.Tensor, requests: Sequence[Request], eos_token_ids: Sequence[int],
+           grammars: "Grammars | None" = None) -> list[tuple[int, TokenLogprob | None]]:
     """logits [B, V] (float32, one row per request, in order) -> (token id, logprob entry) per row."""
     logits = logits.float()
+    raw_logits = _bias_and_mask(logits, requests, grammars)
     results: list[tuple[int, TokenLogprob | None]] = []
     greedy_rows = [i for i, r in enumerate(requests)
                    if r.params.is_greedy and not r.params.has_penalties
@@ -88,6 +111,6 @@ def sample(logits: torch.Tensor, requests: Sequence[Request],
                 token_id = int((row.softmax(-1) / noise).argmax())
         entry = None
         if p.logprobs is not None:
-            entry = _logprob_entry(raw.log_softmax(-1), token_id, p.logprobs)
+            entry = _logprob_entry(raw_logits[i].log_softmax(-1), token_id, p.logprobs)
         results.append((token_id, entry))
     return results

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from infercloud.engine.structured.spec import StructuredSpec
+
 
 class InvalidParamError(ValueError):
     """A request parameter has an invalid value; `param` names it (for a 400 with `param` set)."""
@@ -21,7 +23,8 @@ class SamplingParams:
     """Per-request sampling and stopping controls (the OpenAI fields plus vLLM's extras).
 
     `top_k=None` and `top_p=1.0` and `min_p=0.0` disable those filters; `temperature=0` is greedy.
-    `logprobs=None` returns none; `logprobs=k` returns the sampled token's logprob and the top k.
+    `logprobs=None` returns none; `logprobs=k` returns the sampled token's logprob and the top k (from the
+    raw logits: before logit_bias, the grammar mask and the filters).
     """
 
     max_tokens: int = 16
@@ -40,6 +43,8 @@ class SamplingParams:
     logprobs: int | None = None
     n: int = 1
     skip_special_tokens: bool = True
+    logit_bias: dict[int, float] | None = None    # token id -> added to its logit, in [-100, 100]
+    structured: StructuredSpec | None = None      # the output must match this grammar
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -64,6 +69,8 @@ class SamplingParams:
             ("logprobs", self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS,
              f"must be between 0 and {MAX_LOGPROBS}"),
             ("stop", len(self.stop) <= 16, "at most 16 stop sequences"),
+            ("logit_bias", all(-100 <= v <= 100 for v in (self.logit_bias or {}).values()),
+             "values must be between -100 and 100"),
         ]
         for param, ok, rule in checks:
             if not ok:

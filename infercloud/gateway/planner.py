@@ -5,6 +5,9 @@ exactly) whose weights are on this machine, the prompt is tokenized exactly as
 the worker will (chat template for messages, plain encoding for a string prompt, token ids as given)
 and hashed into the engine's chained block hashes, so they match the keys of the workers' prefix
 caches. Other models skip tokenization and estimate prompt tokens from the body size.
+
+A completion may hold a batch of prompts (OpenAI's list of strings or of token-id lists): its prompt tokens
+are those of every prompt, its new tokens max_tokens x n for each prompt, and its hashes the first prompt's.
 """
 
 from __future__ import annotations
@@ -12,12 +15,19 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from pydantic import TypeAdapter
+
 from infercloud.config import ModelSpec
 from infercloud.engine.kv.block_hash import hash_token_blocks
-from infercloud.engine.tokenizer import Tokenizer
+from infercloud.engine.tokenizer import ChatTemplateError, Tokenizer
 from infercloud.models.catalog import resolve_model
 from infercloud.models.local import LocalModel
+from infercloud.openai.protocol import ChatMessage, ChatTool
+from infercloud.openai.tool_calls import effective_tool_choice, render_chat
 from infercloud.router.base import RouteRequest, RoutingPolicy, make_policy
+
+_MESSAGES = TypeAdapter(list[ChatMessage])
+_TOOLS = TypeAdapter(list[ChatTool])
 
 _BYTES_PER_TOKEN = 4  # rough, for load estimates only
 
@@ -26,6 +36,7 @@ _BYTES_PER_TOKEN = 4  # rough, for load estimates only
 class Plan:
     route: RouteRequest
     outstanding_tokens: int   # prompt + max new tokens: what this request adds to a replica's load
+    native_only: bool = False  # only the model's own workers may take it (not its external replicas)
 
 
 class ModelRoute:
@@ -58,17 +69,25 @@ class RoutePlanner:
         """`cache_salt`: the salt the worker will hash the prompt with (the hashes must match its cache)."""
         route = self.routes[model]
         hashes: list[bytes] = []
-        ids = _prompt_ids(route.tokenizer, body) if route.tokenizer is not None else None
-        num_prompt = len(ids) if ids is not None else raw_size // _BYTES_PER_TOKEN
-        if ids is not None and route.spec.routing == "prefix_aware":
-            hashes = hash_token_blocks(ids, route.block_size, cache_salt)
+        prompts = _prompt_ids(route.tokenizer, body) if route.tokenizer is not None else None
+        num_prompt = sum(map(len, prompts)) if prompts is not None else raw_size // _BYTES_PER_TOKEN
+        if prompts and route.spec.routing == "prefix_aware":
+            hashes = hash_token_blocks(prompts[0], route.block_size, cache_salt)
         max_new = body.get("max_completion_tokens") or body.get("max_tokens") or self.default_max_tokens
         n = body.get("n") if isinstance(body.get("n"), int) else 1
         session = session_header or (body.get("user") if isinstance(body.get("user"), str) else None)
         request = RouteRequest(model, tuple(hashes), num_prompt, session_key=session or None, tenant=tenant,
                                priority=priority, region=region, allowed_regions=allowed_regions)
         extra = max_new * max(n, 1) if isinstance(max_new, int) else self.default_max_tokens
-        return Plan(request, num_prompt + extra)
+        return Plan(request, num_prompt + extra * num_prompts(body))
+
+
+def num_prompts(body: dict) -> int:
+    """How many prompts a request holds: a completion's batch (a list of strings or of token-id lists), else 1."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
+        return len(prompt)
+    return 1
 
 
 def _load_tokenizer(spec: ModelSpec) -> Tokenizer | None:
@@ -78,27 +97,29 @@ def _load_tokenizer(spec: ModelSpec) -> Tokenizer | None:
         return None  # weights not on this machine (an external-only model): route without hashes
 
 
-def _prompt_ids(tokenizer: Tokenizer, body: dict) -> list[int] | None:
-    """The prompt's token ids as the worker will compute them; None when the body is not well formed."""
+def _prompt_ids(tokenizer: Tokenizer, body: dict) -> list[list[int]] | None:
+    """Each prompt's token ids as the worker will compute them (several for a batch of completion prompts);
+    None when the body is not well formed."""
     try:
         if "messages" in body:
-            messages = [{"role": "system" if m["role"] == "developer" else m["role"], "content": _text(m)}
-                        for m in body["messages"]]
-            return tokenizer.encode_chat(messages)
+            messages = _MESSAGES.validate_python(body["messages"])
+            tools = _TOOLS.validate_python(body.get("tools") or [])
+            choice = body.get("tool_choice")
+            tools = tools if effective_tool_choice(tools, choice if choice is not None else None) != "none" else None
+            return [tokenizer.encode(render_chat(tokenizer, messages, tools), add_special_tokens=False)]
         prompt = body.get("prompt")
-        if isinstance(prompt, str):
-            return tokenizer.encode(prompt)
-        if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
-            return prompt
-    except (KeyError, TypeError, ValueError):
+        if isinstance(prompt, str) or _is_ids(prompt):
+            return [_one_prompt(tokenizer, prompt)]
+        if isinstance(prompt, list) and prompt and all(isinstance(p, str) or _is_ids(p) for p in prompt):
+            return [_one_prompt(tokenizer, p) for p in prompt]
+    except (KeyError, TypeError, ValueError, ChatTemplateError):   # pydantic's ValidationError is a ValueError
         pass
     return None
 
 
-def _text(message: dict) -> str:
-    content = message.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(part["text"] for part in content)
+def _one_prompt(tokenizer: Tokenizer, prompt: str | list[int]) -> list[int]:
+    return tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
+
+
+def _is_ids(value) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)

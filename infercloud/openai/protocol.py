@@ -31,10 +31,24 @@ class TextPart(_Strict):
     text: str
 
 
+class FunctionCall(_Strict):
+    name: str
+    arguments: str                          # JSON text, as OpenAI sends it
+
+
+class ToolCall(_Strict):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None   # an assistant's calls, replayed in a history
+    tool_call_id: str | None = None            # a tool message: the call it answers
+    refusal: str | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -47,6 +61,52 @@ class ChatMessage(_Strict):
 class StreamOptions(_Strict):
     include_usage: bool = False
     continuous_usage_stats: bool = False    # vLLM's: usage (so far) on every chunk
+
+
+class FunctionDef(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_.-]{1,64}$")
+    description: str | None = None
+    parameters: dict | None = None          # a JSON schema of the arguments object
+    strict: bool | None = None
+
+
+class ChatTool(_Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class _FunctionName(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: _FunctionName
+
+
+class JSONSchemaFormat(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field(default="response", pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+
+class StructuredOutputs(_Strict):
+    """vLLM's `structured_outputs`: exactly one constraint."""
+
+    json_: dict | str | None = Field(default=None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+    structural_tag: str | None = None
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class _SamplingFields(_Strict):
@@ -76,6 +136,16 @@ class _SamplingFields(_Strict):
     resume_token_ids: list[int] | None = None  # infercloud's: continue a stream another replica began (n == 1)
     priority: int = 0                       # vLLM's: lower is scheduled first (the gateway sets it from the tier)
     cache_salt: str | None = None           # vLLM's: prefix-cache blocks are shared only among equal salts
+    logit_bias: dict[str, float] | None = None   # token id (as text) -> bias in [-100, 100]
+    stop_token_ids: list[int] | None = None      # vLLM's
+    service_tier: str | None = None              # echoed; the gateway sets the tier it resolved
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None   # vLLM's; and its older guided_* names:
+    guided_json: dict | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    guided_decoding_backend: Literal["xgrammar", "auto"] | None = None
 
 
 class ChatCompletionRequest(_SamplingFields):
@@ -83,11 +153,23 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: Annotated[list[ChatTool], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: str | list[int]
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=128)] | list[int] \
+        | Annotated[list[list[int]], Field(min_length=1, max_length=128)]
     logprobs: int | None = Field(default=None, ge=0, le=5)
+    echo: bool = False
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt (OpenAI's batch: a list of texts or of token-id lists)."""
+        p = self.prompt
+        if isinstance(p, str) or (p and isinstance(p[0], int)):
+            return [p]
+        return list(p) if p else [p]
 
 
 class EmbeddingRequest(_Strict):
@@ -96,6 +178,7 @@ class EmbeddingRequest(_Strict):
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
     truncate_prompt_tokens: int | None = None   # vLLM's: -1 cuts each input to the model's limit, k to k tokens
+    dimensions: int | None = Field(default=None, ge=1)   # OpenAI's: Matryoshka models cut (and renormalize)
 
 
 USAGE_KEY_HEADER = "X-Infercloud-Usage-Key"   # the gateway's key for a request's usage on a worker

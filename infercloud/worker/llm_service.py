@@ -1,19 +1,20 @@
 """LLMService: serves /v1/chat/completions and /v1/completions for one model on an AsyncLLMEngine.
 
 Flow of a request: admit (bounded in-flight count, else 503 + Retry-After) -> prompt token ids (chat
-template or plain prompt) -> SamplingParams (invalid values: 400 naming the field) -> engine stream.
-The first engine output is awaited before any byte is sent, so a request the engine refuses still
-gets a proper status code. Plain responses watch for the client leaving and abort the request then;
-streams are aborted by Starlette cancelling them on disconnect.
+template with tools, or plain prompts) -> SamplingParams with the output constraint, if any, compiled off
+the event loop (invalid values and schemas: 400 naming the field) -> one engine stream per prompt.
+The first engine output of each is awaited before any byte is sent, so a request the engine refuses
+still gets a proper status code. Plain responses watch for the client leaving and abort the request
+then; streams are aborted by Starlette cancelling them on disconnect.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -22,24 +23,21 @@ from infercloud.engine.async_engine import AsyncLLMEngine, EngineDeadError
 from infercloud.engine.outputs import RequestOutput
 from infercloud.engine.request import TokenLogprob
 from infercloud.engine.sampling import InvalidParamError, SamplingParams
+from infercloud.engine.structured.spec import StructuredSpec
 from infercloud.engine.tokenizer import ChatTemplateError
+from infercloud.models.local import LocalModel
 from infercloud.openai.asgi import until_disconnect
 from infercloud.openai.errors import APIError, bad_request, overloaded
 from infercloud.openai.protocol import USAGE_KEY_HEADER, ChatCompletionRequest, CompletionRequest
-from infercloud.worker.metrics import ServerMetrics
 from infercloud.openai.sse import sse_done, sse_event
+from infercloud.worker.constraints import requested_spec, tool_choice
+from infercloud.worker.metrics import ServerMetrics
+from infercloud.worker.replies import Choice, Reply
+from infercloud.openai.tool_calls import ToolCallParser, render_chat
 
 # request fields that map one-to-one onto SamplingParams when given
 _DIRECT_FIELDS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "top_k", "min_p",
-                  "repetition_penalty", "min_tokens", "ignore_eos", "n")
-
-
-@dataclass
-class _Choice:
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    finish_reason: str | None = None
+                  "repetition_penalty", "min_tokens", "ignore_eos", "n", "stop_token_ids")
 
 
 class LLMService:
@@ -53,142 +51,199 @@ class LLMService:
         self.max_in_flight = engine.engine.config.max_num_seqs + max_waiting
         self.clock = clock
         self.recent_usage = recent_usage
+        # what a request leaves out comes from the model's generation_config.json, as in vLLM
+        self.sampling_defaults = LocalModel.open(engine.engine.model_dir).sampling_defaults()
         self.in_flight = 0
 
     # -- endpoints ---------------------------------------------------------------------------------
     async def chat(self, body: ChatCompletionRequest, request: Request):
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in body.messages]
+        spec = requested_spec(body)
+        tools = body.tools if tool_choice(body) != "none" else None
         try:
-            prompt_ids = self.tokenizer.encode_chat(messages)
+            prompt_ids = self.tokenizer.encode(render_chat(self.tokenizer, body.messages, tools),
+                                               add_special_tokens=False)
         except ChatTemplateError as exc:
             raise bad_request(str(exc), param="messages") from exc
         top = body.top_logprobs if body.logprobs else None
         if body.top_logprobs is not None and not body.logprobs:
             raise bad_request("top_logprobs requires logprobs to be true", param="top_logprobs")
         max_tokens = body.max_completion_tokens or body.max_tokens
-        params = self._params(body, prompt_ids, max_tokens, None if not body.logprobs else (top or 0))
-        return await self._serve(body, request, "chat", prompt_ids, params)
+        params = self._params(body, [prompt_ids], max_tokens, None if not body.logprobs else (top or 0), spec)
+        return await self._serve(body, request, "chat", [prompt_ids], params, tools=tools is not None)
 
     async def completion(self, body: CompletionRequest, request: Request):
-        if isinstance(body.prompt, str):
-            prompt_ids = self.tokenizer.encode(body.prompt)
-        else:
-            prompt_ids = list(body.prompt)
-        params = self._params(body, prompt_ids, body.max_tokens, body.logprobs)
-        return await self._serve(body, request, "completion", prompt_ids, params)
+        prompts = body.prompts()
+        ids = [self.tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
+        if body.echo and body.logprobs is not None:
+            raise bad_request("echo with logprobs is not supported (it needs the prompt's logprobs).", param="echo")
+        if body.resume_token_ids and len(ids) > 1:
+            raise bad_request("resume_token_ids needs a single prompt.", param="resume_token_ids")
+        params = self._params(body, ids, body.max_tokens, body.logprobs, requested_spec(body))
+        echo = [p if isinstance(p, str) else self.tokenizer.decode(p) for p in prompts] if body.echo else None
+        return await self._serve(body, request, "completion", ids, params, echo_texts=echo)
 
     # -- shared machinery --------------------------------------------------------------------------
-    def _params(self, body, prompt_ids: list[int], max_tokens: int | None, logprobs: int | None) -> SamplingParams:
-        if not prompt_ids:
-            raise bad_request("The prompt is empty.", param="prompt")
-        if len(prompt_ids) >= self.max_model_len:
-            raise bad_request(f"This model's maximum context length is {self.max_model_len} tokens, but the prompt "
-                              f"has {len(prompt_ids)} tokens.", param="messages", code="context_length_exceeded")
+    def _params(self, body, prompts: list[list[int]], max_tokens: int | None, logprobs: int | None,
+                spec: StructuredSpec | None) -> SamplingParams:
+        for ids in prompts:
+            if not ids:
+                raise bad_request("The prompt is empty.", param="prompt")
+            if len(ids) >= self.max_model_len:
+                raise bad_request(f"This model's maximum context length is {self.max_model_len} tokens, but the "
+                                  f"prompt has {len(ids)} tokens.", param="messages", code="context_length_exceeded")
         given = {f: getattr(body, f) for f in _DIRECT_FIELDS if getattr(body, f) is not None}
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        longest = max(len(ids) for ids in prompts)
         try:
-            return SamplingParams(max_tokens=max_tokens or self.max_model_len - len(prompt_ids), stop=stop,
-                                  logprobs=logprobs, **given)
+            return SamplingParams(max_tokens=max_tokens or self.max_model_len - longest, stop=stop,
+                                  logprobs=logprobs, logit_bias=_logit_bias(body.logit_bias), structured=spec,
+                                  **{**self.sampling_defaults, **given})
         except InvalidParamError as exc:
             raise bad_request(str(exc), param=exc.param) from exc
 
-    async def _serve(self, body, request: Request, kind: str, prompt_ids: list[int], params: SamplingParams):
+    async def _compile(self, spec: StructuredSpec) -> None:
+        """Compile (or find cached) the request's grammar off the event loop: a bad one is a 400 here."""
+        try:
+            await asyncio.to_thread(self.engine.engine.grammars.compile, spec)
+        except InvalidParamError as exc:
+            raise bad_request(str(exc), param=exc.param) from exc
+
+    async def _serve(self, body, request: Request, kind: str, prompts: list[list[int]], params: SamplingParams,
+                     tools: bool = False, echo_texts: list[str] | None = None):
+        if params.structured is not None:
+            await self._compile(params.structured)
         if self.in_flight >= self.max_in_flight:
             self.metrics.request_done(self.name, kind, "overloaded")
             raise overloaded(f"Too many requests queued for {self.name} ({self.max_in_flight}); retry shortly.")
         self.in_flight += 1
         request_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         resume = list(body.resume_token_ids or [])
-        stream = self.engine.generate(prompt_ids, params, request_id=request_id, resume_token_ids=resume,
-                                      priority=-body.priority, cache_salt=body.cache_salt or None)
-        try:
-            first = await stream.__anext__()
-        except BaseException as exc:
+        streams = [self.engine.generate(ids, params, request_id=request_id if len(prompts) == 1 else f"{request_id}-{k}",
+                                        resume_token_ids=resume, priority=-body.priority,
+                                        cache_salt=body.cache_salt or None) for k, ids in enumerate(prompts)]
+        firsts = await asyncio.gather(*(s.__anext__() for s in streams), return_exceptions=True)
+        failed = next((f for f in firsts if isinstance(f, BaseException)), None)
+        if failed is not None:
             self.in_flight -= 1
-            await stream.aclose()
+            await _close(streams)
             self.metrics.request_done(self.name, kind, "error")
-            if isinstance(exc, InvalidParamError):
-                raise bad_request(str(exc), param=exc.param, code="context_length_exceeded") from exc
-            if isinstance(exc, EngineDeadError):
-                raise APIError(503, str(exc), type="overloaded_error", code="engine_dead") from exc
-            raise
+            if isinstance(failed, InvalidParamError):
+                raise bad_request(str(failed), param=failed.param, code="context_length_exceeded") from failed
+            if isinstance(failed, EngineDeadError):
+                raise APIError(503, str(failed), type="overloaded_error", code="engine_dead") from failed
+            raise failed
         usage_key = request.headers.get(USAGE_KEY_HEADER) or request.headers.get("x-request-id")
-        ctx = _Ctx(request_id, kind, int(time.time()), prompt_ids, params, body, len(resume), usage_key=usage_key,
-                   last=first)
+        reply = Reply(request_id, kind, int(time.time()), prompts, params, body, len(resume), usage_key=usage_key,
+                      tools=tools, echo_texts=echo_texts, last=dict(enumerate(firsts)))
+        outputs = _merged(streams, list(firsts))
         if body.stream:
             options = body.stream_options
             include_usage = bool(options and (options.include_usage or options.continuous_usage_stats))
-            return StreamingResponse(self._sse(ctx, first, stream, include_usage), media_type="text/event-stream",
+            return StreamingResponse(self._sse(reply, outputs, streams, include_usage),
+                                     media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Request-Id": request_id})
-        return await self._complete(ctx, first, stream, request)
+        return await self._complete(reply, outputs, streams, request)
 
-    async def _complete(self, ctx: "_Ctx", first: RequestOutput, stream: AsyncIterator[RequestOutput],
-                        request: Request) -> JSONResponse:
-        choices = [_Choice() for _ in range(ctx.params.n)]
+    async def _complete(self, reply: Reply, outputs: AsyncIterator[tuple[int, RequestOutput]],
+                        streams: list, request: Request) -> JSONResponse:
+        choices = [Choice() for _ in range(len(reply.prompts) * reply.n)]
         outcome = "aborted"
 
-        async def collect() -> RequestOutput:
-            _accumulate(choices, first)
-            async for out in stream:
-                _accumulate(choices, out)
-                ctx.last = out
-            return ctx.last
+        async def collect() -> None:
+            async for k, out in outputs:
+                reply.last[k] = out
+                for c in out.outputs:
+                    ch = choices[reply.choice_index(k, c.index)]
+                    ch.text, ch.token_ids = c.text, c.token_ids
+                    ch.logprobs += c.delta_logprobs or []
+                    ch.finish_reason = c.finish_reason or ch.finish_reason
 
         try:
-            last = await until_disconnect(request, collect())
+            await until_disconnect(request, collect())
             outcome = "ok"
         finally:
-            ctx.completion_tokens = sum(len(c.token_ids) for c in choices)
-            await self._end(ctx, stream, outcome)
-        self.metrics.observe_request(self.name, last, sum(len(c.token_ids) for c in choices))
-        return JSONResponse(ctx.response(choices, last, self._fmt_logprobs), headers={"X-Request-Id": ctx.request_id})
+            reply.completion_tokens = sum(len(c.token_ids) for c in choices)
+            await self._end(reply, outputs, streams, outcome)
+        self._observe(reply)
+        return JSONResponse(reply.response(choices, self._fmt_logprobs), headers={"X-Request-Id": reply.request_id})
 
-    async def _sse(self, ctx: "_Ctx", first: RequestOutput, stream: AsyncIterator[RequestOutput],
+    async def _sse(self, reply: Reply, outputs: AsyncIterator[tuple[int, RequestOutput]], streams: list,
                    include_usage: bool) -> AsyncIterator[str]:
-        ctx.completion_tokens = ctx.num_resumed
-        continuous = bool(ctx.body.stream_options and ctx.body.stream_options.continuous_usage_stats)
+        reply.completion_tokens = reply.num_resumed
+        continuous = bool(reply.body.stream_options and reply.body.stream_options.continuous_usage_stats)
         outcome = "aborted"
-        last = first
         try:
-            if ctx.kind == "chat" and not ctx.num_resumed:  # a resumed stream's client has had the role chunk
-                for i in range(ctx.params.n):
-                    yield sse_event(ctx.chunk(i, {"role": "assistant", "content": ""}, None, None))
-            out = first
-            while True:
-                ctx.last = last = out
+            if reply.kind == "chat" and not reply.num_resumed:  # a resumed stream's client has had the role chunk
+                for i in range(len(reply.prompts) * reply.n):
+                    yield sse_event(reply.chunk(i, {"role": "assistant", "content": ""}, None, None))
+            if reply.tools and reply.num_resumed:   # the parser goes on from where the first replica was
+                reply.parsers[0] = parser = ToolCallParser()
+                parser.feed(self.tokenizer.decode(reply.body.resume_token_ids))
+            async for k, out in outputs:
+                reply.last[k] = out
                 for c in out.outputs:
-                    ctx.completion_tokens += len(c.delta_token_ids)
-                    lp = self._fmt_logprobs(ctx.kind, c.delta_logprobs) if c.delta_logprobs else None
-                    if c.delta_text or c.finish_reason or lp or (ctx.return_token_ids and c.delta_token_ids):
-                        delta = {"content": c.delta_text} if ctx.kind == "chat" else c.delta_text
-                        chunk = ctx.chunk(c.index, delta, c.finish_reason, lp, c.delta_token_ids)
+                    reply.completion_tokens += len(c.delta_token_ids)
+                    for chunk in self._chunks(reply, reply.choice_index(k, c.index), c):
                         if continuous:
-                            chunk["usage"] = ctx.usage(out, ctx.completion_tokens)
+                            chunk["usage"] = reply.usage(reply.completion_tokens)
                         yield sse_event(chunk)
-                if out.finished:
-                    break
-                out = await stream.__anext__()
             if include_usage:
-                yield sse_event(ctx.usage_chunk(last, ctx.completion_tokens))
+                yield sse_event(reply.usage_chunk(reply.completion_tokens))
             yield sse_done()
             outcome = "ok"
         finally:
-            await self._end(ctx, stream, outcome)
+            await self._end(reply, outputs, streams, outcome)
             if outcome == "ok":
-                self.metrics.observe_request(self.name, last, ctx.completion_tokens)
+                self._observe(reply)
 
-    async def _end(self, ctx: "_Ctx", stream: AsyncIterator[RequestOutput], outcome: str) -> None:
+    def _chunks(self, reply: Reply, index: int, c) -> list[dict]:
+        """The chunks one sequence's new output becomes (none when nothing a client sees changed)."""
+        lp = None
+        if c.delta_logprobs:
+            offset = reply.offsets.get(index, len(reply.echo_texts[index // reply.n]) if reply.echo_texts else 0)
+            lp = self._fmt_logprobs(reply.kind, c.delta_logprobs, offset)
+            if reply.kind == "completion":
+                reply.offsets[index] = offset + sum(len(t) for t in lp["tokens"])
+        if reply.kind == "chat" and reply.tools:
+            parser = reply.parsers.setdefault(index, ToolCallParser())
+            deltas = parser.feed(c.delta_text) + (parser.finish() if c.finish_reason else [])
+            chunks = [reply.chunk(index, d, None, None) for d in deltas]
+            if c.finish_reason:
+                reason = "tool_calls" if parser.calls and c.finish_reason == "stop" else c.finish_reason
+                chunks.append(reply.chunk(index, {}, reason, None))
+            if lp or (reply.return_token_ids and c.delta_token_ids):
+                if not chunks:
+                    chunks.append(reply.chunk(index, {}, None, None))
+                chunks[0]["choices"][0]["logprobs"] = lp
+                if reply.return_token_ids:
+                    chunks[0]["choices"][0]["token_ids"] = list(c.delta_token_ids)
+            return chunks
+        text = c.delta_text
+        if reply.echo_texts and index not in reply.offsets and not reply.num_resumed:
+            reply.offsets.setdefault(index, len(reply.echo_texts[index // reply.n]))
+            text = reply.echo_texts[index // reply.n] + text
+        if not (text or c.finish_reason or lp or (reply.return_token_ids and c.delta_token_ids)):
+            return []
+        delta = {"content": text} if reply.kind == "chat" else text
+        return [reply.chunk(index, delta, c.finish_reason, lp, c.delta_token_ids)]
+
+    def _observe(self, reply: Reply) -> None:
+        for out in reply.last.values():
+            self.metrics.observe_request(self.name, out, sum(len(c.token_ids) for c in out.outputs)
+                                         if len(reply.last) > 1 else reply.completion_tokens)
+
+    async def _end(self, reply: Reply, outputs: AsyncIterator, streams: list, outcome: str) -> None:
         """Every admitted request ends here once: the slot is released, an unfinished stream aborted,
-        and what it used is kept for the gateway to read (by its X-Request-Id) if the client left."""
+        and what it used is kept for the gateway to read (by its usage key) if the client left."""
         self.in_flight -= 1
         if outcome != "ok":
-            await stream.aclose()
-        self.metrics.request_done(self.name, ctx.kind, outcome)
-        if ctx.usage_key and self.recent_usage is not None:
-            self.recent_usage.put(ctx.usage_key, {**ctx.usage(ctx.last, ctx.completion_tokens), "outcome": outcome})
+            await outputs.aclose()
+            await _close(streams)
+        self.metrics.request_done(self.name, reply.kind, outcome)
+        if reply.usage_key and self.recent_usage is not None:
+            self.recent_usage.put(reply.usage_key, {**reply.usage(reply.completion_tokens), "outcome": outcome})
 
-    def _fmt_logprobs(self, kind: str, entries: list[TokenLogprob]) -> dict:
+    def _fmt_logprobs(self, kind: str, entries: list[TokenLogprob], text_offset: int = 0) -> dict:
         tok = self.tokenizer
 
         def s(token_id: int) -> str:
@@ -198,8 +253,13 @@ class LLMService:
             return {"content": [{"token": s(e.token_id), "logprob": e.logprob, "bytes": list(s(e.token_id).encode()),
                                  "top_logprobs": [{"token": s(t), "logprob": lp, "bytes": list(s(t).encode())}
                                                   for t, lp in e.top]} for e in entries]}
-        return {"tokens": [s(e.token_id) for e in entries], "token_logprobs": [e.logprob for e in entries],
-                "top_logprobs": [{s(t): lp for t, lp in e.top} for e in entries]}
+        tokens = [s(e.token_id) for e in entries]
+        offsets = []
+        for t in tokens:
+            offsets.append(text_offset)
+            text_offset += len(t)
+        return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
+                "top_logprobs": [{s(t): lp for t, lp in e.top} for e in entries], "text_offset": offsets}
 
     def state(self) -> dict:
         stats = self.engine.engine.stats()
@@ -230,81 +290,56 @@ class RecentUsage:
         return self._entries.get(key)
 
 
-def _accumulate(choices: list[_Choice], out: RequestOutput) -> None:
-    for c in out.outputs:
-        ch = choices[c.index]
-        ch.text, ch.token_ids = c.text, c.token_ids
-        ch.logprobs += c.delta_logprobs or []
-        ch.finish_reason = c.finish_reason or ch.finish_reason
+def _logit_bias(bias: dict[str, float] | None) -> dict[int, float] | None:
+    if not bias:
+        return None
+    try:
+        return {int(k): float(v) for k, v in bias.items()}
+    except ValueError:
+        raise bad_request("logit_bias keys must be token ids.", param="logit_bias") from None
 
 
-@dataclass
-class _Ctx:
-    """The fixed facts of one response (ids, kind, timestamps) and its JSON shapes."""
+async def _merged(streams: Sequence[AsyncIterator[RequestOutput]],
+                  firsts: list[RequestOutput]) -> AsyncIterator[tuple[int, RequestOutput]]:
+    """(prompt index, output) from every prompt's stream as they come, starting with their first outputs."""
+    for k, first in enumerate(firsts):
+        yield k, first
+    live = [k for k, first in enumerate(firsts) if not first.finished]
+    if len(streams) == 1:
+        if live:
+            async for out in streams[0]:
+                yield 0, out
+        return
+    queue: asyncio.Queue = asyncio.Queue()
 
-    request_id: str
-    kind: str
-    created: int
-    prompt_ids: list[int]
-    params: SamplingParams
-    body: ChatCompletionRequest | CompletionRequest
-    num_resumed: int = 0         # output tokens another replica generated before this one took over
-    usage_key: str | None = None  # what this request used is kept under it: the gateway's usage key, else
-                                  # the caller's X-Request-Id
-    last: RequestOutput | None = None  # the latest engine output (its metrics are live)
-    completion_tokens: int = 0   # so far (resumed tokens included)
-    sent_prompt_ids: bool = False
+    async def pump(k: int) -> None:
+        try:
+            async for out in streams[k]:
+                await queue.put((k, out))
+        except Exception as exc:   # noqa: BLE001 - handed to the consumer
+            await queue.put((k, exc))
+        await queue.put((k, None))
 
-    @property
-    def return_token_ids(self) -> bool:
-        return bool(self.body.return_token_ids)
-
-    @property
-    def object(self) -> str:
-        return "chat.completion" if self.kind == "chat" else "text_completion"
-
-    def usage(self, out: RequestOutput, completion_tokens: int) -> dict:
-        """OpenAI's usage object, plus the device-seconds attributed to the request (its share of each step)."""
-        return {"prompt_tokens": len(self.prompt_ids), "completion_tokens": completion_tokens,
-                "total_tokens": len(self.prompt_ids) + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": out.num_cached_tokens},
-                "device_seconds": round(sum(m.device_seconds for m in out.metrics), 6)}
-
-    def response(self, choices: list[_Choice], last: RequestOutput, fmt_logprobs) -> dict:
-        rendered = []
-        for i, c in enumerate(choices):
-            lp = fmt_logprobs(self.kind, c.logprobs) if self.params.logprobs is not None else None
-            if self.kind == "chat":
-                rendered.append({"index": i, "message": {"role": "assistant", "content": c.text},
-                                 "logprobs": lp, "finish_reason": c.finish_reason})
+    tasks = [asyncio.create_task(pump(k)) for k in live]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            k, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, Exception):
+                raise item
             else:
-                rendered.append({"index": i, "text": c.text, "logprobs": lp, "finish_reason": c.finish_reason})
-            if self.return_token_ids:
-                rendered[-1]["token_ids"] = c.token_ids
-        body = {"id": self.request_id, "object": self.object, "created": self.created, "model": self.body.model,
-                "choices": rendered, "usage": self.usage(last, sum(len(c.token_ids) for c in choices))}
-        if self.return_token_ids:
-            body["prompt_token_ids"] = self.prompt_ids
-        return body
+                yield k, item
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    def chunk(self, index: int, delta, finish_reason: str | None, logprobs: dict | None,
-              token_ids: list[int] | None = None) -> dict:
-        if self.kind == "chat":
-            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-            obj = "chat.completion.chunk"
-        else:
-            choice = {"index": index, "text": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-            obj = "text_completion"
-        body = {"id": self.request_id, "object": obj, "created": self.created, "model": self.body.model,
-                "choices": [choice]}
-        if self.return_token_ids:
-            choice["token_ids"] = list(token_ids or [])
-            if not self.sent_prompt_ids:  # vLLM's shape: the prompt's ids ride on the first chunk only
-                body["prompt_token_ids"] = self.prompt_ids
-                self.sent_prompt_ids = True
-        return body
 
-    def usage_chunk(self, out: RequestOutput, completion_tokens: int) -> dict:
-        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        return {"id": self.request_id, "object": obj, "created": self.created, "model": self.body.model,
-                "choices": [], "usage": self.usage(out, completion_tokens)}
+async def _close(streams: Sequence[AsyncIterator]) -> None:
+    for s in streams:
+        try:
+            await s.aclose()
+        except RuntimeError:   # already closed by its pump
+            pass
