@@ -8,6 +8,7 @@ commands, as `python -m infercloud.bench.cli bench serve ...`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -55,6 +56,8 @@ def _add_serve(actions: argparse._SubParsersAction) -> None:
     limit.add_argument("--duration", type=float, default=None, metavar="S",
                        help="send new requests for S seconds, then wait for those in flight")
     _add_common(serve)
+    serve.add_argument("--extra-body", type=_json_object, default={}, metavar="JSON",
+                       help='fields added to every request, e.g. \'{"response_format": {...}}\'')
     serve.add_argument("--out", type=str, default=None, metavar="FILE.json",
                        help="write config, summary and every request's timeline here")
     serve.add_argument("--plots", type=str, default=None, metavar="DIR",
@@ -123,6 +126,16 @@ def run_bench_compare(args: argparse.Namespace) -> int:
 
     args.workload = [name for item in args.workload for name in _name_list(item)]
     return compare_main(args)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
 
 
 def _int_list(text: str) -> list[int]:

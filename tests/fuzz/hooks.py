@@ -12,7 +12,9 @@ import os
 
 import schemathesis
 
-BODIES = {"ChatCompletionRequest": "chat", "CompletionRequest": "chat", "EmbeddingRequest": "embedding"}
+BODIES = {"ChatCompletionRequest": "chat", "CompletionRequest": "chat", "EmbeddingRequest": "embedding",
+          "TokenizeCompletionRequest": "chat", "TokenizeChatRequest": "chat", "DetokenizeRequest": "chat",
+          "ResponsesRequest": "chat"}
 
 
 @schemathesis.hook

@@ -10,7 +10,7 @@ import pytest
 from infercloud.config import ModelSpec
 from infercloud.engine.kv.block_hash import hash_token_blocks
 from infercloud.engine.tokenizer import Tokenizer
-from infercloud.gateway.planner import RoutePlanner
+from infercloud.gateway.planner import RoutePlanner, num_prompts
 from infercloud.models.local import LocalModel
 
 MODEL = "smollm2-135m-instruct"
@@ -91,7 +91,10 @@ def test_completion_prompts(prefix_planner, tokenizer):
     {"messages": None},
     {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
     {"messages": [{"role": "user", "content": 5}]},
-    {"prompt": ["a", "b"]},
+    {"prompt": [["a"], ["b"]]},
+    {"prompt": [1, "a"]},
+    {"prompt": [[1], [2, None]]},
+    {"prompt": [[1], [True]]},
     {"prompt": None},
     {},
 ])
@@ -99,6 +102,41 @@ def test_malformed_body_gives_no_hashes(prefix_planner, body):
     route = plan(prefix_planner, body).route
     assert route.prompt_block_hashes == ()
     assert route.num_prompt_tokens == len(json.dumps(body)) // 4
+
+
+# -- batches of completion prompts -----------------------------------------------------------------
+
+BATCH = ["Once upon a time, in a land far away, there lived a king who had three daughters. " * 2,
+         "The quick brown fox jumps over the lazy dog.", "A"]
+
+
+@pytest.mark.parametrize("as_ids", [False, True])
+def test_a_batch_counts_every_prompt_and_hashes_the_first(prefix_planner, tokenizer, as_ids):
+    ids = [tokenizer.encode(text) for text in BATCH]
+    body = {"prompt": ids if as_ids else BATCH, "max_tokens": 10, "n": 2}
+    p = plan(prefix_planner, body)
+    assert p.route.num_prompt_tokens == sum(map(len, ids))
+    assert list(p.route.prompt_block_hashes) == hash_token_blocks(ids[0], BS) != []
+    assert p.outstanding_tokens == sum(map(len, ids)) + 10 * 2 * len(BATCH)
+
+
+def test_a_batch_of_one_is_its_prompt(prefix_planner, tokenizer):
+    single, batch = plan(prefix_planner, {"prompt": BATCH[0]}), plan(prefix_planner, {"prompt": BATCH[:1]})
+    assert single == batch
+
+
+@pytest.mark.parametrize("body, count", [
+    ({"prompt": BATCH}, 3), ({"prompt": [[1, 2], [3]]}, 2), ({"prompt": [[1, 2]]}, 1), ({"prompt": [1, 2]}, 1),
+    ({"prompt": "text"}, 1), ({"prompt": []}, 1), ({"messages": []}, 1), ({}, 1),
+])
+def test_num_prompts(body, count):
+    assert num_prompts(body) == count
+
+
+def test_a_batch_for_a_model_without_a_tokenizer_is_estimated_from_its_size():
+    p = planner(ModelSpec("rr-model", routing="round_robin"))
+    result = p.plan("rr-model", {"prompt": BATCH, "max_tokens": 8}, raw_size=400, session_header=None)
+    assert (result.route.num_prompt_tokens, result.outstanding_tokens) == (100, 100 + 8 * 3)
 
 
 # -- load estimate and session -------------------------------------------------------------------

@@ -126,6 +126,26 @@ def test_native_body_carries_priority_salt_and_usage_options_external_does_not()
     assert not up.client_usage
 
 
+def test_native_body_carries_the_resolved_tier_external_and_embeddings_do_not():
+    body = {**BASE, "service_tier": "auto"}
+    up = upstream_for(body, 1, None, metered=False, tier="standard")
+    assert up.native["service_tier"] == "standard" and "service_tier" not in up.external
+    embeddings = upstream_for({"model": "e", "input": "x", "service_tier": "flex"}, 2, None, False, "/v1/embeddings",
+                              "batch")
+    assert "service_tier" not in embeddings.native and "service_tier" not in embeddings.external
+
+
+def test_a_batch_of_prompts_streams_a_choice_per_prompt_and_is_not_migrated():
+    batch = relay(prompt=["a", "b"], n=2)
+    assert (batch.num_choices, batch.can_migrate) == (4, False)
+    for index in range(3):
+        batch._rewrite(chunk("x", finish="stop", index=index))
+    assert not batch.saw_finish
+    batch._rewrite(chunk("x", finish="stop", index=3))
+    assert batch.saw_finish
+    assert relay(prompt=[[1, 2]]).can_migrate
+
+
 def test_duplicate_role_chunk_dropped():
     r = relay()
     first = parse(r._rewrite(chunk(role=True)))
