@@ -232,6 +232,20 @@ class TenancySpec:
 
 
 @dataclass(frozen=True)
+class ResponsesSpec:
+    """Stored responses of the Responses API (POST /v1/responses with `store`, infercloud/responses/)."""
+
+    ttl_s: float = 2592000.0                  # a stored response is kept this long (30 days), then 404 and deleted
+    database: str | None = None               # SQLAlchemy URL; default: the tenancy database on a gateway with
+                                              # tenants, else the SQLite file under the infercloud home
+    purge_interval_s: float = 300.0           # expired rows are deleted at most this often (on a new response)
+
+    def __post_init__(self) -> None:
+        if not self.ttl_s > 0:
+            raise ValueError("responses.ttl_s must be positive")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -251,6 +265,7 @@ class ServerConfig:
     controller: ControllerSpec = field(default_factory=ControllerSpec)
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
     tenancy: TenancySpec | None = None        # set: API keys required (implies cloud mode)
+    responses: ResponsesSpec = field(default_factory=ResponsesSpec)   # the Responses API's stored responses
     regions: tuple[RegionSpec, ...] = ()      # known regions and the latencies between them
     internal_token: str | None = field(default=None, repr=False)  # the internal plane's token (internal_token.py);
                                               # None: $INFERCLOUD_INTERNAL_TOKEN, else the home's file
@@ -284,7 +299,8 @@ def _build(cls, data: Any, where: str):
 
 
 _SECTIONS = {"engine": EngineConfig, "cluster": ClusterSpec, "controller": ControllerSpec, "gateway": GatewaySpec,
-             "price": PriceSpec, "tenancy": TenancySpec, "autoscaling": AutoscalingSpec, "slo": SLO}
+             "price": PriceSpec, "tenancy": TenancySpec, "responses": ResponsesSpec, "autoscaling": AutoscalingSpec,
+             "slo": SLO}
 
 
 def _named_sections(cls, value: Any, where: str, what: str) -> tuple:

@@ -1,4 +1,5 @@
-"""The gateway's HTTP app: the OpenAI endpoints proxied to replicas, plus health, metrics and state.
+"""The gateway's HTTP app: the OpenAI endpoints (and vLLM's /tokenize, /detokenize) proxied to replicas, plus
+model cards, /version, health, metrics and state.
 
 The gateway reads only what routing and admission need from a body (model, stream, the prompt for
 prefix hashing, max_tokens, n, user, service_tier) and leaves validation to the worker, whose 4xx
@@ -8,6 +9,12 @@ tier the tenant may not use 403, malformed JSON or no model 400, unknown model 4
 rate limits and budgets 429, draining 503, no replica able to serve 503; each in OpenAI's JSON shape,
 with an X-Request-Id assigned or propagated.
 
+The tier a request runs at (the tenant's, or the one it asks for within it) goes to native workers as
+`service_tier`, so their answers name it; external replicas never see it.
+
+/tokenize and /detokenize are authenticated like /v1 requests (a tenant's own models only), neither
+metered nor rate limited, and answered by a native replica of the model; /version by the gateway itself.
+
 Region of a request: the `x-infercloud-region` header, else the tenant's home region, else the
 gateway's own (`gateway.region`). A tenant bound to regions (data residency) may not name another:
 403 `region_not_allowed`; a region not in `regions` is 400 `invalid_region`.
@@ -16,6 +23,7 @@ gateway's own (`gateway.region`). A tenant bound to regions (data residency) may
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 import uuid
@@ -24,6 +32,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
+from infercloud import __version__
 from infercloud.config import ServerConfig, TenantSpec
 from infercloud.controller.controller import Controller
 from infercloud.controller.replicas import ReplicaSet
@@ -31,17 +40,20 @@ from infercloud.gateway.accounting import Tenancy
 from infercloud.gateway.admin import install_admin_routes
 from infercloud.gateway.admin_bodies import ADMIN_BODIES
 from infercloud.gateway.metrics import GatewayMetrics
-from infercloud.gateway.planner import RoutePlanner
+from infercloud.gateway.planner import Plan, RoutePlanner
 from infercloud.gateway.proxy import Proxy, Upstream
 from infercloud.internal_token import shows_token
 from infercloud.models.catalog import resolve_model
 from infercloud.models.random_model import is_random_weights
 from infercloud.tenancy.admission import TIER_PRIORITY, Admission, Principal
 from infercloud.tenancy.store import Tenant
-from infercloud.openai.asgi import (RequestGuard, describe_bodies, install_error_handlers, install_ops_routes,
-                                   read_json_object, until_disconnect)
+from infercloud.openai.asgi import (TOKENIZE_PATHS, RequestGuard, describe_bodies, install_error_handlers,
+                                   install_ops_routes, read_json_object, until_disconnect)
 from infercloud.openai.errors import APIError, bad_request, forbidden, internal_token_required, model_not_found
 from infercloud.openai.protocol import API_BODIES, USAGE_KEY_HEADER
+from infercloud.openai.tokenize import TOKENIZE_BODIES
+from infercloud.responses.service import install_on_gateway
+from infercloud.router.base import RouteRequest
 
 log = logging.getLogger("infercloud.gateway")
 
@@ -52,15 +64,26 @@ MAX_REQUEST_ID = 80  # a longer X-Request-Id is replaced by one of the gateway's
 _GATEWAY_FIELDS = ("service_tier", "priority", "cache_salt")  # set by the gateway, never passed through
 
 
+def _request_id(request: Request) -> str:
+    """The client's X-Request-Id, or a new one when it sent none or one too long."""
+    request_id = request.headers.get("x-request-id") or ""
+    if not 0 < len(request_id) <= MAX_REQUEST_ID:  # the ledger keys rows by it
+        request_id = f"req-{uuid.uuid4().hex}"
+    return request_id
+
+
 def upstream_for(body: dict, priority: int, cache_salt: str | None, metered: bool,
-                 path: str = "/v1/chat/completions") -> Upstream:
-    """The bodies for native and external replicas (the gateway's own fields only for native generation)."""
+                 path: str = "/v1/chat/completions", tier: str | None = None) -> Upstream:
+    """The bodies for native and external replicas (the gateway's own fields, and the resolved `tier` as
+    `service_tier`, only for native generation)."""
     client = {k: v for k, v in body.items() if k not in _GATEWAY_FIELDS}
     options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
     client_usage, client_continuous = bool(options.get("include_usage")), bool(options.get("continuous_usage_stats"))
     if path == "/v1/embeddings":
         return Upstream(client, client)
     native = {**client, "priority": priority}
+    if tier is not None:
+        native["service_tier"] = tier
     if cache_salt is not None:
         native["cache_salt"] = cache_salt
     external = client
@@ -91,33 +114,32 @@ class Gateway:
         except (LookupError, OSError):
             return False
 
-    async def handle(self, request: Request, path: str) -> Response:
-        request_id = request.headers.get("x-request-id") or ""
-        if not 0 < len(request_id) <= MAX_REQUEST_ID:  # the ledger keys rows by it
-            request_id = f"req-{uuid.uuid4().hex}"
-        start = time.perf_counter()
+    async def handle(self, request: Request, path: str, body: dict | None = None,
+                     session_id: str | None = None) -> Response:
+        """Serve one API request. `body` and `session_id`: a request the gateway made itself (the chat
+        completion of a Responses API request, infercloud/responses/) with its session key."""
+        request_id, start = _request_id(request), time.perf_counter()
         model, status, meter = "-", 503, None
         try:
             principal = await self.tenancy.authenticate(request.headers.get("authorization")) \
                 if self.tenancy is not None else None
-            raw, body = await read_json_object(request)
-            model = body.get("model")
-            if not isinstance(model, str):
-                model = "-"
-                raise bad_request("Missing required field: 'model'.", param="model")
-            if model not in self.planner.routes:
-                raise model_not_found(model)
+            if body is None:
+                raw, body = await read_json_object(request)
+            else:
+                raw = json.dumps(body).encode()
+            model = self._model_of(body)
             self.replicas.traffic(model).arrived()
             salt = self.tenancy.cache_salt(principal, body.get("cache_salt")) if principal else None
             tier = self._tier(principal, body)
             region, allowed = self._region(principal, request.headers.get("x-infercloud-region"))
-            plan = self.planner.plan(model, body, len(raw), request.headers.get("x-session-id"), salt,
+            session = session_id or request.headers.get("x-session-id")
+            plan = self.planner.plan(model, body, len(raw), session, salt,
                                      principal.tenant.name if principal else None, -TIER_PRIORITY[tier],
                                      region, allowed)
             if principal is not None:
                 meter = await self.tenancy.admit(principal, model, path, body, plan.route.num_prompt_tokens,
                                                  request_id)
-            upstream = upstream_for(body, TIER_PRIORITY[tier], salt, meter is not None, path)
+            upstream = upstream_for(body, TIER_PRIORITY[tier], salt, meter is not None, path, tier)
             headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
             if meter is not None:
                 headers[USAGE_KEY_HEADER] = meter.usage_key
@@ -140,9 +162,54 @@ class Gateway:
         finally:
             if meter is not None:
                 meter.close()
-            label = model if model in self.planner.routes else "other"   # labels take configured names only
-            self.metrics.requests.labels(label, path, str(status)).inc()
-            self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+            self._count(model, path, status, start)
+
+    async def forward(self, request: Request, path: str) -> Response:
+        """/tokenize and /detokenize: authenticated, not metered or rate limited, sent to a native replica."""
+        request_id, start = _request_id(request), time.perf_counter()
+        model, status = "-", 503
+        try:
+            principal = await self.principal_of(request)
+            _, body = await read_json_object(request)
+            model = self._model_of(body)
+            if principal is not None:
+                Admission.check_model(principal.tenant, model)
+            self._check_native(model, path)
+            region, allowed = self._region(principal, request.headers.get("x-infercloud-region"))
+            route = RouteRequest(model, tenant=principal.tenant.name if principal else None, region=region,
+                                 allowed_regions=allowed)
+            headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
+            response = await until_disconnect(request, self.proxy.unary(Plan(route, 0, native_only=True), path,
+                                                                        Upstream(body, body), headers))
+            status = response.status_code
+            return response
+        except APIError as exc:
+            exc.headers.setdefault("X-Request-Id", request_id)
+            status = exc.status
+            raise
+        finally:
+            self._count(model, path, status, start)
+
+    def _model_of(self, body: dict) -> str:
+        """The body's model: a 400 when it names none, a 404 when it is not configured."""
+        model = body.get("model")
+        if not isinstance(model, str):
+            raise bad_request("Missing required field: 'model'.", param="model")
+        if model not in self.planner.routes:
+            raise model_not_found(model)
+        return model
+
+    def _check_native(self, model: str, path: str) -> None:
+        """A model that only external replicas serve has no replica that surely answers `path`: a clear 400."""
+        spec = self.planner.routes[model].spec
+        if spec.external and spec.replicas == 0 and spec.autoscaling is None and spec.pool is None:
+            raise bad_request(f"The model `{model}` is served by external replicas only; {path} is answered by "
+                              "infercloud's own workers.", param="model", code="not_supported")
+
+    def _count(self, model: str, path: str, status: int, start: float) -> None:
+        label = model if model in self.planner.routes else "other"   # labels take configured names only
+        self.metrics.requests.labels(label, path, str(status)).inc()
+        self.metrics.latency.labels(label).observe(time.perf_counter() - start)
 
     async def authorize_internal(self, path: str, authorization: str | None) -> APIError | None:
         """The internal plane needs the internal token; /metrics also answers an admin key."""
@@ -178,6 +245,19 @@ class Gateway:
             region = tenant.regions[0]
         return region, allowed
 
+    def model_cards(self, principal: Principal | None) -> list[dict]:
+        """The models a tenant may use (all without tenancy), as GET /v1/models lists them."""
+        visible = [s for s in self.config.models if principal is None or principal.tenant.may_use(s.name)]
+        return [{"id": s.name, "object": "model", "created": int(self.started_at), "owned_by": "infercloud",
+                 "kind": s.kind, "ready_replicas": len(self.replicas.routable(s.name)),
+                 "random_weights": self.is_random(s.name)} for s in visible]
+
+    async def principal_of(self, request: Request) -> Principal | None:
+        """The request's tenant and key (a 401 for a missing or bad key); None without tenancy."""
+        if self.tenancy is None:
+            return None
+        return await self.tenancy.authenticate(request.headers.get("authorization"))
+
     def _tier(self, principal: Principal | None, body: dict) -> str:
         requested = body.get("service_tier")
         if principal is not None:
@@ -212,20 +292,31 @@ def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
             return await gateway.handle(request, path)
         return endpoint
 
+    def forwarded(path: str):
+        async def endpoint(request: Request):
+            return await gateway.forward(request, path)
+        return endpoint
+
     for path in ENDPOINTS:  # plain Starlette routes: no FastAPI dependency solving on the hot path
         app.add_route(path, proxied(path), methods=["POST"])
 
+    for path in TOKENIZE_PATHS:
+        app.add_route(path, forwarded(path), methods=["POST"])
+
     @app.get("/v1/models")
-    async def models(request: Request):
-        visible = gateway.config.models
-        if gateway.tenancy is not None:  # a tenant sees the models it may use
-            principal = await gateway.tenancy.authenticate(request.headers.get("authorization"))
-            visible = [s for s in visible if principal.tenant.may_use(s.name)]
-        created = int(gateway.started_at)
-        data = [{"id": s.name, "object": "model", "created": created, "owned_by": "infercloud", "kind": s.kind,
-                 "ready_replicas": len(gateway.replicas.routable(s.name)), "random_weights": gateway.is_random(s.name)}
-                for s in visible]
-        return {"object": "list", "data": data}
+    async def models(request: Request):   # a tenant sees the models it may use
+        return {"object": "list", "data": gateway.model_cards(await gateway.principal_of(request))}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, request: Request):   # another tenant's model is as unknown as a missing one
+        cards = [c for c in gateway.model_cards(await gateway.principal_of(request)) if c["id"] == model_id]
+        if not cards:
+            raise model_not_found(model_id)
+        return cards[0]
+
+    @app.get("/version")
+    async def version():
+        return {"version": __version__}
 
     @app.post("/internal/sync", include_in_schema=False)
     async def sync(request: Request):
@@ -237,6 +328,8 @@ def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
 
     install_admin_routes(app, gateway)
     install_ops_routes(app, gateway)
-    describe_bodies(app, {**API_BODIES, **ADMIN_BODIES})   # the gateway passes the workers' bodies on
+    responses_bodies = install_on_gateway(app, gateway)   # the Responses API, over handle() in-process
+    # the workers' bodies (passed on), the Responses API's and the admin API's
+    describe_bodies(app, {**API_BODIES, **TOKENIZE_BODIES, **responses_bodies, **ADMIN_BODIES})
 
     return RequestGuard(app, gateway)

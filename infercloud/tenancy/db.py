@@ -1,4 +1,5 @@
-"""The SQL schema of what must survive a restart (tenants, keys, usage ledger, secrets) and how to open it.
+"""The SQL schema of what must survive a restart (tenants, keys, usage ledger, secrets, stored responses) and how
+to open it.
 
 Any SQLAlchemy URL works; the default is a SQLite file under the infercloud home. SQLite runs in WAL
 mode with `synchronous=NORMAL` (a commit is durable once the WAL is synced at checkpoint; readers never
@@ -79,6 +80,25 @@ usage = sa.Table(
     sa.Column("event_id", sa.String(32), nullable=True),     # the usage event's uuid4 hex; NULL on older rows
     sa.Index("ix_usage_tenant_time", "tenant_id", "ended_at"),
     sa.Index("ux_usage_event_id", "event_id", unique=True),  # a row retried or replayed is never written twice
+)
+
+
+responses = sa.Table(  # stored Responses API responses (infercloud/responses/store.py), each of one owner
+    "responses", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),                # resp_<hex>
+    sa.Column("owner", sa.String(120), nullable=False),              # "tenant:<id>", or "open" without tenancy
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),            # past it the row is never returned
+    sa.Column("previous_response_id", sa.String(64), nullable=True),
+    sa.Column("root_id", sa.String(64), nullable=False),             # the conversation's first response
+    sa.Column("request", sa.JSON, nullable=False),                   # the body as validated
+    sa.Column("input_items", sa.JSON, nullable=False),               # this turn's input items, with ids
+    sa.Column("output", sa.JSON, nullable=False),                    # its output items
+    sa.Column("messages", sa.JSON, nullable=False),                  # the chat messages that continue it
+    sa.Column("usage", sa.JSON, nullable=True),
+    sa.Column("response", sa.JSON, nullable=False),                  # the Response object as returned
+    sa.Index("ix_responses_expires_at", "expires_at"),
 )
 
 

@@ -1,4 +1,5 @@
-"""The worker's HTTP app: OpenAI endpoints, health, metrics and state, with errors in OpenAI's JSON shape.
+"""The worker's HTTP app: OpenAI endpoints (and vLLM's /tokenize, /detokenize, /version), health, metrics and
+state, with errors in OpenAI's JSON shape.
 
 Bodies are parsed by hand (not by FastAPI's signature magic) so that every failure maps to the status
 the OpenAI API uses: malformed JSON, unknown fields and bad values 400, unknown model 404, oversized
@@ -13,11 +14,15 @@ import time
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
 
+from infercloud import __version__
 from infercloud.openai.asgi import (RequestGuard, describe_bodies, install_error_handlers, install_ops_routes,
                                    read_json_object, until_disconnect)
 from infercloud.openai.errors import APIError, bad_request, model_not_found
 from infercloud.openai.protocol import (API_BODIES, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
                                        validation_error)
+from infercloud.openai.tokenize import TOKENIZE_BODIES, DetokenizeRequest, parse, parse_tokenize
+from infercloud.responses.service import install_on_worker
+from infercloud.worker import tokenization
 from infercloud.worker.worker import Worker
 
 log = logging.getLogger("infercloud.worker")
@@ -51,6 +56,8 @@ def build_app(worker: Worker) -> RequestGuard:
         body = await _parse(request, ChatCompletionRequest)
         return await (await chat_service(body.model, "/v1/chat/completions")).chat(body, request)
 
+    responses_bodies = install_on_worker(app, worker, chat_service)   # the Responses API, over chat in-process
+
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await _parse(request, CompletionRequest)
@@ -69,13 +76,14 @@ def build_app(worker: Worker) -> RequestGuard:
 
     @app.get("/v1/models")
     async def models():
-        created = int(worker.started_at)
         states = worker.model_states()
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "infercloud", "kind": spec.kind,
-                 "max_model_len": states.get(name, {}).get("max_model_len"), "loaded": name in states,
-                 "random_weights": worker.is_random(name)}
-                for name, spec in worker.known.items()]
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": [_model_card(worker, name, states) for name in worker.known]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        if model_id not in worker.known:
+            raise model_not_found(model_id)
+        return _model_card(worker, model_id, worker.model_states())
 
     @app.post("/internal/load", include_in_schema=False)
     async def load(request: Request):
@@ -115,7 +123,40 @@ def build_app(worker: Worker) -> RequestGuard:
             raise APIError(404, f"No ended request {request_id!r} is known here.", code="not_found")
         return found
 
+    _install_vllm_routes(app, worker)
     install_ops_routes(app, worker)
-    describe_bodies(app, API_BODIES)
+    describe_bodies(app, {**API_BODIES, **TOKENIZE_BODIES, **responses_bodies})
 
     return RequestGuard(app, worker)
+
+
+def _model_card(worker: Worker, name: str, states: dict[str, dict]) -> dict:
+    """A model as GET /v1/models lists it (OpenAI's fields, then infercloud's)."""
+    return {"id": name, "object": "model", "created": int(worker.started_at), "owned_by": "infercloud",
+            "kind": worker.known[name].kind, "max_model_len": states.get(name, {}).get("max_model_len"),
+            "loaded": name in states, "random_weights": worker.is_random(name)}
+
+
+def _install_vllm_routes(app: FastAPI, worker: Worker) -> None:
+    """vLLM's /tokenize and /detokenize (a model's tokenizer, chat or embedding) and /version."""
+
+    async def known_service(model: str):
+        if worker.kind(model) is None:
+            raise model_not_found(model)
+        return await worker.service(model)
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        _, data = await read_json_object(request)
+        body = parse_tokenize(data)
+        return await tokenization.tokenize(await known_service(body.model), body)
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        _, data = await read_json_object(request)
+        body = parse(DetokenizeRequest, data)
+        return await tokenization.detokenize(await known_service(body.model), body)
+
+    @app.get("/version")
+    async def version():
+        return {"version": __version__}

@@ -32,7 +32,7 @@ def _empty_redis_db() -> str:
 
 
 @pytest.fixture(scope="module", params=["shared", "per-process"])
-def gateways(request, tmp_path_factory, database, random_model_dirs):
+def gateways(request, tmp_path_factory, database, random_model_dirs):  # noqa: F811 (the imported fixture)
     tenancy = {"database": database[0], "auth_cache_s": 0.5, "tenants": [{"name": "ops", "tier": "interactive"}]}
     if request.param == "shared":
         tenancy["redis_url"] = _empty_redis_db()

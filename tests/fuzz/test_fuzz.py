@@ -38,7 +38,9 @@ def _models(random_model_dirs) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, random_model_dirs):
-    proc = start_server(tmp_path_factory.mktemp("fuzz-server"), {"models": _models(random_model_dirs)})
+    folder = tmp_path_factory.mktemp("fuzz-server")   # stored responses go to its own database, not the home's
+    proc = start_server(folder, {"models": _models(random_model_dirs),
+                                 "responses": {"database": f"sqlite:///{folder}/responses.db"}})
     yield proc
     assert proc.stop() == 0, proc.log()
 
