@@ -137,9 +137,13 @@ class ToolCallParser:
                 deltas.append(step)
 
     def finish(self) -> list[dict]:
-        """Flush what is held (a reply cut short mid-call keeps its partial arguments)."""
+        """Flush what is held: a reply cut short mid-call keeps its partial arguments, but what was held
+        back as the start of a marker (`<tool`, `}\n</tool`) is the marker's, not text or arguments."""
         rest, self.buffer = self.buffer, ""
-        if self.state == "arguments" and rest:
+        marker = CALL_CLOSE if self.state == "arguments" else CALL_OPEN
+        if marker.startswith(rest):
+            return []
+        if self.state == "arguments":
             return [self._args_delta(rest)]
         if self.state == "text" and rest.strip():
             return [{"content": self._take_space() + rest}]

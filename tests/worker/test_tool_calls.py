@@ -87,6 +87,11 @@ def test_plain_text_passes_through_and_a_cut_call_keeps_its_arguments():
     assert parse_reply("Hello <tool without a call") == ("Hello <tool without a call", [])
     content, calls = parse_reply('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par')
     assert content is None and calls[0]["function"]["arguments"] == '{"city": "Par'
+    # cut inside a marker: the held-back start of `}\n</tool_call>` or `<tool_call>` is the marker's
+    assert parse_reply('<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool')[1][0]["function"]["arguments"] \
+        == '{"a": 1}'
+    assert parse_reply('<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>\n<tool_')[0] is None
+    assert parse_reply("<tool") == (None, [])
 
 
 @pytest.mark.parametrize("choice, allowed", [
