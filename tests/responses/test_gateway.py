@@ -6,10 +6,10 @@ One gateway, 2 SmolLM2 replicas routed prefix_aware, tenants and ledger (and sto
 SQLite file, or the PostgreSQL server named by INFERCLOUD_TEST_POSTGRES_URL.
 """
 
+# ruff: noqa: F811  (pytest fixtures as parameters shadow the imported `database` fixture)
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import httpx
@@ -17,24 +17,12 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from infercloud.tenancy.db import metadata
 from tests.e2e.conftest import replicas, wait_for
-from tests.e2e.test_tenancy import admin, cli, new_tenant
+from tests.e2e.test_tenancy import admin, cli, database, new_tenant  # noqa: F401 (database: the fixture)
 from tests.worker.conftest import start_server
 
 SMOL = "smollm2-135m-instruct"
 BLOCK = 16
-
-
-@pytest.fixture(scope="module")
-def database(tmp_path_factory):
-    url = os.environ.get("INFERCLOUD_TEST_POSTGRES_URL") or \
-        f"sqlite:///{tmp_path_factory.mktemp('db')}/responses.db"
-    engine = sa.create_engine(url)
-    metadata.drop_all(engine)
-    yield url, engine
-    metadata.drop_all(engine)
-    engine.dispose()
 
 
 @pytest.fixture(scope="module")
