@@ -124,8 +124,10 @@ def test_a_tenants_limits_apply_to_its_responses(gw):
 
 def test_a_client_that_leaves_a_stream_frees_the_replica_and_is_billed(gw, database):
     key, rid = new_tenant(gw), f"resp-leave-{uuid.uuid4().hex[:8]}"
-    body = {"model": SMOL, "input": "Count from one to a thousand in words.", "max_output_tokens": 1500,
-            "stream": True}
+    long = {"type": "object", "properties": {"n": {"type": "array", "minItems": 400, "items": {
+        "type": "integer", "minimum": 0, "maximum": 9}}}, "required": ["n"]}   # no end before ~800 tokens
+    body = {"model": SMOL, "input": "Count from one to a thousand.", "max_output_tokens": 1500, "stream": True,
+            "text": {"format": {"type": "json_schema", "name": "count", "schema": long}}}
     with httpx.stream("POST", f"{gw.url}/v1/responses", json=body, timeout=60,
                       headers={"Authorization": f"Bearer {key}", "X-Request-Id": rid}) as answer:
         seen = [line for line, _ in zip(answer.iter_lines(), range(30))]
