@@ -101,7 +101,7 @@ def run_serve(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, internal_token=token)
     print(f"internal plane: /internal/* and /metrics need the internal token (from {source})", flush=True)
     if config.is_cloud:
-        from infercloud.gateway.server import serve_cloud
+        from infercloud.cloud import serve_cloud
 
         return serve_cloud(config)
     from infercloud.worker.server import serve

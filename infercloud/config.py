@@ -1,36 +1,39 @@
-"""Configuration: frozen dataclasses for what `infercloud serve` runs, loaded from YAML with errors that name the field."""
+"""Configuration: the frozen specs of what `infercloud serve` runs, each checking its own fields, and load_config.
+
+A spec checks its fields on construction (`__post_init__`, raising SpecFieldError that names the field),
+so one built in code is held to the same rules as one read from a file; config_loader.py converts YAML
+by the fields' types; load_config adds the rules that span specs (a model's pool exists, regions named
+are declared).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
 
 import yaml
 
+from infercloud.config_loader import ConfigError, SpecFieldError, build, short_repr
 from infercloud.engine.config import EngineConfig
-from infercloud.engine.step_loop import POLICIES as MULTIPLEX_POLICIES
-from infercloud.engine.step_loop import SLO
+from infercloud.engine.step_loop import SLO, Policy
 from infercloud.internal_token import MIN_TOKEN_CHARS
 from infercloud.router.base import POLICY_NAMES
 
 
-class ConfigError(ValueError):
-    """A configuration file or value is invalid; the message names the field."""
+def _require(ok: bool, field_name: str, rule: str) -> None:
+    """A spec's rule: unless `ok`, SpecFieldError naming the field."""
+    if not ok:
+        raise SpecFieldError(field_name, rule)
 
 
-class SpecFieldError(ValueError):
-    """A spec's value out of its field's range: `field` names the field, `rule` says what it must be."""
-
-    def __init__(self, field: str, rule: str):
-        super().__init__(f"{field}: {rule}")
-        self.field = field
-        self.rule = rule
+def _is_http_url(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True)
@@ -59,14 +62,16 @@ class AutoscalingSpec:
     max_kv_usage: float = 0.95              # a replica's KV cache fuller than this asks for one more
 
     def __post_init__(self) -> None:
-        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
-            raise ValueError("need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
-        if self.target_ongoing_requests <= 0 or self.max_step < 1:
-            raise ValueError("target_ongoing_requests must be positive and max_step at least 1")
+        _require(self.max_replicas >= 1, "max_replicas", "must be at least 1")
+        _require(0 <= self.min_replicas <= self.max_replicas, "min_replicas", "must be between 0 and max_replicas")
+        _require(self.target_ongoing_requests > 0, "target_ongoing_requests", "must be positive")
+        _require(self.max_step >= 1, "max_step", "must be at least 1")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A model served: by a single box, or in cloud mode by native replicas, a pool or external URLs."""
+
     name: str                                 # the name clients send as `model`
     kind: Literal["chat", "embedding"] = "chat"
     path: str | None = None                   # catalog name or local folder; default: `name`
@@ -85,6 +90,40 @@ class ModelSpec:
     pool: str | None = None                   # served by this pool's shared workers, not dedicated processes
     regions: dict[str, int] | None = None     # replicas per region (nodes labelled `region`); default: anywhere
 
+    @classmethod
+    def from_config(cls, **fields: Any) -> ModelSpec:
+        """As a config gives it: `regions` without `replicas` counts the replicas."""
+        if fields.get("regions") is not None and "replicas" not in fields:
+            fields["replicas"] = sum(fields["regions"].values())
+        return cls(**fields)
+
+    def __post_init__(self) -> None:
+        _require(self.routing in POLICY_NAMES, "routing",
+                 f"must be one of {', '.join(POLICY_NAMES)}, got {short_repr(self.routing)}")
+        _require(all(map(_is_http_url, self.external)), "external",
+                 f"expected a list of http(s):// base URLs, got {short_repr(list(self.external))}")
+        # paths are appended to a base URL, each starting with '/'
+        object.__setattr__(self, "external", tuple(url.rstrip("/") for url in self.external))
+        _require(self.threads is None or self.threads >= 1, "threads", "must be at least 1")
+        self._check_replicas()
+        self._check_placement()
+
+    def _check_replicas(self) -> None:
+        _require(self.replicas >= (0 if self.external or self.autoscaling else 1), "replicas",
+                 "must be at least 1 (0 only for a model with external URLs or autoscaling)")
+        scaling = self.autoscaling
+        _require(scaling is None or scaling.min_replicas <= self.replicas <= scaling.max_replicas, "replicas",
+                 "must be within autoscaling.min_replicas and max_replicas")
+        counted = sum(self.regions.values()) if self.regions is not None else self.replicas
+        _require(scaling is not None or counted == self.replicas, "replicas",   # autoscaled: the counts are a split
+                 f"{self.replicas} is not the sum of its regions ({counted})")
+
+    def _check_placement(self) -> None:
+        """Native replicas only are placed by region; a pool or a URL says where the others run."""
+        _require(self.pool is None or not self.external, "pool", "a model with external URLs is not placed on a pool")
+        _require(self.regions is None or (self.pool is None and not self.external), "regions",
+                 "a pooled or external model is placed by its pool or URL")
+
     @property
     def source(self) -> str:
         return self.path or self.name
@@ -99,8 +138,12 @@ class PoolSpec:
     memory_gb: float = 4.0                    # per worker: weights + KV of the models it has loaded
     device: Literal["auto", "cpu", "cuda"] = "auto"   # the device kind its workers run models on
     threads: int | None = None                # torch threads per worker; default cluster.threads_per_worker
-    multiplex: str = "slo"                    # slo | fcfs: which resident model steps next (engine/step_loop.py)
+    multiplex: Policy = "slo"                 # which resident model steps next (engine/step_loop.py)
     region: str | None = None                 # its workers run on nodes of this region; default: anywhere
+
+    def __post_init__(self) -> None:
+        _require(self.workers >= 1, "workers", "must be at least 1")
+        _require(self.memory_gb > 0, "memory_gb", "must be positive")
 
 
 @dataclass(frozen=True)
@@ -116,6 +159,9 @@ class ClusterSpec:
     placement_timeout_s: float = 60.0         # ray: a worker no node can take by then is not started
     pools: tuple[PoolSpec, ...] = ()          # shared workers for models that name a `pool`
 
+    def __post_init__(self) -> None:
+        _require(self.threads_per_worker >= 1, "threads_per_worker", "must be at least 1")
+
 
 @dataclass(frozen=True)
 class RegionSpec:
@@ -127,14 +173,22 @@ class RegionSpec:
 
 @dataclass(frozen=True)
 class ControllerSpec:
+    """How the controller watches replicas."""
+
     probe_interval_s: float = 1.0             # how often every replica's /health and /internal/state are read
     probe_timeout_s: float = 2.0
     unhealthy_after: int = 3                  # failed probes in a row: the replica leaves routing, is restarted
     restart: bool = True                      # restart native replicas that die or turn unhealthy
 
+    def __post_init__(self) -> None:
+        _require(self.probe_interval_s > 0, "probe_interval_s", "must be positive")
+        _require(self.unhealthy_after >= 1, "unhealthy_after", "must be at least 1")
+
 
 @dataclass(frozen=True)
 class GatewaySpec:
+    """How the gateway routes, retries and holds requests."""
+
     max_attempts: int = 3                     # replicas tried per request (and per stream migration)
     retry_backoff_s: float = 0.05             # doubled after each failed attempt
     prefix_margin_tokens: int = 4096          # prefix_aware: load excess over the least loaded it tolerates...
@@ -150,6 +204,12 @@ class GatewaySpec:
                                               # runs none and routes over that one's replicas (gateway/link.py)
     sync_interval_s: float = 0.25             # ...reading them this often
 
+    def __post_init__(self) -> None:
+        _require(self.max_attempts >= 1, "max_attempts", "must be at least 1")
+        _require(self.controller_url is None or _is_http_url(self.controller_url), "controller_url",
+                 f"expected the http(s):// URL of the gateway running the controller, "
+                 f"got {short_repr(self.controller_url)}")
+
 
 TIERS = ("interactive", "standard", "batch")   # highest first; the engine serves a higher tier first
 
@@ -157,8 +217,9 @@ TIERS = ("interactive", "standard", "batch")   # highest first; the engine serve
 SQL_INT_MAX = 2**31 - 1                        # tenant limits are stored in SQL INTEGER columns
 BUDGET_PERIODS = ("day", "month", "total")
 TENANT_LIMITS = ("requests_per_minute", "tokens_per_minute", "max_concurrent", "max_tokens_per_request")
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")   # tenant and cache-group names
-NAME_RULE = "must be 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+MAX_NAME_CHARS = 100                           # tenant and cache-group names
+NAME_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME_CHARS - 1}}}")
+NAME_RULE = f"must be 1 to {MAX_NAME_CHARS} letters, digits, '.', '_' or '-', starting with a letter or digit"
 SALT_PREFIX_CACHE_REMOVED = ("salt_prefix_cache is no longer a setting: every tenant's prefix cache is now "
                              "always isolated (salted with a secret of the deployment); to let tenants share "
                              "cached prompt blocks, give them the same cache_group")
@@ -169,8 +230,12 @@ class TenantSpec:
     """A tenant declared in the config: created in the database at start, its limits set from here.
 
     None means no limit. Budgets are in USD of billed token prices per calendar period (UTC).
-    `check()` holds the range rules, the same for the config file, the CLI and the admin API.
+    `check()` holds the range rules, the same for the config file, the CLI and the admin API. They are
+    not run on construction: a tenant read back from the database is shown as stored, and the admin
+    API answers a bad body with a 400 naming the field.
     """
+
+    REMOVED_FIELDS: ClassVar[Mapping[str, str]] = MappingProxyType({"salt_prefix_cache": SALT_PREFIX_CACHE_REMOVED})
 
     name: str
     tier: str = "standard"                    # the highest tier its requests may ask for (and their default)
@@ -197,7 +262,7 @@ class TenantSpec:
         if self.tier not in TIERS:
             yield "tier", f"must be one of {', '.join(TIERS)}, got {short_repr(self.tier)}"
         if self.budget_period not in BUDGET_PERIODS:
-            yield "budget_period", f"must be day, month or total, got {short_repr(self.budget_period)}"
+            yield "budget_period", f"must be one of {', '.join(BUDGET_PERIODS)}, got {short_repr(self.budget_period)}"
         for name in TENANT_LIMITS:
             value = getattr(self, name)
             if value is not None and not 1 <= value <= SQL_INT_MAX:
@@ -212,12 +277,9 @@ class TenantSpec:
                                       ("home_region", filter(None, [self.home_region]), 50)):
             if any(not (1 <= len(value) <= longest and value.isprintable()) for value in values):
                 yield name, f"names must be 1 to {longest} printable characters"
-
-
-def short_repr(value: object) -> str:
-    """A value for an error message, cut short: a message never echoes a huge input."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+        if self.regions and self.home_region is not None and self.home_region not in self.regions:
+            yield "home_region", (f"{short_repr(self.home_region)} is not one of its regions "
+                                  f"({', '.join(self.regions)})")
 
 
 @dataclass(frozen=True)
@@ -247,6 +309,8 @@ class ResponsesSpec:
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """What one `infercloud serve` runs: a single box or a worker, or with `cluster` or `tenancy` a cloud gateway."""
+
     host: str = "127.0.0.1"
     port: int = 8000
     models: tuple[ModelSpec, ...] = (
@@ -260,7 +324,7 @@ class ServerConfig:
     memory_budget_gb: float | None = None     # weights + KV of the models loaded here; None: no limit
     preload: tuple[str, ...] | None = None    # models loaded at start (None: all); others on first use
     load_on_request: bool = True              # False (pool workers): only POST /internal/load loads a model
-    multiplex: str = "slo"                    # slo | fcfs: which loaded chat model steps next
+    multiplex: Policy = "slo"                 # which loaded chat model steps next (engine/step_loop.py)
     cluster: ClusterSpec | None = None        # set: cloud mode (gateway on host:port, workers by the backend)
     controller: ControllerSpec = field(default_factory=ControllerSpec)
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
@@ -272,6 +336,12 @@ class ServerConfig:
     internal_only: bool = False               # set on the workers a cloud starts: every route but /health
                                               # needs the internal token (only the gateway may call them)
 
+    def __post_init__(self) -> None:
+        _require(0 < self.port < 65536, "port", "must be between 1 and 65535")
+        _require(self.internal_token is None or len(self.internal_token) >= MIN_TOKEN_CHARS, "internal_token",
+                 f"must have at least {MIN_TOKEN_CHARS} characters (a long random string, the same on every "
+                 "gateway of the deployment)")
+
     @property
     def is_cloud(self) -> bool:
         return self.cluster is not None or self.tenancy is not None or self.gateway.controller_url is not None
@@ -279,116 +349,6 @@ class ServerConfig:
     @property
     def cluster_spec(self) -> ClusterSpec:
         return self.cluster or ClusterSpec()
-
-
-def _build(cls, data: Any, where: str):
-    """Build dataclass `cls` from a mapping, rejecting unknown fields and naming any bad one."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(known)})")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _convert(known[name], value, f"{where}.{name}")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-
-
-_SECTIONS = {"engine": EngineConfig, "cluster": ClusterSpec, "controller": ControllerSpec, "gateway": GatewaySpec,
-             "price": PriceSpec, "tenancy": TenancySpec, "responses": ResponsesSpec, "autoscaling": AutoscalingSpec,
-             "slo": SLO}
-
-
-def _named_sections(cls, value: Any, where: str, what: str) -> tuple:
-    """A list of sections of `cls` (pools, tenants), each with a unique `name`."""
-    if not isinstance(value, list):
-        raise ConfigError(f"{where}: expected a list of {what}")
-    sections = tuple(_build(cls, item, f"{where}[{i}]") for i, item in enumerate(value))
-    if len({s.name for s in sections}) != len(sections):
-        raise ConfigError(f"{where}: {what[:-1]} names must be unique")
-    return sections
-
-
-def _model_names(value: Any, where: str, what: str = "model") -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
-        raise ConfigError(f"{where}: expected a list of {what} names, got {value!r}")
-    return tuple(value)
-
-
-def _number_map(value: Any, where: str, kind: type) -> dict | None:
-    """A mapping of names to non-negative numbers (replicas per region, latencies)."""
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, (int, float)) and
-                                              not isinstance(v, bool) and v >= 0 and (kind is float or
-                                                                                      isinstance(v, int))
-                                              for k, v in value.items()):
-        raise ConfigError(f"{where}: expected a mapping of region names to non-negative "
-                          f"{'integers' if kind is int else 'numbers'}, got {value!r}")
-    return {k: kind(v) for k, v in value.items()}
-
-
-def _convert(f: dataclasses.Field, value: Any, where: str) -> Any:
-    if f.name in _SECTIONS:
-        return _build(_SECTIONS[f.name], {} if value is None and f.name in ("cluster", "tenancy") else value, where)
-    if f.name == "pools":
-        return _named_sections(PoolSpec, value, where, "pools")
-    if f.name == "regions" and where == "config.regions":
-        return _named_sections(RegionSpec, value, where, "regions")
-    if f.name == "regions" and where.startswith("config.tenancy"):
-        return _model_names(value, where, "region")
-    if f.name in ("regions", "latency_ms"):
-        return _number_map(value, where, int if f.name == "regions" else float)
-    if f.name == "preload" or (f.name == "models" and where.startswith("config.tenancy")):
-        return _model_names(value, where)
-    if f.name == "multiplex" and value not in MULTIPLEX_POLICIES:
-        raise ConfigError(f"{where}: must be one of {', '.join(MULTIPLEX_POLICIES)}, got {value!r}")
-    if f.name == "device" and where.startswith("config.cluster") and value not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"{where}: must be auto, cpu or cuda, got {value!r}")
-    if f.name == "tenants":
-        for i, tenant in enumerate(value if isinstance(value, list) else ()):
-            if isinstance(tenant, dict) and "salt_prefix_cache" in tenant:
-                raise ConfigError(f"{where}[{i}].salt_prefix_cache: {SALT_PREFIX_CACHE_REMOVED}")
-        return _named_sections(TenantSpec, value, where, "tenants")
-    if f.name == "external":
-        if not isinstance(value, list) or not all(isinstance(u, str) and u.startswith(("http://", "https://"))
-                                                  for u in value):
-            raise ConfigError(f"{where}: expected a list of http(s):// base URLs, got {value!r}")
-        return tuple(u.rstrip("/") for u in value)
-    if f.name == "controller_url" and value is not None and \
-            not (isinstance(value, str) and value.startswith(("http://", "https://"))):
-        raise ConfigError(f"{where}: expected the http(s):// URL of the gateway running the controller, got {value!r}")
-    if f.name == "routing" and value not in POLICY_NAMES:
-        raise ConfigError(f"{where}: must be one of {', '.join(POLICY_NAMES)}, got {value!r}")
-    if f.name == "backend" and value not in ("local", "ray"):
-        raise ConfigError(f"{where}: must be 'local' or 'ray', got {value!r}")
-    if f.name == "models":
-        if not isinstance(value, list) or not value:
-            raise ConfigError(f"{where}: expected a non-empty list of models")
-        specs = tuple(_build(ModelSpec, m, f"{where}[{i}]") for i, m in enumerate(value))
-        specs = tuple(dataclasses.replace(s, replicas=sum(s.regions.values()))   # `regions` counts them
-                      if s.regions is not None and "replicas" not in m else s for s, m in zip(specs, value))
-        names = [s.name for s in specs]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"{where}: model names must be unique, got {names}")
-        return specs
-    if f.name == "kind" and value not in ("chat", "embedding"):
-        raise ConfigError(f"{where}: must be 'chat' or 'embedding', got {value!r}")
-    if value is None and "None" in str(f.type):
-        return None
-    expected = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(f.type).split(" ")[0])
-    if value is not None and isinstance(value, (int, float)) and "float" in str(f.type) and \
-            not isinstance(value, bool) and value < 0:
-        raise ConfigError(f"{where}: must not be negative, got {value!r}")
-    if expected is not None and (not isinstance(value, expected) or (expected is int and isinstance(value, bool))):
-        raise ConfigError(f"{where}: expected {f.type}, got {value!r}")
-    return value
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfig:
@@ -400,83 +360,47 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfi
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
     data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
-    config = _build(ServerConfig, data, "config")
-    for port_field in ("port",):
-        if not 0 < getattr(config, port_field) < 65536:
-            raise ConfigError(f"config.{port_field}: must be between 1 and 65535")
-    if config.internal_token is not None and len(config.internal_token) < MIN_TOKEN_CHARS:
-        raise ConfigError(f"config.internal_token: must have at least {MIN_TOKEN_CHARS} characters "
-                          "(a long random string, the same on every gateway of the deployment)")
-    _check_positive(config)
+    config = build(ServerConfig, data, "config")
+    _check_models(config)
     _check_tenancy(config)
-    _check_pools(config)
     _check_regions(config)
     return config
 
 
+def _check_models(config: ServerConfig) -> None:
+    """A file serves some model; a model's pool exists; a worker's preload list names its own models.
+    (A ServerConfig built in code may have no models: a pool's worker before any model names the pool.)"""
+    if not config.models:
+        raise ConfigError("config.models: expected a non-empty list of models")
+    pools = {p.name for p in config.cluster_spec.pools}
+    for i, model in enumerate(config.models):
+        if model.pool is not None and model.pool not in pools:
+            raise ConfigError(f"config.models[{i}].pool: unknown pool {model.pool!r} "
+                              f"(cluster.pools: {', '.join(sorted(pools)) or 'none'})")
+    names = {m.name for m in config.models}
+    for name in config.preload or ():
+        if name not in names:
+            raise ConfigError(f"config.preload: unknown model {name!r}")
+
+
 def _check_regions(config: ServerConfig) -> None:
     """Every region named (models, pools, tenants, the gateway, latencies) is declared in `regions`,
-    when any is; a model's per-region counts add up to its replicas."""
+    when any is."""
     declared = {r.name for r in config.regions}
+    if not declared:
+        return
     named = [(f"config.models[{i}].regions", list(m.regions or ())) for i, m in enumerate(config.models)]
     named += [(f"config.cluster.pools[{i}].region", [p.region] if p.region else [])
               for i, p in enumerate(config.cluster_spec.pools)]
     named += [(f"config.regions[{i}].latency_ms", list(r.latency_ms)) for i, r in enumerate(config.regions)]
     named += [("config.gateway.region", [config.gateway.region] if config.gateway.region else []),
               ("config.cluster.region", [config.cluster_spec.region] if config.cluster_spec.region else [])]
-    for i, tenant in enumerate(config.tenancy.tenants if config.tenancy else ()):
-        named.append((f"config.tenancy.tenants[{i}]", [*(tenant.regions or ()), *filter(None, [tenant.home_region])]))
-        if tenant.regions is not None and tenant.home_region is not None and tenant.home_region not in tenant.regions:
-            raise ConfigError(f"config.tenancy.tenants[{i}].home_region: {tenant.home_region!r} is not one of its "
-                              f"regions ({', '.join(tenant.regions)})")
+    named += [(f"config.tenancy.tenants[{i}]", [*(t.regions or ()), *filter(None, [t.home_region])])
+              for i, t in enumerate(config.tenancy.tenants if config.tenancy else ())]
     for where, regions in named:
         for region in regions:
-            if declared and region not in declared:
+            if region not in declared:
                 raise ConfigError(f"{where}: unknown region {region!r} (config.regions: {', '.join(sorted(declared))})")
-    for i, model in enumerate(config.models):
-        if model.regions is not None and model.autoscaling is None and sum(model.regions.values()) != model.replicas:
-            raise ConfigError(f"config.models[{i}].replicas: {model.replicas} is not the sum of its regions "
-                              f"({sum(model.regions.values())})")
-        if model.regions is not None and (model.pool is not None or model.external):
-            raise ConfigError(f"config.models[{i}].regions: a pooled or external model is placed by its pool or URL")
-
-
-def _check_pools(config: ServerConfig) -> None:
-    """A model's pool must exist; a worker's preload list names its own models."""
-    pools = {p.name: p for p in config.cluster_spec.pools}
-    names = {m.name for m in config.models}
-    for i, model in enumerate(config.models):
-        if model.pool is not None and model.pool not in pools:
-            raise ConfigError(f"config.models[{i}].pool: unknown pool {model.pool!r} "
-                              f"(cluster.pools: {', '.join(sorted(pools)) or 'none'})")
-        if model.pool is not None and model.external:
-            raise ConfigError(f"config.models[{i}].pool: a model with external URLs is not placed on a pool")
-    for i, pool in enumerate(config.cluster_spec.pools):
-        if pool.workers < 1 or pool.memory_gb <= 0:
-            raise ConfigError(f"config.cluster.pools[{i}]: needs workers >= 1 and memory_gb > 0")
-    for name in config.preload or ():
-        if name not in names:
-            raise ConfigError(f"config.preload: unknown model {name!r}")
-
-
-def _check_positive(config: ServerConfig) -> None:
-    checks = [(f"config.models[{i}].replicas", m.replicas >= (0 if m.external or m.autoscaling else 1),
-               "must be at least 1 (0 only for a model with external URLs or autoscaling)")
-              for i, m in enumerate(config.models)]
-    checks += [(f"config.models[{i}].replicas", m.autoscaling is None or
-                m.autoscaling.min_replicas <= m.replicas <= m.autoscaling.max_replicas,
-                "must be within autoscaling.min_replicas and max_replicas") for i, m in enumerate(config.models)]
-    checks += [(f"config.models[{i}].threads", m.threads is None or m.threads >= 1, "must be at least 1")
-               for i, m in enumerate(config.models)]
-    checks += [("config.gateway.max_attempts", config.gateway.max_attempts >= 1, "must be at least 1"),
-               ("config.controller.unhealthy_after", config.controller.unhealthy_after >= 1, "must be at least 1"),
-               ("config.controller.probe_interval_s", config.controller.probe_interval_s > 0, "must be positive")]
-    if config.cluster is not None:
-        checks.append(("config.cluster.threads_per_worker", config.cluster.threads_per_worker >= 1,
-                       "must be at least 1"))
-    for where, ok, rule in checks:
-        if not ok:
-            raise ConfigError(f"{where}: {rule}")
 
 
 def is_loopback(host: str) -> bool:
@@ -490,8 +414,8 @@ def is_loopback(host: str) -> bool:
 
 
 def _check_tenancy(config: ServerConfig) -> None:
-    """Without tenants the API is open, which only loopback may be; tenants may only name known models, and
-    keep to the ranges of TenantSpec.check."""
+    """Without tenants the API is open, which only loopback may be; tenants may only name known models
+    (each tenant's own ranges are TenantSpec.check's, run as it is loaded)."""
     if config.tenancy is None:
         if not is_loopback(config.host):
             raise ConfigError(f"config.host: {config.host} is not loopback, and with no `tenancy` section the API "
@@ -504,7 +428,3 @@ def _check_tenancy(config: ServerConfig) -> None:
             if model not in names:
                 raise ConfigError(f"config.tenancy.tenants[{i}].models: unknown model {model!r} "
                                   f"(configured: {', '.join(sorted(names))})")
-        try:
-            tenant.check()
-        except SpecFieldError as exc:
-            raise ConfigError(f"config.tenancy.tenants[{i}].{exc.field}: {exc.rule}") from exc

@@ -21,7 +21,7 @@ import os
 import secrets
 from pathlib import Path
 
-from infercloud.models.catalog import infercloud_home
+from infercloud.paths import infercloud_home
 
 TOKEN_ENV = "INFERCLOUD_INTERNAL_TOKEN"
 MIN_TOKEN_CHARS = 16

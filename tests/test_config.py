@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import yaml
 
 from infercloud.cli import main
 from infercloud.cluster.local import config_to_yaml
-from infercloud.config import ConfigError, load_config
+from infercloud.config import (
+    AutoscalingSpec,
+    ClusterSpec,
+    ConfigError,
+    ControllerSpec,
+    GatewaySpec,
+    ModelSpec,
+    PoolSpec,
+    ServerConfig,
+    SpecFieldError,
+    TenantSpec,
+    load_config,
+)
+from infercloud.config_loader import build
 
 
 def _load(tmp_path, text: str):
@@ -209,3 +223,124 @@ def test_the_kuberay_gateway_carries_a_ray_config_and_the_cluster_labels_two_reg
     (cluster,) = yaml.safe_load_all(Path("examples/kuberay/raycluster.yaml").read_text())
     regions = {g["labels"]["region"] for g in cluster["spec"]["workerGroupSpecs"]}
     assert regions == {r.name for r in config.regions}
+
+
+# -- the loader: a field's type says how its YAML is read ---------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class LeafSpec:
+    name: str
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name == "bad":
+            raise SpecFieldError("name", "must not be 'bad'")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tree:
+    count: int = 0
+    ratio: float = 0.5
+    label: str = "x"
+    on: bool = False
+    mode: Literal["a", "b"] = "a"
+    note: str | None = None
+    leaf: LeafSpec | None = None
+    leaves: tuple[LeafSpec, ...] = ()
+    tags: tuple[str, ...] = ()
+    counts: dict[str, int] | None = None
+    delays: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def test_the_loader_converts_each_kind_of_type():
+    tree = build(_Tree, {"count": 2, "ratio": 3, "label": "y", "on": True, "mode": "b", "note": None,
+                         "leaf": {"name": "l"}, "leaves": [{"name": "p"}, {"name": "q", "weight": 2}],
+                         "tags": ["t", "u"], "counts": {"a": 1}, "delays": {"a": 2.5, "b": 1}}, "top")
+    assert tree == _Tree(2, 3, "y", True, "b", None, LeafSpec("l"), (LeafSpec("p"), LeafSpec("q", 2.0)), ("t", "u"),
+                         {"a": 1}, {"a": 2.5, "b": 1.0})
+    with pytest.raises(ConfigError, match=r"top\.leaf: LeafSpec\.__init__\(\) missing"):  # `leaf:` empty: a
+        build(_Tree, {"leaf": None}, "top")                                                  # LeafSpec() (no name)
+    assert build(_Tree, {"note": None, "counts": None}, "top") == _Tree()
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"count": True}, r"top\.count: expected int, got True"),
+    ({"count": 1.5}, r"top\.count: expected int, got 1\.5"),
+    ({"ratio": "fast"}, r"top\.ratio: expected float, got 'fast'"),
+    ({"ratio": False}, r"top\.ratio: expected float, got False"),
+    ({"ratio": -1}, r"top\.ratio: must not be negative, got -1"),
+    ({"label": 5}, r"top\.label: expected str, got 5"),
+    ({"on": 1}, r"top\.on: expected bool, got 1"),
+    ({"note": 5}, r"top\.note: expected str \| None, got 5"),
+    ({"mode": "c"}, r"top\.mode: must be 'a' or 'b', got 'c'"),
+    ({"leaf": [1]}, r"top\.leaf: expected a mapping, got list"),
+    ({"leaf": {"name": "bad"}}, r"top\.leaf\.name: must not be 'bad'"),
+    ({"leaves": {"name": "p"}}, r"top\.leaves: expected a list of leafs"),
+    ({"leaves": [{"name": "p"}, {"name": "p"}]}, r"top\.leaves: leaf names must be unique \('p' is given"),
+    ({"leaves": [{"name": "p", "wieght": 1}]}, r"top\.leaves\[0\]\.wieght: unknown field \(known: name, weight\)"),
+    ({"tags": "t"}, r"top\.tags: expected a list of str, got 't'"),
+    ({"tags": ["t", 1]}, r"top\.tags\[1\]: expected str, got 1"),
+    ({"counts": {"a": 1.5}}, r"top\.counts: expected a mapping of region names to non-negative integers"),
+    ({"counts": {"a": True}}, r"top\.counts: expected a mapping of region names to non-negative integers"),
+    ({"delays": {"a": -1}}, r"top\.delays: expected a mapping of region names to non-negative numbers"),
+    ({"delays": None}, r"top\.delays: expected a mapping of region names"),
+    ({"size": 1}, r"top\.size: unknown field \(known: count, ratio, label, on, mode, note, leaf, leaves"),
+])
+def test_the_loader_names_the_field_a_value_does_not_fit(data, message):
+    with pytest.raises(ConfigError, match=message):
+        build(_Tree, data, "top")
+
+
+def test_regions_means_what_each_spec_declares(tmp_path):
+    """Three fields named `regions`, three types: the loader reads each by its type, not its name or path."""
+    config = _load(tmp_path, DECLARED + "cluster: {}\nmodels: [{name: m, regions: {a: 1, b: 2}}]\n"
+                   "tenancy: {tenants: [{name: t, regions: [a]}]}")
+    assert [type(r).__name__ for r in config.regions] == ["RegionSpec", "RegionSpec"]
+    assert config.models[0].regions == {"a": 1, "b": 2} and config.tenancy.tenants[0].regions == ("a",)
+    with pytest.raises(ConfigError, match=r"config\.tenancy\.tenants\[0\]\.regions: expected a list of str"):
+        _load(tmp_path, "tenancy: {tenants: [{name: t, regions: {a: 1}}]}\nmodels: [{name: m}]")
+    with pytest.raises(ConfigError, match=r"config\.regions\[0\]: expected a mapping, got str"):
+        _load(tmp_path, "regions: [a]\nmodels: [{name: m}]")
+
+
+def test_an_empty_optional_section_has_its_defaults(tmp_path):
+    config = _load(tmp_path, "cluster:\ntenancy:\nmodels: [{name: m, autoscaling: }]")
+    assert config.cluster == ClusterSpec() and config.models[0].autoscaling == AutoscalingSpec()
+    assert config.tenancy is not None and config.tenancy.tenants == ()
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: ModelSpec("m", routing="fastest"), "routing"),
+    (lambda: ModelSpec("m", replicas=0), "replicas"),
+    (lambda: ModelSpec("m", external=("ftp://x",)), "external"),
+    (lambda: ModelSpec("m", threads=0), "threads"),
+    (lambda: ModelSpec("m", replicas=2, regions={"a": 1}), "replicas"),
+    (lambda: ModelSpec("m", pool="p", regions={"a": 1}), "regions"),
+    (lambda: ModelSpec("m", pool="p", external=("http://x",), replicas=0), "pool"),
+    (lambda: ModelSpec("m", replicas=5, autoscaling=AutoscalingSpec(max_replicas=3)), "replicas"),
+    (lambda: AutoscalingSpec(min_replicas=3, max_replicas=2), "min_replicas"),
+    (lambda: PoolSpec("p", workers=0), "workers"),
+    (lambda: PoolSpec("p", memory_gb=0), "memory_gb"),
+    (lambda: ClusterSpec(threads_per_worker=0), "threads_per_worker"),
+    (lambda: ControllerSpec(unhealthy_after=0), "unhealthy_after"),
+    (lambda: GatewaySpec(max_attempts=0), "max_attempts"),
+    (lambda: GatewaySpec(controller_url="gateway:8000"), "controller_url"),
+    (lambda: ServerConfig(port=0), "port"),
+    (lambda: ServerConfig(internal_token="short"), "internal_token"),
+])
+def test_a_spec_built_in_code_is_held_to_the_files_rules(make, field):
+    with pytest.raises(SpecFieldError) as caught:
+        make()
+    assert caught.value.field == field
+
+
+def test_a_spec_built_in_code_is_normalized_as_a_file_is():
+    assert ModelSpec("m", replicas=0, external=("http://10.0.0.1:8000/",)).external == ("http://10.0.0.1:8000",)
+    assert ModelSpec.from_config(name="m", regions={"a": 1, "b": 2}).replicas == 3   # as a file gives it
+
+
+def test_a_tenant_checks_its_own_fields_and_its_home_region():
+    TenantSpec("t", regions=("a",), home_region="a").check()
+    with pytest.raises(SpecFieldError) as caught:
+        TenantSpec("t", regions=("a",), home_region="b").check()
+    assert caught.value.field == "home_region" and "is not one of its regions (a)" in caught.value.rule

@@ -1,1 +1,1 @@
-"""The controller: keeps each model's replicas running and healthy (and, later, scales them on SLOs)."""
+"""The controller: observe, decide, act; keeps each model's replicas at their target, by region and pool."""

@@ -12,15 +12,20 @@ Algorithm, for a model that needs `need_bytes` (weights + KV) on a pool of worke
   4. Else None: the pool has no room now (busy or pinned models fill it).
 Ties go to the worker hosting fewer models, then to the lower id, so placement is deterministic.
 
-Regions (dedicated workers): `region_slots` splits a model's replica count over its regions; the
-controller starts each slot's workers on that region's nodes, or, when the region has no live node,
-in the nearest region that has one (router/regions.py orders them by latency).
+Regions: `region_slots` splits a model's replica count over its regions; the controller starts each
+slot's workers on that region's nodes, or, when the region has no live node, in the nearest region that
+has one (`region_for`; router/regions.py orders regions by latency). `fill_slot` is the one stand-in rule
+for a slot, used for a model's dedicated replicas and for a pool's workers alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from infercloud.cluster.base import NodeView
+from infercloud.router.regions import RegionMap
 
 
 @dataclass(frozen=True)
@@ -66,3 +71,48 @@ def region_slots(regions: dict[str, int] | None, total: int) -> dict[str | None,
     for region in order[:total - sum(slots.values())]:
         slots[region] += 1
     return slots
+
+
+class SlotMember(Protocol):
+    region: str | None            # where it runs
+    started_at: float
+
+    @property
+    def is_ready(self) -> bool: ...
+
+
+Member = TypeVar("Member", bound=SlotMember)
+
+
+def fill_slot(members: Sequence[Member], count: int, region: str | None, nodes: Sequence[NodeView],
+              starting: int) -> tuple[list[Member], int]:
+    """For one slot of `count` in `region` (None: anywhere), given the members filling it now and the
+    starts in progress: the members to retire and how many to start.
+
+    When the region has a live node (or there is no inventory), members run there ("home"); the ones that
+    had to start elsewhere (stand-ins, while it had no node) keep serving until as many home members are
+    ready, then retire. While it has no node, stand-ins run wherever is nearest. Beyond the count, the
+    newest go first.
+    """
+    members = sorted(members, key=lambda m: m.started_at)
+    if region is None or not nodes or region in {n.region for n in nodes}:
+        home = [m for m in members if region is None or m.region == region]
+        away = [m for m in members if m not in home]
+        ready = sum(m.is_ready for m in home)
+        return home[count:] + away[max(count - ready, 0):], max(count - len(home) - starting, 0)
+    return members[count:], max(count - len(members) - starting, 0)
+
+
+def region_for(wanted: str | None, nodes: Sequence[NodeView], regions: RegionMap) -> str | None:
+    """Where a worker meant for region `wanted` starts: there, or the nearest region with a live node."""
+    if wanted is None or not nodes:
+        return wanted
+    live = {n.region for n in nodes if n.region is not None}
+    return wanted if wanted in live else regions.nearest(wanted, live)
+
+
+def device_for(device: str, region: str | None, nodes: Sequence[NodeView]) -> tuple[str, int]:
+    """The device a worker's models run on and the GPUs it reserves ("auto": cuda if its nodes have one)."""
+    if device == "auto" and any(n.num_gpus and (region is None or n.region == region) for n in nodes):
+        return "cuda", 1
+    return device, 1 if device == "cuda" else 0

@@ -58,7 +58,7 @@ class Request:
     generator: torch.Generator
     parent_id: str
     index: int = 0
-    priority: int = 0
+    priority: int = 0                     # vLLM's convention: lower is served first (the gateway's tier)
     cache_salt: str | None = None
     arrival_time: float = field(default_factory=time.monotonic)
     output_token_ids: list[int] = field(default_factory=list)

@@ -1,7 +1,8 @@
 """Scheduler: continuous batching with chunked prefill, priority classes and preemption by recompute.
 
 Each step has a token budget (`max_num_batched_tokens`) and a cap on running sequences
-(`max_num_seqs`). Algorithm, per step:
+(`max_num_seqs`). Priority is vLLM's convention, used end to end from the gateway's tiers: a lower
+`priority` is a higher class, served first. Algorithm, per step:
   0. If every sequence slot is taken and a waiting request is of a higher class than the lowest
      running one, that one (lowest class, newest) is preempted to give up its slot; one victim per
      such waiting request. So an interactive request never waits for batch requests to finish.
@@ -53,12 +54,12 @@ class SchedulerOutput:
 
 
 def _waiting_key(req: Request) -> tuple:
-    return (-req.priority, req.arrival_time)
+    return (req.priority, req.arrival_time)
 
 
 def _running_key(req: Request) -> tuple:
     is_prefilling = req.num_tokens - req.num_computed_tokens > 1
-    return (-req.priority, is_prefilling, req.arrival_time)
+    return (req.priority, is_prefilling, req.arrival_time)
 
 
 class Scheduler:
@@ -124,8 +125,8 @@ class Scheduler:
         for req in list(self.waiting):  # highest class first
             if len(self.running) < self.max_num_seqs:
                 return
-            victim = max(self.running, key=lambda r: (-r.priority, r.arrival_time))  # lowest class, newest
-            if victim.priority >= req.priority:
+            victim = max(self.running, key=lambda r: (r.priority, r.arrival_time))  # lowest class, newest
+            if victim.priority <= req.priority:
                 return
             self.running.remove(victim)
             self._preempt(victim)

@@ -1,10 +1,10 @@
 """The gateway's tenancy: authenticates and admits each /v1 request, then meters it into the ledger.
 
-`Tenancy.admit` runs the checks of tenancy/admission.py and rewrites the body for the worker: the
-tier becomes vLLM's `priority`, every request gets its tenant's secret `cache_salt`, a tenant's
-max_tokens cap becomes the default. It returns a `RequestMeter`, which turns each attempt's end on a
-replica into one usage event (completed, aborted, failed or migrated) and gives the tenant's claims
-back once.
+`Tenancy.admit` runs the checks of tenancy/admission.py (a refusal raised as its HTTP error, by
+gateway/errors.py) and rewrites the body for the worker: the tier becomes vLLM's `priority`, every
+request gets its tenant's secret `cache_salt`, a tenant's max_tokens cap becomes the default. It returns
+a `RequestMeter`, which turns each attempt's end on a replica into one usage event (completed, aborted,
+failed or migrated) and gives the tenant's claims back once.
 
 Where usage comes from: a plain response's `usage`; a stream's usage-so-far on every chunk (vLLM's
 `continuous_usage_stats`, which the gateway asks native workers for), so a stream cut by the client
@@ -26,13 +26,15 @@ import aiohttp
 import sqlalchemy as sa
 
 from infercloud.config import ModelSpec, TenancySpec
+from infercloud.gateway.errors import refusal_error
 from infercloud.gateway.planner import num_prompts
 from infercloud.metering.events import UsageEvent, max_cost
 from infercloud.metering.ledger import Ledger
 from infercloud.metering.reports import spent_usd
+from infercloud.store.database import utcnow
 from infercloud.tenancy.admission import Admission, Authenticator, Principal, Ticket
 from infercloud.tenancy.cache_salt import CacheSalts
-from infercloud.tenancy.db import utcnow
+from infercloud.tenancy.errors import Refused
 from infercloud.tenancy.limits import Budgets, Limiter, RateLimiter
 from infercloud.tenancy.redis_limits import RedisRateLimiter
 from infercloud.tenancy.store import TenantStore
@@ -77,11 +79,23 @@ class Tenancy:
 
     # -- admission ---------------------------------------------------------------------------------
     async def authenticate(self, authorization: str | None) -> Principal:
-        return await self.auth.authenticate(authorization)
+        """The key's tenant and key, or its 401."""
+        try:
+            return await self.auth.authenticate(authorization)
+        except Refused as exc:
+            raise refusal_error(exc) from exc
 
     async def admit(self, principal: Principal, model: str, endpoint: str, body: dict, prompt_tokens: int,
                     request_id: str) -> "RequestMeter":
-        """Check and claim the tenant's limits for the request; rewrites `body` (max_tokens) in place."""
+        """Check and claim the tenant's limits for the request (or raise its 4xx); rewrites `body` (max_tokens)
+        in place."""
+        try:
+            return await self._admit(principal, model, endpoint, body, prompt_tokens, request_id)
+        except Refused as exc:
+            raise refusal_error(exc) from exc
+
+    async def _admit(self, principal: Principal, model: str, endpoint: str, body: dict, prompt_tokens: int,
+                     request_id: str) -> "RequestMeter":
         tenant = principal.tenant
         self.admission.check_model(tenant, model)
         tier = self.admission.resolve_tier(tenant, body.get("service_tier"))

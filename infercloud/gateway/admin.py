@@ -25,14 +25,15 @@ from pydantic import BaseModel, ValidationError
 from infercloud.config import SALT_PREFIX_CACHE_REMOVED, SpecFieldError
 from infercloud.gateway.accounting import Tenancy
 from infercloud.gateway.admin_bodies import KeyBody, TenantBody
+from infercloud.gateway.errors import tenancy_error
 from infercloud.metering.reports import (GROUPS, device_utilization, parse_time, period_start, spent_usd,
                                          usage_report)
 from infercloud.openai.asgi import read_json_object
 from infercloud.openai.errors import APIError, bad_request, forbidden
 from infercloud.openai.protocol import validation_error
+from infercloud.store.database import utcnow
 from infercloud.tenancy.admission import Principal
-from infercloud.tenancy.db import utcnow
-from infercloud.tenancy.store import NotFound, TenancyError, key_expiry
+from infercloud.tenancy.store import TenancyError, key_expiry
 
 
 def install_admin_routes(app: FastAPI, gateway) -> None:
@@ -54,7 +55,7 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
         try:
             return await asyncio.to_thread(fn, *args)
         except TenancyError as exc:
-            raise _tenancy_error(exc, param) from exc
+            raise tenancy_error(exc, param) from exc
 
     @app.get("/admin/tenants")
     async def list_tenants(request: Request):
@@ -110,7 +111,7 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
         try:
             expires = key_expiry(body.expires_in_days, utcnow())
         except TenancyError as exc:
-            raise _tenancy_error(exc) from exc
+            raise tenancy_error(exc) from exc
         key, record = await run(t.store.create_key, body.tenant, body.name, body.admin, expires, param="tenant")
         return JSONResponse({**record.describe(), "key": key}, status_code=201)
 
@@ -150,18 +151,11 @@ async def _report(t: Tenancy, gateway, request: Request, tenant_id: int | None) 
     report = {"object": "list", "by": by, "since": q.get("since"), "until": q.get("until"), "data": rows}
     if by == "model" and tenant_id is None:  # the operator's view: how busy each model's devices were
         started = dt.datetime.fromtimestamp(gateway.started_at, dt.timezone.utc).replace(tzinfo=None)
-        busy = await asyncio.to_thread(device_utilization, t.engine, started, gateway.replicas.replica_seconds())
+        busy = await asyncio.to_thread(device_utilization, t.engine, started, gateway.fleet.replica_seconds())
         report["device_utilization_since_start"] = busy
         for row in rows:
             row["device_utilization"] = busy.get(row["model"])
     return report
-
-
-def _tenancy_error(exc: TenancyError, param: str | None = None) -> APIError:
-    """A 400 naming the field the error is about, else `param`; a 404 when nothing has that name."""
-    if isinstance(exc, NotFound):
-        return APIError(404, str(exc), param=exc.param or param, code="not_found")
-    return bad_request(str(exc), param=exc.param or param)
 
 
 def _parse(model: type[BaseModel], data: dict):

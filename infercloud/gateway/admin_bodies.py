@@ -17,17 +17,17 @@ class _Strict(BaseModel):
 
 
 class TenantBody(_Strict):
-    """POST /admin/tenants: a TenantSpec's fields (None: no limit)."""
+    """POST /admin/tenants: a TenantSpec's fields (None: no limit), with its defaults."""
 
     name: str
-    tier: str = "standard"
+    tier: str = TenantSpec.tier
     models: list[str] | None = None
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
     max_concurrent: int | None = None
     max_tokens_per_request: int | None = None
     budget_usd: float | None = None
-    budget_period: str = "month"
+    budget_period: str = TenantSpec.budget_period
     cache_group: str | None = None
     home_region: str | None = None
     regions: list[str] | None = None

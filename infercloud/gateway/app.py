@@ -27,20 +27,25 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import ValidationError
 
 from infercloud import __version__
 from infercloud.config import ServerConfig, TenantSpec
-from infercloud.controller.controller import Controller
-from infercloud.controller.replicas import ReplicaSet
+from infercloud.contracts import SyncReply, SyncReport
+from infercloud.fleet.replicas import ReplicaSet
+from infercloud.fleet.traffic import Traffic
 from infercloud.gateway.accounting import Tenancy
 from infercloud.gateway.admin import install_admin_routes
 from infercloud.gateway.admin_bodies import ADMIN_BODIES
+from infercloud.gateway.errors import refusals_as_http
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import Plan, RoutePlanner
+from infercloud.gateway.load_book import LoadBook
 from infercloud.gateway.proxy import Proxy, Upstream
 from infercloud.internal_token import shows_token
 from infercloud.models.catalog import resolve_model
@@ -96,7 +101,9 @@ def upstream_for(body: dict, priority: int, cache_salt: str | None, metered: boo
 @dataclass
 class Gateway:
     config: ServerConfig
-    replicas: ReplicaSet
+    fleet: ReplicaSet                     # read only: the controller (or the link mirroring it) writes it
+    traffic: Traffic
+    book: LoadBook
     planner: RoutePlanner
     proxy: Proxy | None = None            # set once the HTTP client exists (inside the event loop)
     metrics: GatewayMetrics | None = None
@@ -104,7 +111,8 @@ class Gateway:
     draining: bool = False
     in_flight: int = 0
     started_at: float = field(default_factory=time.time)
-    controller: object | None = None      # the Controller, or the ControllerLink to another gateway's
+    control_state: Callable[[], dict] | None = None   # targets, pool workers, nodes: the controller's or a copy
+    sync: Callable[[SyncReport], SyncReply] | None = None   # set where this gateway runs the controller
 
     def is_random(self, name: str) -> bool:
         """Whether a model's folder holds random weights (made by `infercloud models create-random`)."""
@@ -128,10 +136,10 @@ class Gateway:
             else:
                 raw = json.dumps(body).encode()
             model = self._model_of(body)
-            self.replicas.traffic(model).arrived()
+            self.traffic.arrived(model)
             salt = self.tenancy.cache_salt(principal, body.get("cache_salt")) if principal else None
             tier = self._tier(principal, body)
-            region, allowed = self._region(principal, request.headers.get("x-infercloud-region"))
+            region, allowed = self.region_of(principal, request.headers.get("x-infercloud-region"))
             session = session_id or request.headers.get("x-session-id")
             plan = self.planner.plan(model, body, len(raw), session, salt,
                                      principal.tenant.name if principal else None, -TIER_PRIORITY[tier],
@@ -173,9 +181,9 @@ class Gateway:
             _, body = await read_json_object(request)
             model = self._model_of(body)
             if principal is not None:
-                Admission.check_model(principal.tenant, model)
+                refusals_as_http(Admission.check_model, principal.tenant, model)
             self._check_native(model, path)
-            region, allowed = self._region(principal, request.headers.get("x-infercloud-region"))
+            region, allowed = self.region_of(principal, request.headers.get("x-infercloud-region"))
             route = RouteRequest(model, tenant=principal.tenant.name if principal else None, region=region,
                                  allowed_regions=allowed)
             headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
@@ -226,7 +234,7 @@ class Gateway:
             return forbidden("/metrics needs an admin key or the internal token.", code="admin_key_required")
         return internal_token_required()
 
-    def _region(self, principal: Principal | None, header: str | None) -> tuple[str | None, frozenset[str] | None]:
+    def region_of(self, principal: Principal | None, header: str | None) -> tuple[str | None, frozenset[str] | None]:
         """The request's region and the regions it may be served in (None: any)."""
         tenant = principal.tenant.spec if principal is not None else None
         allowed = frozenset(tenant.regions) if tenant is not None and tenant.regions is not None else None
@@ -249,7 +257,7 @@ class Gateway:
         """The models a tenant may use (all without tenancy), as GET /v1/models lists them."""
         visible = [s for s in self.config.models if principal is None or principal.tenant.may_use(s.name)]
         return [{"id": s.name, "object": "model", "created": int(self.started_at), "owned_by": "infercloud",
-                 "kind": s.kind, "ready_replicas": len(self.replicas.routable(s.name)),
+                 "kind": s.kind, "ready_replicas": len(self.fleet.routable(s.name)),
                  "random_weights": self.is_random(s.name)} for s in visible]
 
     async def principal_of(self, request: Request) -> Principal | None:
@@ -261,14 +269,14 @@ class Gateway:
     def _tier(self, principal: Principal | None, body: dict) -> str:
         requested = body.get("service_tier")
         if principal is not None:
-            return Admission.resolve_tier(principal.tenant, requested)
-        return Admission.resolve_tier(OPEN_TENANT, requested)
+            return refusals_as_http(Admission.resolve_tier, principal.tenant, requested)
+        return refusals_as_http(Admission.resolve_tier, OPEN_TENANT, requested)
 
     def health(self) -> tuple[bool, dict]:
         models = {}
         for spec in self.config.models:
-            replicas = self.replicas.of(spec.name)
-            models[spec.name] = {"ready": sum(r.is_routable for r in replicas), "replicas": len(replicas)}
+            replicas = self.fleet.of(spec.name)
+            models[spec.name] = {"ready": sum(r.is_ready for r in replicas), "replicas": len(replicas)}
         status = "draining" if self.draining else "ok" if all(m["ready"] for m in models.values()) else "degraded"
         return not self.draining, {"status": status, "draining": self.draining, "models": models}
 
@@ -277,8 +285,8 @@ class Gateway:
                 "uptime_s": time.time() - self.started_at, "time": time.time(),
                 "models": {s.name: {"routing": s.routing, "replicas": s.replicas, "external": list(s.external)}
                            for s in self.config.models},
-                "replicas": [r.describe() for r in self.replicas.all()],
-                **(self.controller.public_state() if self.controller is not None else {})}
+                "replicas": [{**r.record().model_dump(), **self.book.describe(r)} for r in self.fleet.all()],
+                **(self.control_state() if self.control_state is not None else {})}
 
 
 def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
@@ -321,10 +329,14 @@ def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
     @app.post("/internal/sync", include_in_schema=False)
     async def sync(request: Request):
         """For gateways that share this one's controller (gateway/link.py)."""
-        if not isinstance(gateway.controller, Controller):
+        if gateway.sync is None:
             raise APIError(404, "This gateway runs no controller (it links to another).", code="not_found")
         _, body = await read_json_object(request)
-        return gateway.controller.sync(body)
+        try:
+            report = SyncReport.model_validate(body)
+        except ValidationError as exc:
+            raise bad_request(f"Invalid sync report: {exc.errors()[0]['msg']}.") from None
+        return gateway.sync(report).model_dump()
 
     install_admin_routes(app, gateway)
     install_ops_routes(app, gateway)

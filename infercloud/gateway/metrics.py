@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from infercloud.controller.replicas import Replica
+from infercloud.fleet.replicas import Replica, ReplicaSet
+from infercloud.gateway.load_book import LoadBook
 from infercloud.worker.metrics import LATENCY_BUCKETS
 
 
 class _ReplicaGauges:
     """Custom collector: outstanding requests and tokens, and readiness, of every replica at scrape time."""
 
-    def __init__(self, read_replicas: Callable[[], list[Replica]]):
-        self.read_replicas = read_replicas
+    def __init__(self, fleet: ReplicaSet, book: LoadBook):
+        self.fleet = fleet
+        self.book = book
 
     def collect(self):
         labels = ["model", "replica"]
@@ -28,16 +28,16 @@ class _ReplicaGauges:
             "ready": GaugeMetricFamily("infercloud_gateway_replica_ready", "1 when the replica is routable",
                                        labels=labels),
         }
-        for r in self.read_replicas():
-            key = [r.model, r.replica_id]
-            families["outstanding_requests"].add_metric(key, r.outstanding_requests)
-            families["outstanding_tokens"].add_metric(key, r.outstanding_tokens)
-            families["ready"].add_metric(key, 1.0 if r.is_routable else 0.0)
+        for r in self.fleet.all():
+            key, load = [r.model, r.replica_id], self.book.load(r.replica_id)
+            families["outstanding_requests"].add_metric(key, load.outstanding_requests)
+            families["outstanding_tokens"].add_metric(key, load.outstanding_tokens)
+            families["ready"].add_metric(key, 1.0 if r.is_ready else 0.0)
         yield from families.values()
 
 
 class GatewayMetrics:
-    def __init__(self, read_replicas: Callable[[], list[Replica]]):
+    def __init__(self, fleet: ReplicaSet, book: LoadBook):
         self.registry = r = CollectorRegistry()
         self.requests = Counter("infercloud_gateway_requests", "Requests by model, endpoint and HTTP status",
                                 ["model", "endpoint", "status"], registry=r)
@@ -49,7 +49,7 @@ class GatewayMetrics:
         self.latency = Histogram("infercloud_gateway_response_start_seconds",
                                  "Time from request to the response head (first byte for streams)",
                                  ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        r.register(_ReplicaGauges(read_replicas))
+        r.register(_ReplicaGauges(fleet, book))
 
     def routed(self, replica: Replica) -> None:
         self.routed_total.labels(replica.model, replica.replica_id).inc()

@@ -23,7 +23,7 @@ from infercloud.engine.tokenizer import ChatTemplateError, Tokenizer
 from infercloud.models.catalog import resolve_model
 from infercloud.models.local import LocalModel
 from infercloud.openai.protocol import ChatMessage, ChatTool
-from infercloud.openai.tool_calls import effective_tool_choice, render_chat
+from infercloud.openai.tool_calls import chat_prompt_ids
 from infercloud.router.base import RouteRequest, RoutingPolicy, make_policy
 
 _MESSAGES = TypeAdapter(list[ChatMessage])
@@ -37,6 +37,7 @@ class Plan:
     route: RouteRequest
     outstanding_tokens: int   # prompt + max new tokens: what this request adds to a replica's load
     native_only: bool = False  # only the model's own workers may take it (not its external replicas)
+    num_choices: int = 1      # choices it streams: n for each prompt (only a single one migrates mid-stream)
 
 
 class ModelRoute:
@@ -79,7 +80,7 @@ class RoutePlanner:
         request = RouteRequest(model, tuple(hashes), num_prompt, session_key=session or None, tenant=tenant,
                                priority=priority, region=region, allowed_regions=allowed_regions)
         extra = max_new * max(n, 1) if isinstance(max_new, int) else self.default_max_tokens
-        return Plan(request, num_prompt + extra * num_prompts(body))
+        return Plan(request, num_prompt + extra * num_prompts(body), num_choices=n * num_prompts(body))
 
 
 def num_prompts(body: dict) -> int:
@@ -104,9 +105,7 @@ def _prompt_ids(tokenizer: Tokenizer, body: dict) -> list[list[int]] | None:
         if "messages" in body:
             messages = _MESSAGES.validate_python(body["messages"])
             tools = _TOOLS.validate_python(body.get("tools") or [])
-            choice = body.get("tool_choice")
-            tools = tools if effective_tool_choice(tools, choice if choice is not None else None) != "none" else None
-            return [tokenizer.encode(render_chat(tokenizer, messages, tools), add_special_tokens=False)]
+            return [chat_prompt_ids(tokenizer, messages, tools, body.get("tool_choice"))]
         prompt = body.get("prompt")
         if isinstance(prompt, str) or _is_ids(prompt):
             return [_one_prompt(tokenizer, prompt)]

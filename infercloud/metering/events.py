@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from infercloud.config import PriceSpec
-from infercloud.tenancy.db import utcnow
+from infercloud.store.database import utcnow
 
 OUTCOMES = ("completed", "aborted", "failed", "migrated")
 

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from infercloud.config import PriceSpec
 from infercloud.metering.events import UsageEvent, billed_cost, device_cost
 from infercloud.metering.spill import read_spill, spill_dir_for, spill_files, write_spill
-from infercloud.tenancy.db import usage
+from infercloud.store.schema import usage
 
 log = logging.getLogger("infercloud.metering")
 

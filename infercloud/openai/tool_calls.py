@@ -55,6 +55,18 @@ def effective_tool_choice(tools: list[ChatTool] | None, choice: str | NamedToolC
     return "auto" if tools else "none"
 
 
+def offered_tools(tools: list[ChatTool] | None, choice: str | NamedToolChoice | None) -> list[ChatTool] | None:
+    """The tools a reply may call: none when tool_choice is (or defaults to) "none"."""
+    return tools if tools and effective_tool_choice(tools, choice) != "none" else None
+
+
+def chat_prompt_ids(tokenizer: Tokenizer, messages: list[ChatMessage], tools: list[ChatTool] | None,
+                    choice: str | NamedToolChoice | None) -> list[int]:
+    """A chat request's prompt token ids: what the worker prefills, and what the gateway counts and hashes
+    (ChatTemplateError when the template refuses)."""
+    return tokenizer.encode(render_chat(tokenizer, messages, offered_tools(tools, choice)), add_special_tokens=False)
+
+
 def render_chat(tokenizer: Tokenizer, messages: list[ChatMessage], tools: list[ChatTool] | None,
                 add_generation_prompt: bool = True) -> str:
     """The prompt text of a chat request, as every part that counts or hashes it must see it (ChatTemplateError

@@ -34,7 +34,7 @@ from infercloud.responses.store import ResponseStore, StoredResponse
 from infercloud.responses.stream import StreamFailed, StreamTranslator, sse
 from infercloud.responses.translate import (chat_body, continuation, input_items, map_error, map_error_body, new_id,
                                             response_from_chat)
-from infercloud.tenancy.db import default_database_url, open_database
+from infercloud.store.database import default_database_url, open_database
 
 log = logging.getLogger("infercloud.responses")
 

@@ -1,4 +1,4 @@
-"""ResponseStore: stored responses in SQL (the `responses` table of tenancy/db.py), each of one owner.
+"""ResponseStore: stored responses in SQL (the `responses` table of store/schema.py), each of one owner.
 
 An owner is a tenant (`tenant:<id>`) or, without tenancy, `open`. Every read, delete and continuation
 names the owner, and a row of another owner is treated exactly like a row that does not exist, so
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from infercloud.tenancy.db import responses, utcnow
+from infercloud.store.database import utcnow
+from infercloud.store.schema import responses
 
 ID_PATTERN = re.compile(r"resp_[0-9a-f]{1,59}")   # what an id may look like; anything else is simply unknown
 

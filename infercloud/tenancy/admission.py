@@ -1,6 +1,7 @@
 """Auth and admission: who is asking (API key -> tenant), may they call this model at this tier, and now?
 
-Order of checks for a /v1 request, each failing with OpenAI's status and error shape:
+Order of checks for a /v1 request, each refused with a tenancy/errors.py error (which the gateway answers
+with the OpenAI status and error shape below, gateway/errors.py):
   1. key: missing or malformed, unknown, revoked or expired -> 401 (`invalid_api_key`);
   2. model the tenant may not use -> 403 (`model_not_allowed`); a tier above the tenant's -> 403;
   3. max_tokens above the tenant's cap -> 400 (`max_tokens_exceeds_limit`); none given -> the cap;
@@ -18,10 +19,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from infercloud.config import TIERS
-from infercloud.openai.errors import (bad_request, forbidden, insufficient_quota, rate_limited,
-                                      unauthorized)
 from infercloud.metering.reports import period_start
-from infercloud.tenancy.limits import BudgetExceeded, Budgets, Limiter, RateLimited, Slot
+from infercloud.tenancy.errors import InvalidRequest, NotPermitted, RateLimited, Unauthenticated
+from infercloud.tenancy.limits import Budgets, Limiter, Slot
 from infercloud.tenancy.store import ApiKey, Tenant, TenantStore, hash_key
 
 # vLLM's convention for the `priority` request field: lower is served first.
@@ -64,12 +64,12 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
-            raise unauthorized("You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
-                               code="missing_api_key")
+            raise Unauthenticated("You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
+                                  code="missing_api_key")
         scheme, _, key = authorization.partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
-            raise unauthorized("Malformed Authorization header: expected `Bearer <key>`.")
+            raise Unauthenticated("Malformed Authorization header: expected `Bearer <key>`.")
         digest = hash_key(key)
         cached = self._cache.get(digest)
         if cached is not None and self.clock() < cached[1] and cached[0].key.is_valid(self.now_utc()):
@@ -77,7 +77,7 @@ class Authenticator:
         found = await asyncio.to_thread(self.store.verify, key, self.now_utc())
         if found is None:
             self._cache.pop(digest, None)
-            raise unauthorized(f"Incorrect API key provided: {_masked(key)}. It may be wrong, revoked or expired.")
+            raise Unauthenticated(f"Incorrect API key provided: {_masked(key)}. It may be wrong, revoked or expired.")
         principal = Principal(*found)
         if self.cache_s > 0:
             self._cache[digest] = (principal, self.clock() + self.cache_s)
@@ -105,31 +105,32 @@ class Admission:
         if requested is None:
             return tenant.spec.tier
         if not isinstance(requested, str) or (requested not in TIERS and requested not in TIER_ALIASES):
-            raise bad_request(f"Invalid service_tier {requested!r}: use one of {', '.join(TIERS)} "
-                              f"(or OpenAI's {', '.join(TIER_ALIASES)}).", param="service_tier")
+            raise InvalidRequest(f"Invalid service_tier {requested!r}: use one of {', '.join(TIERS)} "
+                                 f"(or OpenAI's {', '.join(TIER_ALIASES)}).", param="service_tier")
         tier = TIER_ALIASES.get(requested, requested) or tenant.spec.tier
         if TIER_PRIORITY[tier] < TIER_PRIORITY[tenant.spec.tier]:
-            raise forbidden(f"Tenant {tenant.name!r} may use tiers up to {tenant.spec.tier!r}, not {tier!r}.",
-                            param="service_tier", code="tier_not_allowed")
+            raise NotPermitted(f"Tenant {tenant.name!r} may use tiers up to {tenant.spec.tier!r}, not {tier!r}.",
+                               "tier_not_allowed", param="service_tier")
         return tier
 
     @staticmethod
     def check_model(tenant: Tenant, model: str) -> None:
         if not tenant.may_use(model):
-            raise forbidden(f"Tenant {tenant.name!r} may not use the model `{model}`.", param="model",
-                            code="model_not_allowed")
+            raise NotPermitted(f"Tenant {tenant.name!r} may not use the model `{model}`.", "model_not_allowed",
+                               param="model")
 
     @staticmethod
     def cap_max_tokens(tenant: Tenant, requested: int | None) -> int | None:
         """The max_tokens to send: the request's (if within the tenant's cap), else the cap; None: unset."""
         cap = tenant.spec.max_tokens_per_request
         if cap is not None and requested is not None and requested > cap:
-            raise bad_request(f"max_tokens is {requested}, above your limit of {cap} tokens per request.",
-                              param="max_tokens", code="max_tokens_exceeds_limit")
+            raise InvalidRequest(f"max_tokens is {requested}, above your limit of {cap} tokens per request.",
+                                 "max_tokens_exceeds_limit", param="max_tokens")
         return requested if requested is not None else cap
 
     async def admit(self, principal: Principal, model: str, tier: str, tokens: int, max_cost: float) -> Ticket:
-        """Take the request's claims (rate, concurrency, budget) or raise 429 having taken none."""
+        """Take the request's claims (rate, concurrency, budget), or raise BudgetExceeded or RateLimited (429s)
+        having taken none."""
         tenant = principal.tenant
         spec = tenant.spec
         budgeted = spec.budget_usd is not None
@@ -137,18 +138,14 @@ class Admission:
             start = period_start(spec.budget_period, self.now_utc())
             if not self.budgets.is_loaded(tenant.id, start):
                 self.budgets.load(tenant.id, start, await self.load_spent(tenant.id, start))
-        if budgeted:
-            try:
-                self.budgets.reserve(tenant.id, spec.budget_usd, max_cost)
-            except BudgetExceeded as exc:
-                raise insufficient_quota(str(exc)) from None
+            self.budgets.reserve(tenant.id, spec.budget_usd, max_cost)
         try:
             slot = await self.limiter.acquire(tenant.id, spec.requests_per_minute, spec.tokens_per_minute,
                                               spec.max_concurrent, tokens)
         except RateLimited as exc:
             if budgeted:
                 self.budgets.settle(tenant.id, max_cost)
-            raise rate_limited(str(exc), exc.retry_after_s, exc.code, self.limiter.headers(tenant.id)) from None
+            raise RateLimited(exc.message, exc.retry_after_s, exc.code, self.limiter.headers(tenant.id)) from None
         return Ticket(principal, model, tier, tokens, max_cost, budgeted, slot)
 
     def headers(self, principal: Principal) -> dict[str, str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
-from infercloud.tenancy.db import deployment_secrets
+from infercloud.store.schema import deployment_secrets
 from infercloud.tenancy.store import Tenant
 
 CACHE_SALT_SECRET = "prefix_cache_salt"   # the row of deployment_secrets these salts are made with

@@ -10,9 +10,9 @@ import argparse
 import json
 import sys
 
-from infercloud.config import SALT_PREFIX_CACHE_REMOVED, TIERS, TenantSpec, load_config
+from infercloud.config import BUDGET_PERIODS, SALT_PREFIX_CACHE_REMOVED, TIERS, TenantSpec, load_config
 from infercloud.metering.reports import GROUPS, parse_time, usage_report
-from infercloud.tenancy.db import open_database, utcnow
+from infercloud.store.database import open_database, utcnow
 from infercloud.tables import format_table
 from infercloud.tenancy.store import Tenant, TenancyError, TenantStore, key_expiry
 
@@ -23,14 +23,15 @@ def add_tenancy_parsers(commands: argparse._SubParsersAction) -> None:
     actions = tenants.add_subparsers(dest="tenants_command", required=True, metavar="ACTION")
     create = _database_options(actions.add_parser("create", help="create a tenant"))
     create.add_argument("name")
-    create.add_argument("--tier", choices=TIERS, default="standard", help="highest tier (default standard)")
+    create.add_argument("--tier", choices=TIERS, default=TenantSpec.tier,
+                        help=f"highest tier (default {TenantSpec.tier})")
     create.add_argument("--models", default=None, help="comma-separated models it may call (default: all)")
     create.add_argument("--rpm", type=int, default=None, help="requests per minute")
     create.add_argument("--tpm", type=int, default=None, help="tokens per minute (prompt + max_tokens)")
     create.add_argument("--max-concurrent", type=int, default=None)
     create.add_argument("--max-tokens", type=int, default=None, help="cap on max_tokens per request")
     create.add_argument("--budget", type=float, default=None, help="USD per budget period")
-    create.add_argument("--budget-period", choices=("day", "month", "total"), default="month")
+    create.add_argument("--budget-period", choices=BUDGET_PERIODS, default=TenantSpec.budget_period)
     create.add_argument("--cache-group", default=None,
                         help="share cached prompt blocks with the tenants of this group (default: none; "
                              "every tenant's prefix cache is its own)")

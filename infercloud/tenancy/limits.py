@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from infercloud.tenancy.errors import BudgetExceeded, RateLimited
+
 
 @dataclass
 class TokenBucket:
@@ -48,13 +50,6 @@ class TokenBucket:
     def reset_s(self) -> float:
         """Seconds until the bucket is full again."""
         return (self.limit - self.level) * 60.0 / self.limit
-
-
-class RateLimited(Exception):
-    def __init__(self, message: str, retry_after_s: float, code: str = "rate_limit_exceeded"):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -191,10 +186,6 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs}s"
     return f"{secs}s"
-
-
-class BudgetExceeded(Exception):
-    pass
 
 
 @dataclass

@@ -38,7 +38,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from infercloud.tenancy.limits import RateLimited, RateLimiter, Slot, TenantLimits, TokenBucket
+from infercloud.tenancy.errors import RateLimited
+from infercloud.tenancy.limits import RateLimiter, Slot, TenantLimits, TokenBucket
 
 log = logging.getLogger("infercloud.tenancy")
 

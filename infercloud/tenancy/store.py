@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from infercloud.config import SQL_INT_MAX, SpecFieldError, TenantSpec, short_repr
-from infercloud.tenancy.db import api_keys, tenants, utcnow
+from infercloud.config import MAX_NAME_CHARS, SQL_INT_MAX, SpecFieldError, TenantSpec, short_repr
+from infercloud.store.database import utcnow
+from infercloud.store.schema import api_keys, tenants
 
 KEY_PREFIX = "sk-ic-"
 _PREFIX_LEN, _SECRET_LEN = 8, 40
@@ -111,7 +112,7 @@ class TenantStore:
         return self.upsert_tenant(spec)
 
     def find_tenant(self, name_or_id: str | int) -> Tenant | None:
-        if not _may_exist(name_or_id, 100):
+        if not _may_exist(name_or_id, MAX_NAME_CHARS):
             return None
         column = tenants.c.id if isinstance(name_or_id, int) else tenants.c.name
         with self.engine.connect() as conn:

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ValidationError
 
 from infercloud import __version__
+from infercloud.contracts import LoadReply, LoadRequest, ModelState, UnloadReply, UnloadRequest, UsageRecord
 from infercloud.openai.asgi import (RequestGuard, describe_bodies, install_error_handlers, install_ops_routes,
                                    read_json_object, until_disconnect)
 from infercloud.openai.errors import APIError, bad_request, model_not_found
@@ -87,25 +88,22 @@ def build_app(worker: Worker) -> RequestGuard:
 
     @app.post("/internal/load", include_in_schema=False)
     async def load(request: Request):
-        """Load a model here (unloading idle ones if it does not fit): {"model": name, "pinned": bool}."""
-        _, body = await read_json_object(request)
-        name = body.get("model")
-        if not isinstance(name, str):
-            raise bad_request("'model' must be a model name.", param="model")
+        """Load a model here (unloading idle ones if it does not fit): contracts.LoadRequest -> LoadReply."""
+        load = await _parse(request, LoadRequest)
         start = time.monotonic()
-        evicted = await worker.ensure_loaded(name, pinned=bool(body.get("pinned", False)))
-        return {"model": name, "loaded": True, "evicted": evicted, "wait_s": round(time.monotonic() - start, 4),
-                "memory_used_bytes": worker.memory_used_bytes, "memory_budget_bytes": worker.memory_budget_bytes}
+        evicted = await worker.ensure_loaded(load.model, pinned=load.pinned)
+        return LoadReply(model=load.model, evicted=tuple(evicted), wait_s=round(time.monotonic() - start, 4),
+                         memory_used_bytes=worker.memory_used_bytes,
+                         memory_budget_bytes=worker.memory_budget_bytes).model_dump()
 
     @app.post("/internal/unload", include_in_schema=False)
     async def unload(request: Request):
-        """Drain a model (its requests in flight finish, new ones get 503) and unload it: {"model": name}."""
-        _, body = await read_json_object(request)
-        name = body.get("model")
-        if not isinstance(name, str) or worker.kind(name) is None:
-            raise model_not_found(str(name))
+        """Drain a model (its requests in flight finish, new ones get 503) and unload it: contracts.UnloadRequest."""
+        name = (await _parse(request, UnloadRequest)).model
+        if worker.kind(name) is None:
+            raise model_not_found(name)
         unloaded = await worker.unload(name)
-        return {"model": name, "unloaded": unloaded, "memory_used_bytes": worker.memory_used_bytes}
+        return UnloadReply(model=name, unloaded=unloaded, memory_used_bytes=worker.memory_used_bytes).model_dump()
 
     @app.post("/internal/drain", include_in_schema=False)
     async def drain():
@@ -121,7 +119,7 @@ def build_app(worker: Worker) -> RequestGuard:
         found = worker.recent_usage.get(request_id)
         if found is None:
             raise APIError(404, f"No ended request {request_id!r} is known here.", code="not_found")
-        return found
+        return UsageRecord.model_validate(found).model_dump()
 
     _install_vllm_routes(app, worker)
     install_ops_routes(app, worker)
@@ -130,10 +128,10 @@ def build_app(worker: Worker) -> RequestGuard:
     return RequestGuard(app, worker)
 
 
-def _model_card(worker: Worker, name: str, states: dict[str, dict]) -> dict:
+def _model_card(worker: Worker, name: str, states: dict[str, ModelState]) -> dict:
     """A model as GET /v1/models lists it (OpenAI's fields, then infercloud's)."""
     return {"id": name, "object": "model", "created": int(worker.started_at), "owned_by": "infercloud",
-            "kind": worker.known[name].kind, "max_model_len": states.get(name, {}).get("max_model_len"),
+            "kind": worker.known[name].kind, "max_model_len": states[name].max_model_len if name in states else None,
             "loaded": name in states, "random_weights": worker.is_random(name)}
 
 
@@ -160,3 +158,4 @@ def _install_vllm_routes(app: FastAPI, worker: Worker) -> None:
     @app.get("/version")
     async def version():
         return {"version": __version__}
+

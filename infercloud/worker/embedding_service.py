@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from fastapi.responses import Response
 
+from infercloud.contracts import ModelState
 from infercloud.engine.embedding_batcher import EmbeddingBatcher
 from infercloud.engine.embedding_engine import EmbeddingEngine, InputTooLongError
 from infercloud.models.local import LocalModel
@@ -114,11 +115,11 @@ class EmbeddingService:
                               "per request. Split it into smaller requests.", param="input")
         return seqs
 
-    def state(self) -> dict:
+    def state(self) -> ModelState:
         stats = self.batcher.stats()
-        return {"kind": "embedding", "loaded": True, "in_flight": self.in_flight, "dim": self.engine.dim,
-                "max_model_len": self.engine.max_seq_length, "batches": stats.batches_run,
-                "mean_batch_size": stats.mean_batch_size, "inputs_dropped": stats.inputs_dropped}
+        return ModelState(kind="embedding", in_flight=self.in_flight, dim=self.engine.dim,
+                          max_model_len=self.engine.max_seq_length, batches=stats.batches_run,
+                          mean_batch_size=stats.mean_batch_size, inputs_dropped=stats.inputs_dropped)
 
     def shutdown(self) -> None:
         """Stop the batcher (its task, or with no running loop, nothing: the task died with its loop)."""

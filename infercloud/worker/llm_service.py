@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from infercloud.contracts import ModelState
 from infercloud.engine.async_engine import AsyncLLMEngine, EngineDeadError
 from infercloud.engine.outputs import RequestOutput
 from infercloud.engine.request import TokenLogprob
@@ -30,10 +31,10 @@ from infercloud.openai.asgi import until_disconnect
 from infercloud.openai.errors import APIError, bad_request, overloaded
 from infercloud.openai.protocol import USAGE_KEY_HEADER, ChatCompletionRequest, CompletionRequest
 from infercloud.openai.sse import sse_done, sse_event
-from infercloud.worker.constraints import requested_spec, tool_choice
+from infercloud.worker.constraints import requested_spec
 from infercloud.worker.metrics import ServerMetrics
 from infercloud.worker.replies import Choice, Reply
-from infercloud.openai.tool_calls import ToolCallParser, render_chat
+from infercloud.openai.tool_calls import ToolCallParser, chat_prompt_ids, offered_tools
 
 # request fields that map one-to-one onto SamplingParams when given
 _DIRECT_FIELDS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "top_k", "min_p",
@@ -58,10 +59,9 @@ class LLMService:
     # -- endpoints ---------------------------------------------------------------------------------
     async def chat(self, body: ChatCompletionRequest, request: Request):
         spec = requested_spec(body)
-        tools = body.tools if tool_choice(body) != "none" else None
+        tools = offered_tools(body.tools, body.tool_choice)
         try:
-            prompt_ids = self.tokenizer.encode(render_chat(self.tokenizer, body.messages, tools),
-                                               add_special_tokens=False)
+            prompt_ids = chat_prompt_ids(self.tokenizer, body.messages, body.tools, body.tool_choice)
         except ChatTemplateError as exc:
             raise bad_request(str(exc), param="messages") from exc
         top = body.top_logprobs if body.logprobs else None
@@ -119,7 +119,7 @@ class LLMService:
         request_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         resume = list(body.resume_token_ids or [])
         streams = [self.engine.generate(ids, params, request_id=request_id if len(prompts) == 1 else f"{request_id}-{k}",
-                                        resume_token_ids=resume, priority=-body.priority,
+                                        resume_token_ids=resume, priority=body.priority,
                                         cache_salt=body.cache_salt or None) for k, ids in enumerate(prompts)]
         firsts = await asyncio.gather(*(s.__anext__() for s in streams), return_exceptions=True)
         failed = next((f for f in firsts if isinstance(f, BaseException)), None)
@@ -261,16 +261,16 @@ class LLMService:
         return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
                 "top_logprobs": [{s(t): lp for t, lp in e.top} for e in entries], "text_offset": offsets}
 
-    def state(self) -> dict:
+    def state(self) -> ModelState:
         stats = self.engine.engine.stats()
-        return {"kind": "chat", "loaded": True, "in_flight": self.in_flight, "running": stats.num_running,
-                "waiting": stats.num_waiting, "kv_blocks_used": stats.kv_blocks_used,
-                "kv_blocks_total": stats.kv_blocks_total, "prefix_cache_hit_rate": stats.prefix_cache_hit_rate,
-                "prefix_cache_hit_tokens": stats.prefix_cache_hit_tokens,
-                "num_preemptions": stats.num_preemptions, "step_time_s": stats.last_step_s,
-                "generated_tokens": stats.num_generated_tokens,
-                "recent_prefix_block_hashes": self.engine.engine.kv.recent_block_hashes(256),
-                "max_model_len": self.max_model_len, "block_size": self.engine.engine.config.block_size}
+        return ModelState(kind="chat", in_flight=self.in_flight, running=stats.num_running,
+                          waiting=stats.num_waiting, kv_blocks_used=stats.kv_blocks_used,
+                          kv_blocks_total=stats.kv_blocks_total, prefix_cache_hit_rate=stats.prefix_cache_hit_rate,
+                          prefix_cache_hit_tokens=stats.prefix_cache_hit_tokens,
+                          num_preemptions=stats.num_preemptions, step_time_s=stats.last_step_s,
+                          generated_tokens=stats.num_generated_tokens,
+                          recent_prefix_block_hashes=tuple(self.engine.engine.kv.recent_block_hashes(256)),
+                          max_model_len=self.max_model_len, block_size=self.engine.engine.config.block_size)
 
 
 class RecentUsage:

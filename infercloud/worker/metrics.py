@@ -11,6 +11,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from infercloud.contracts import ModelState
 from infercloud.engine.outputs import RequestOutput
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -19,23 +20,23 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 class _EngineGauges:
     """Custom collector: one sample per model of each engine gauge, read when Prometheus scrapes."""
 
-    def __init__(self, read_states: Callable[[], dict[str, dict]]):
+    def __init__(self, read_states: Callable[[], dict[str, ModelState]]):
         self.read_states = read_states
 
     def collect(self):
         fields = {"running": "Requests running in the engine", "waiting": "Requests waiting for the engine",
                   "kv_blocks_used": "KV cache blocks in use", "kv_blocks_total": "KV cache blocks in the pool",
                   "prefix_cache_hit_rate": "Share of prompt tokens served from the prefix cache"}
-        states = {m: s for m, s in self.read_states().items() if s.get("kind") == "chat"}
+        states = {m: s for m, s in self.read_states().items() if s.kind == "chat"}
         for name, doc in fields.items():
             family = GaugeMetricFamily(f"infercloud_{name}", doc, labels=["model"])
             for model, state in states.items():
-                family.add_metric([model], float(state[name]))
+                family.add_metric([model], float(getattr(state, name) or 0.0))
             yield family
 
 
 class ServerMetrics:
-    def __init__(self, read_states: Callable[[], dict[str, dict]]):
+    def __init__(self, read_states: Callable[[], dict[str, ModelState]]):
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("infercloud_requests", "Requests by model, endpoint and outcome",

@@ -15,7 +15,7 @@ from infercloud.worker.worker import Worker
 log = logging.getLogger("infercloud.worker")
 
 # Idle keep-alive connections live this long: longer than the gateway keeps its pooled connections
-# (gateway/server.py), so the gateway never sends a request down a connection the worker just closed.
+# (cloud.py), so the gateway never sends a request down a connection the worker just closed.
 WORKER_KEEP_ALIVE_S = 75
 
 

@@ -1,7 +1,7 @@
 """Worker: the models one server process hosts (an engine per model), its memory budget, drain state and metrics.
 
 A worker knows every model of its config and loads them within `memory_budget_gb` (weights + KV, as
-models/footprint.py estimates them): those in `preload` at start, the others when first asked for (a
+engine/footprint.py estimates them): those in `preload` at start, the others when first asked for (a
 request, or the controller's POST /internal/load). When a model does not fit, idle models that are not
 pinned are unloaded, coldest first: each model's heat is its request count decayed with a half-life of
 HEAT_HALF_LIFE_S, so a popular model outlives a rarely called one that happened to be used last (plain
@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 import torch
 
 from infercloud.config import ModelSpec, ServerConfig
+from infercloud.contracts import ModelState, UnloadedModel, WorkerState
 from infercloud.engine.async_engine import AsyncLLMEngine
 from infercloud.engine.engine import LLMEngine
+from infercloud.engine.footprint import model_memory_bytes
 from infercloud.engine.step_loop import StepLoop
 from infercloud.internal_token import shows_token
-from infercloud.models.footprint import model_memory_bytes
 from infercloud.models.pull import resolve_or_pull
 from infercloud.models.random_model import is_random_weights
 from infercloud.openai.errors import APIError, internal_token_required, model_not_found
@@ -117,6 +118,11 @@ class Worker:
                             "load on its first request", name)
                 continue
             worker._load_now(name, pinned=False)
+        for name in worker.known:   # what each model would take, for the controller's placement (state())
+            try:
+                worker.footprint(name)
+            except (LookupError, OSError, ValueError) as exc:
+                log.warning("cannot size %s (%s): it will not be placed here until it is", name, exc)
         return worker
 
     # -- loading and unloading ---------------------------------------------------------------------
@@ -276,16 +282,17 @@ class Worker:
     def model_names(self) -> list[str]:
         return list(self.chat) + list(self.embeddings)
 
-    def model_states(self) -> dict[str, dict]:
+    def model_states(self) -> dict[str, ModelState]:
+        """Each loaded model's engine (or batcher) state, with its residency here."""
         states = {name: svc.state() for name, svc in self.chat.items()}
         states.update({name: svc.state() for name, svc in self.embeddings.items()})
         now = time.monotonic()
         for name, state in states.items():
             r = self.resident.get(name)
             if r is not None:
-                state.update(memory_bytes=r.memory_bytes, pinned=r.pinned, idle_s=round(now - r.last_used, 3),
-                             heat=round(r.heat_at(now), 4),
-                             load_s=round(r.load_s, 4), unloading=r.unloading)
+                states[name] = state.model_copy(update=dict(
+                    memory_bytes=r.memory_bytes, pinned=r.pinned, idle_s=round(now - r.last_used, 3),
+                    heat=round(r.heat_at(now), 4), load_s=round(r.load_s, 4), unloading=r.unloading))
         return states
 
     def health(self, stuck_after_s: float = 60.0) -> tuple[bool, dict]:
@@ -304,17 +311,17 @@ class Worker:
         return healthy, {"status": "ok" if healthy else "unhealthy", "draining": self.draining,
                          "busy_models": busy, "idle_models": len(models) - busy, "models": models}
 
-    def state(self) -> dict:
+    def state(self) -> WorkerState:
         """GET /internal/state: what the controller and router need to know about this worker."""
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        unloaded = {name: {"kind": spec.kind, "memory_bytes": self._footprints.get(name)}
+        unloaded = {name: UnloadedModel(kind=spec.kind, memory_bytes=self._footprints.get(name))
                     for name, spec in self.known.items() if name not in self.resident}
-        return {"worker_id": self.config.worker_id, "draining": self.draining, "in_flight": self.in_flight,
-                "device": device, "num_threads": torch.get_num_threads(), "rss_bytes": _rss_bytes(),
-                "memory_budget_bytes": self.memory_budget_bytes, "memory_used_bytes": self.memory_used_bytes,
-                "num_loads": self.num_loads, "num_evictions": self.num_evictions, "multiplex": self.config.multiplex,
-                "uptime_s": time.time() - self.started_at, "time": time.time(), "models": self.model_states(),
-                "unloaded": unloaded}
+        return WorkerState(
+            worker_id=self.config.worker_id, draining=self.draining, in_flight=self.in_flight, device=device,
+            num_threads=torch.get_num_threads(), rss_bytes=_rss_bytes(), memory_budget_bytes=self.memory_budget_bytes,
+            memory_used_bytes=self.memory_used_bytes, num_loads=self.num_loads, num_evictions=self.num_evictions,
+            multiplex=self.config.multiplex, uptime_s=time.time() - self.started_at, time=time.time(),
+            models=self.model_states(), unloaded=unloaded)
 
     def shutdown(self) -> None:
         for svc in self.chat.values():

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from infercloud.engine.config import EngineConfig
-from infercloud.models.footprint import model_memory_bytes
+from infercloud.engine.footprint import model_memory_bytes
 from tests.e2e.conftest import replicas, wait_for
 from tests.worker.conftest import start_server
 

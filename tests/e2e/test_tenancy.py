@@ -21,7 +21,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from infercloud.tenancy.db import metadata
+from infercloud.store.schema import metadata
 from tests.e2e.conftest import replicas, wait_for
 from tests.worker.conftest import start_server
 

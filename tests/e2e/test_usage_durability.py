@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from infercloud.metering.spill import read_spill, spill_dir_for, spill_files
-from infercloud.tenancy.db import metadata
+from infercloud.store.schema import metadata
 from tests.e2e.conftest import wait_for
 from tests.worker.conftest import start_server
 

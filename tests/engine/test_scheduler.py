@@ -125,12 +125,12 @@ def test_max_num_seqs_caps_running_requests():
     assert chunks(step(sched)) == [("c", 3), ("d", 3)]
 
 
-# -- priorities ----------------------------------------------------------------------------------------
+# -- priorities (vLLM's convention: lower is served first) ----------------------------------------------------------------------------------------
 
 def test_higher_priority_is_admitted_first_then_fcfs_within_a_class():
     sched = make_scheduler(max_num_seqs=3, max_num_batched_tokens=64)
-    add(sched, make_request("low1", 3, arrival_time=0), make_request("high1", 3, priority=1, arrival_time=1),
-        make_request("low2", 3, arrival_time=2), make_request("high2", 3, priority=1, arrival_time=3))
+    add(sched, make_request("low1", 3, arrival_time=0), make_request("high1", 3, priority=-1, arrival_time=1),
+        make_request("low2", 3, arrival_time=2), make_request("high2", 3, priority=-1, arrival_time=3))
     assert ids(sched.waiting) == ["high1", "high2", "low1", "low2"]
     assert chunks(step(sched)) == [("high1", 3), ("high2", 3), ("low1", 3)]
     assert ids(sched.waiting) == ["low2"]
@@ -140,7 +140,7 @@ def test_higher_priority_running_request_is_scheduled_first():
     sched = make_scheduler(max_num_batched_tokens=4)
     add(sched, make_request("low", 3, arrival_time=0))
     step(sched)
-    add(sched, make_request("high", 8, priority=1, arrival_time=1))
+    add(sched, make_request("high", 8, priority=-1, arrival_time=1))
     assert chunks(step(sched)) == [("low", 1), ("high", 3)]
     assert chunks(step(sched)) == [("high", 4)]  # a high prefill outranks a low decode
 
@@ -150,7 +150,7 @@ def test_higher_priority_request_takes_the_slot_of_the_lowest_newest_running_one
     add(sched, make_request("low_old", 3, max_tokens=8, arrival_time=0),
         make_request("low_new", 3, max_tokens=8, arrival_time=1))
     step(sched)
-    add(sched, make_request("high", 3, priority=1, arrival_time=2), make_request("low_late", 3, arrival_time=3))
+    add(sched, make_request("high", 3, priority=-1, arrival_time=2), make_request("low_late", 3, arrival_time=3))
     out = step(sched)
     assert ids(out.preempted) == ["low_new"]
     assert chunks(out) == [("low_old", 1), ("high", 3)]
@@ -194,7 +194,7 @@ def test_newest_running_request_is_preempted_when_blocks_run_out():
 
 def test_no_waiting_request_is_admitted_in_a_step_that_preempts():
     sched, a, b = _two_decoders_filling_the_pool()
-    add(sched, make_request("vip", 1, priority=1, arrival_time=5))  # would fit in b's freed block
+    add(sched, make_request("vip", 1, priority=-1, arrival_time=5))  # would fit in b's freed block
     out = step(sched)
     assert out.preempted == [b] and chunks(out) == [("a", 1)]
     assert ids(sched.waiting) == ["vip", "b"]
@@ -203,7 +203,7 @@ def test_no_waiting_request_is_admitted_in_a_step_that_preempts():
 
 def test_preempted_request_goes_back_ahead_of_newer_requests_of_its_class():
     sched, a, b = _two_decoders_filling_the_pool()
-    add(sched, make_request("newer", 30, arrival_time=2), make_request("vip", 30, priority=1, arrival_time=3))
+    add(sched, make_request("newer", 30, arrival_time=2), make_request("vip", 30, priority=-1, arrival_time=3))
     step(sched)
     assert ids(sched.waiting) == ["vip", "b", "newer"]
 
@@ -211,7 +211,7 @@ def test_preempted_request_goes_back_ahead_of_newer_requests_of_its_class():
 def test_lower_priority_request_is_preempted_even_if_older():
     sched = make_scheduler(num_blocks=4)
     low = make_request("low", 7, arrival_time=0)
-    high = make_request("high", 7, priority=1, arrival_time=1)
+    high = make_request("high", 7, priority=-1, arrival_time=1)
     add(sched, low, high)
     assert [(s.request.request_id, s.block_ids) for s in step(sched).scheduled] == [("high", [0, 1]), ("low", [2, 3])]
     step(sched)

@@ -20,7 +20,7 @@ from infercloud.metering.reports import (
     usage_report,
 )
 from infercloud.metering.spill import read_spill, spill_files
-from infercloud.tenancy.db import usage
+from infercloud.store.schema import usage
 from infercloud.tenancy.store import TenantStore
 
 PRICE = PriceSpec(input_per_mtok=2.0, cached_input_per_mtok=0.5, output_per_mtok=8.0, device_per_hour=3.6)

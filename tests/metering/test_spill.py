@@ -14,7 +14,8 @@ from infercloud.config import PriceSpec, TenantSpec
 from infercloud.metering.events import UsageEvent
 from infercloud.metering.ledger import Ledger
 from infercloud.metering.spill import read_spill, spill_dir_for, spill_files, write_spill
-from infercloud.tenancy.db import open_database, usage
+from infercloud.store.database import open_database
+from infercloud.store.schema import usage
 from infercloud.tenancy.store import TenantStore
 
 PRICE = PriceSpec(input_per_mtok=2.0, output_per_mtok=8.0)

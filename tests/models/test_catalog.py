@@ -9,11 +9,11 @@ import pytest
 from infercloud.models.catalog import (
     CATALOG,
     ModelNotFoundError,
-    infercloud_home,
     model_path,
     models_dir,
     resolve_model,
 )
+from infercloud.paths import infercloud_home
 from tests.models.conftest import MINILM, SMOLLM2
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import sqlalchemy as sa
 
 from infercloud.responses.store import ResponseStore
-from infercloud.tenancy.db import responses
+from infercloud.store.schema import responses
 
 
 class Clock:

@@ -7,7 +7,8 @@ import os
 import pytest
 import sqlalchemy as sa
 
-from infercloud.tenancy.db import metadata, open_database
+from infercloud.store.database import open_database
+from infercloud.store.schema import metadata
 
 POSTGRES_ENV = "INFERCLOUD_TEST_POSTGRES_URL"
 

@@ -15,10 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from infercloud.config import ModelSpec, ServerConfig, TenancySpec, TenantSpec
-from infercloud.controller.replicas import ReplicaSet
+from infercloud.fleet.replicas import ReplicaSet
+from infercloud.fleet.traffic import Traffic
 from infercloud.gateway.accounting import Tenancy
 from infercloud.gateway.admin_bodies import TenantBody
 from infercloud.gateway.app import Gateway, build_app
+from infercloud.gateway.load_book import LoadBook
 from infercloud.gateway.planner import RoutePlanner
 
 SQL_INT_MAX = 2**31 - 1
@@ -29,7 +31,9 @@ def api(engine):
     """A TestClient with an admin key of tenant `ops`; `api.tenant_key` is a plain key of tenant `acme`."""
     config = ServerConfig(models=(ModelSpec("m", replicas=0, external=("http://127.0.0.1:9",)),),
                           tenancy=TenancySpec())
-    gateway = Gateway(config, ReplicaSet(), RoutePlanner(config.models, 256, random.Random(0), 4096, 1.5))
+    fleet = ReplicaSet()
+    gateway = Gateway(config, fleet, Traffic(lambda: 0.0), LoadBook(fleet),
+                      RoutePlanner(config.models, 256, random.Random(0), 4096, 1.5))
     gateway.tenancy = Tenancy(config.tenancy, config.models, engine)
     store = gateway.tenancy.store
     store.upsert_tenant(TenantSpec("ops"))
@@ -113,6 +117,14 @@ def test_values_out_of_range_in_a_tenant_are_400s_naming_the_field(api):
              ({"name": "t", "models": ["nope"]}, 400, "models"),
              ({"name": "acme"}, 400, "name")]   # exists
     assert mismatches(cases, post_tenant(api)) == []
+    assert tenant_names(api) == ["ops", "acme"]
+
+
+def test_a_home_region_outside_the_tenants_regions_is_a_400_as_in_the_config(api):
+    """TenantSpec.check holds the rule, so the admin API refuses what the config file refuses."""
+    error = refused(api.post("/admin/tenants", json={"name": "t", "regions": ["a"], "home_region": "b"}), 400,
+                    "home_region")
+    assert "is not one of its regions" in error["message"]
     assert tenant_names(api) == ["ops", "acme"]
 
 

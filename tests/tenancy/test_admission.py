@@ -8,8 +8,9 @@ import datetime as dt
 import pytest
 
 from infercloud.config import TenantSpec
-from infercloud.openai.errors import APIError
 from infercloud.tenancy.admission import Admission, Authenticator, Principal
+from infercloud.tenancy.errors import (BudgetExceeded, InvalidRequest, NotPermitted, RateLimited, Refused,
+                                       Unauthenticated)
 from infercloud.tenancy.limits import Budgets, RateLimiter
 from infercloud.tenancy.store import Tenant, TenantStore
 from tests.tenancy.fakes import FakeClock, FakeUtc
@@ -19,8 +20,8 @@ def _tenant(**spec) -> Tenant:
     return Tenant(1, TenantSpec("acme", **spec), dt.datetime(2026, 1, 1))
 
 
-def _api_error(call, *args) -> APIError:
-    with pytest.raises(APIError) as exc:
+def _refusal(call, *args) -> Refused:
+    with pytest.raises(Refused) as exc:
         call(*args)
     return exc.value
 
@@ -39,22 +40,22 @@ def test_resolve_tier(own, requested, expected):
 @pytest.mark.parametrize("own, requested", [("standard", "interactive"), ("batch", "standard"),
                                             ("standard", "priority"), ("batch", "scale")])
 def test_a_tier_above_the_tenants_is_forbidden(own, requested):
-    error = _api_error(Admission.resolve_tier, _tenant(tier=own), requested)
-    assert (error.status, error.code, error.param) == (403, "tier_not_allowed", "service_tier")
+    error = _refusal(Admission.resolve_tier, _tenant(tier=own), requested)
+    assert (type(error), error.code, error.param) == (NotPermitted, "tier_not_allowed", "service_tier")
 
 
 @pytest.mark.parametrize("requested", ["gold", "", 1, ["batch"], "Batch"])
 def test_an_unknown_tier_is_a_bad_request(requested):
-    error = _api_error(Admission.resolve_tier, _tenant(), requested)
-    assert (error.status, error.param) == (400, "service_tier")
+    error = _refusal(Admission.resolve_tier, _tenant(), requested)
+    assert (type(error), error.code, error.param) == (InvalidRequest, None, "service_tier")
 
 
 # -- model and max_tokens --------------------------------------------------------------------------
 def test_check_model():
     Admission.check_model(_tenant(), "any-model")
     Admission.check_model(_tenant(models=("a", "b")), "b")
-    error = _api_error(Admission.check_model, _tenant(models=("a",)), "b")
-    assert (error.status, error.code, error.param) == (403, "model_not_allowed", "model")
+    error = _refusal(Admission.check_model, _tenant(models=("a",)), "b")
+    assert (type(error), error.code, error.param) == (NotPermitted, "model_not_allowed", "model")
 
 
 def test_cap_max_tokens():
@@ -62,8 +63,8 @@ def test_cap_max_tokens():
     assert Admission.cap_max_tokens(capped, 100) == 100
     assert Admission.cap_max_tokens(capped, 5) == 5
     assert Admission.cap_max_tokens(capped, None) == 100
-    error = _api_error(Admission.cap_max_tokens, capped, 101)
-    assert (error.status, error.code, error.param) == (400, "max_tokens_exceeds_limit", "max_tokens")
+    error = _refusal(Admission.cap_max_tokens, capped, 101)
+    assert (type(error), error.code, error.param) == (InvalidRequest, "max_tokens_exceeds_limit", "max_tokens")
     assert Admission.cap_max_tokens(_tenant(), 1_000_000) == 1_000_000
     assert Admission.cap_max_tokens(_tenant(), None) is None
 
@@ -85,10 +86,9 @@ def _authenticate(auth: Authenticator, header: str | None) -> Principal:
     return asyncio.run(auth.authenticate(header))
 
 
-def _auth_error(auth: Authenticator, header: str | None) -> APIError:
-    with pytest.raises(APIError) as exc:
+def _auth_error(auth: Authenticator, header: str | None) -> Unauthenticated:
+    with pytest.raises(Unauthenticated) as exc:
         _authenticate(auth, header)
-    assert exc.value.status == 401
     return exc.value
 
 
@@ -173,11 +173,10 @@ def test_admit_returns_a_ticket_and_429s_past_the_rpm():
     ticket = _admit(admission, principal)
     assert (ticket.tier, ticket.tokens_reserved, ticket.priority, ticket.budgeted) == ("standard", 10, 1, False)
     _admit(admission, principal)
-    with pytest.raises(APIError) as exc:
+    with pytest.raises(RateLimited) as exc:
         _admit(admission, principal)
     error = exc.value
-    assert (error.status, error.code) == (429, "rate_limit_exceeded")
-    assert error.headers["Retry-After"] == "30"
+    assert (error.code, error.retry_after_s) == ("rate_limit_exceeded", 30.0)
     assert error.headers["x-ratelimit-limit-requests"] == "2"
     assert error.headers["x-ratelimit-remaining-requests"] == "0"
     assert error.headers["x-ratelimit-remaining-tokens"] == "80"
@@ -194,9 +193,9 @@ def test_admit_loads_the_budget_period_spend_once():
 def test_admit_429s_insufficient_quota_when_the_budget_is_spent():
     admission, calls = _admission(spent=5.0)
     principal = _principal(budget_usd=5.0, budget_period="total", max_concurrent=1, tokens_per_minute=100)
-    with pytest.raises(APIError) as exc:
+    with pytest.raises(BudgetExceeded) as exc:
         _admit(admission, principal, tokens=40)
-    assert (exc.value.status, exc.value.code, exc.value.type) == (429, "insufficient_quota", "insufficient_quota")
+    assert exc.value.code == "insufficient_quota"
     assert calls == [(1, None)]
     assert asyncio.run(admission.limiter.in_flight(1)) == 0, "a refused request kept its concurrency slot"
     assert admission.headers(principal).get("x-ratelimit-remaining-tokens", "100") == "100"  # nothing taken
@@ -205,7 +204,7 @@ def test_admit_429s_insufficient_quota_when_the_budget_is_spent():
 def test_a_budget_refusal_takes_no_request_from_the_rpm_bucket():
     admission, _ = _admission(spent=5.0)
     principal = _principal(budget_usd=5.0, requests_per_minute=10)
-    with pytest.raises(APIError, match="budget"):
+    with pytest.raises(BudgetExceeded, match="budget"):
         _admit(admission, principal)
     assert admission.headers(principal).get("x-ratelimit-remaining-requests", "10") == "10", (
         "BUG: admit() promises to 'raise 429 having taken none', but a request refused for its budget "
@@ -217,6 +216,6 @@ def test_budget_reservations_stop_admission_at_the_budget():
     principal = _principal(budget_usd=0.05)
     tickets = [_admit(admission, principal, max_cost=0.02) for _ in range(3)]  # 0, 0.02, 0.04 < 0.05
     assert all(t.budgeted for t in tickets)
-    with pytest.raises(APIError) as exc:
+    with pytest.raises(BudgetExceeded) as exc:
         _admit(admission, principal, max_cost=0.02)
     assert exc.value.code == "insufficient_quota"

@@ -9,9 +9,10 @@ import sqlalchemy as sa
 
 from infercloud.config import TenancySpec, TenantSpec
 from infercloud.gateway.accounting import Tenancy
+from infercloud.store.database import open_database
+from infercloud.store.schema import deployment_secrets
 from infercloud.tenancy.admission import Principal
 from infercloud.tenancy.cache_salt import CACHE_SALT_SECRET, SECRET_BYTES, CacheSalts, deployment_secret
-from infercloud.tenancy.db import deployment_secrets, open_database
 from infercloud.tenancy.store import TenantStore
 
 

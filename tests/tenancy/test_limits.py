@@ -7,15 +7,8 @@ import math
 
 import pytest
 
-from infercloud.tenancy.limits import (
-    BudgetExceeded,
-    Budgets,
-    RateLimited,
-    RateLimiter,
-    Slot,
-    TokenBucket,
-    format_duration,
-)
+from infercloud.tenancy.errors import BudgetExceeded, RateLimited
+from infercloud.tenancy.limits import Budgets, RateLimiter, Slot, TokenBucket, format_duration
 from tests.tenancy.fakes import FakeClock
 
 T = 7  # a tenant id

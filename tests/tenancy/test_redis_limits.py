@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from infercloud.tenancy.limits import RateLimited, RateLimiter, Slot
+from infercloud.tenancy.errors import RateLimited
+from infercloud.tenancy.limits import RateLimiter, Slot
 from infercloud.tenancy.redis_limits import RedisRateLimiter
 
 T = 7  # a tenant id

@@ -8,7 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from infercloud.config import TenantSpec
-from infercloud.tenancy.db import api_keys, open_database, tenants, utcnow
+from infercloud.store.database import open_database, utcnow
+from infercloud.store.schema import api_keys, tenants
 from infercloud.tenancy.store import KEY_PREFIX, NotFound, TenancyError, TenantStore, hash_key, key_expiry
 
 

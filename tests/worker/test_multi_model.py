@@ -10,8 +10,8 @@ import pytest
 
 from infercloud.config import ModelSpec, ServerConfig
 from infercloud.engine.config import EngineConfig
+from infercloud.engine.footprint import model_memory_bytes
 from infercloud.engine.sampling import SamplingParams
-from infercloud.models.footprint import model_memory_bytes
 from infercloud.openai.errors import APIError
 from infercloud.worker.worker import NoRoomError, Worker
 
@@ -48,7 +48,7 @@ def test_models_load_on_first_use_and_the_coldest_idle_one_makes_room(worker):
         assert await worker.ensure_loaded("rand-2") == ["rand-1"]
         assert set(worker.resident) == {"rand-0", "rand-2"}
         assert worker.memory_used_bytes <= worker.memory_budget_bytes
-        assert "rand-1" in worker.state()["unloaded"] and worker.num_evictions == 1
+        assert "rand-1" in worker.state().unloaded and worker.num_evictions == 1
         out = await (await worker.service("rand-1")).engine.generate("Hi", SamplingParams(max_tokens=3)).__anext__()
         assert out.request_id                              # it comes back on demand, in place of rand-2:
         assert set(worker.resident) == {"rand-0", "rand-1"}  # loaded once, never used, colder than rand-0
@@ -77,7 +77,7 @@ def test_pinned_models_stay(worker):
         await worker.ensure_loaded("rand-0", pinned=True)
         await worker.service("rand-1")
         assert await worker.ensure_loaded("rand-2") == ["rand-1"]
-        assert worker.model_states()["rand-0"]["pinned"] is True
+        assert worker.model_states()["rand-0"].pinned is True
 
     asyncio.run(scenario())
 
@@ -114,7 +114,7 @@ def test_preload_loads_what_fits_in_order_and_leaves_the_rest_for_first_use(rand
     worker = Worker.create(ServerConfig(models=models, memory_budget_gb=2.5 * footprint / 2**30))
     try:
         assert list(worker.resident) == ["rand-0", "rand-1"] and worker.num_evictions == 0
-        assert sorted(worker.state()["unloaded"]) == ["rand-2", "rand-3", "rand-4", "rand-5"]
+        assert sorted(worker.state().unloaded) == ["rand-2", "rand-3", "rand-4", "rand-5"]
     finally:
         worker.shutdown()
 
@@ -143,6 +143,6 @@ def test_a_popular_model_outlives_a_rare_one_used_more_lately(worker):
         await worker.service("rand-1")                  # used once, but last
         assert await worker.ensure_loaded("rand-2") == ["rand-1"]
         states = worker.model_states()
-        assert states["rand-0"]["heat"] > 4 > states["rand-2"]["heat"]
+        assert states["rand-0"].heat > 4 > states["rand-2"].heat
 
     asyncio.run(scenario())

@@ -1,4 +1,6 @@
-"""serve_cloud: the gateway, the controller and the workers it starts, under one uvicorn process.
+"""serve_cloud: the cloud's composition root. The gateway, the controller and the workers it starts, under
+one uvicorn process; the only module that wires the gateway to the controller (they share the replica set
+and the traffic feed of fleet/, nothing else).
 
 With `gateway.controller_url` set, this gateway runs no controller and starts no workers: it routes over
 the replicas of the gateway at that URL, which runs the controller (gateway/link.py).
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import time
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -22,18 +25,20 @@ from infercloud.cluster.base import ClusterBackend
 from infercloud.cluster.local import LocalBackend
 from infercloud.config import ServerConfig
 from infercloud.controller.controller import Controller
-from infercloud.controller.replicas import ReplicaSet
+from infercloud.fleet.replicas import ReplicaSet
+from infercloud.fleet.traffic import Traffic
 from infercloud.gateway.accounting import Tenancy
 from infercloud.gateway.app import Gateway, build_app
 from infercloud.gateway.link import ControllerLink
+from infercloud.gateway.load_book import LoadBook
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import RoutePlanner
 from infercloud.gateway.proxy import Proxy
 from infercloud.internal_token import bearer
-from infercloud.models.catalog import infercloud_home
 from infercloud.openai.asgi import DrainingServer
+from infercloud.paths import infercloud_home
 from infercloud.router.regions import RegionMap
-from infercloud.tenancy.db import default_database_url, open_database
+from infercloud.store.database import default_database_url, open_database
 
 log = logging.getLogger("infercloud.gateway")
 
@@ -51,39 +56,43 @@ def http_client() -> aiohttp.ClientSession:
 
 def serve_cloud(config: ServerConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    replicas = ReplicaSet()
+    fleet, traffic = ReplicaSet(), Traffic(time.monotonic)
     gw = config.gateway
+    book = LoadBook(fleet, gw.recent_routes)
     planner = RoutePlanner(config.models, gw.default_max_tokens, random.Random(), gw.prefix_margin_tokens,
                            gw.prefix_margin_ratio, tokenize_all=config.tenancy is not None)
-    gateway = Gateway(config, replicas, planner)
-    gateway.metrics = GatewayMetrics(replicas.all)
+    gateway = Gateway(config, fleet, traffic, book, planner)
+    gateway.metrics = GatewayMetrics(fleet, book)
     if config.tenancy is not None:
         database = config.tenancy.database or default_database_url()
         gateway.tenancy = Tenancy(config.tenancy, config.models, open_database(database))
-        gateway.tenancy.max_model_len = lambda model: _max_model_len(replicas, model)
+        gateway.tenancy.max_model_len = lambda model: _max_model_len(fleet, model)
     backend = make_backend(config) if gw.controller_url is None else None
 
     @asynccontextmanager
     async def lifespan(_app):
         client = http_client()
-        gateway.proxy = Proxy(replicas, planner, client, gw, gateway.metrics, RegionMap.from_specs(config.regions),
-                              bearer(config.internal_token))
+        gateway.proxy = Proxy(fleet, book, traffic, planner, client, gw, gateway.metrics,
+                              RegionMap.from_specs(config.regions), bearer(config.internal_token))
         if gateway.tenancy is not None:
             await gateway.tenancy.start()
         if backend is not None:
-            controller = gateway.controller = Controller(config, backend, replicas, client)
+            controller = Controller(config, backend, fleet, traffic, client)
+            traffic.on_want, gateway.sync = controller.wake, controller.sync
+            gateway.control_state = lambda: controller.control_state().model_dump()
             await controller.start()
             if not await controller.wait_ready(config.cluster_spec.startup_timeout_s):
                 log.warning("not every model has a ready replica yet; serving what is ready")
             workers = _workers_line(backend)
         else:                                      # another gateway runs the controller: mirror its replicas
-            controller = gateway.controller = ControllerLink(
-                gw.controller_url, replicas, [m.name for m in config.models], client,
-                f"gateway-{config.port}-{os.getpid()}", gw.sync_interval_s, config.internal_token)
+            controller = ControllerLink(gw.controller_url, fleet, traffic, [m.name for m in config.models], client,
+                                        f"gateway-{config.port}-{os.getpid()}", gw.sync_interval_s,
+                                        config.internal_token)
+            traffic.on_want, gateway.control_state = controller.want, controller.public_state
             await controller.start(config.cluster_spec.startup_timeout_s)
             workers = f"replicas from the controller at {gw.controller_url}"
         url = f"http://{config.host}:{config.port}"
-        summary = ", ".join(f"{m.name} x{len(replicas.of(m.name))} ({m.routing})" for m in config.models)
+        summary = ", ".join(f"{m.name} x{len(fleet.of(m.name))} ({m.routing})" for m in config.models)
         print(f"infercloud gateway on {url}: {summary}; {workers}", flush=True)
         print(_auth_line(config), flush=True)
         try:
@@ -134,8 +143,8 @@ def _hide_password(url: str) -> str:
     return sa.make_url(url).render_as_string(hide_password=True)
 
 
-def _max_model_len(replicas: ReplicaSet, model: str) -> int | None:
-    for replica in replicas.of(model):
-        if replica.last_state and replica.last_state.get("max_model_len"):
-            return int(replica.last_state["max_model_len"])
+def _max_model_len(fleet: ReplicaSet, model: str) -> int | None:
+    for replica in fleet.of(model):
+        if replica.engine is not None and replica.engine.max_model_len:
+            return replica.engine.max_model_len
     return None
