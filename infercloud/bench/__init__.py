@@ -1,1 +1,1 @@
-"""Benchmarks: request sets, drivers and peers that measure the engine (see BENCHMARKS.md)."""
+"""Benchmarks: request sets, drivers and peers that measure the engine (see docs/benchmarks.md)."""

@@ -20,11 +20,11 @@ WORKLOAD_HELP = ("W1 decode (128 in / 128 out), W2 prefill (1024 / 16), W3 mixed
 
 
 def add_bench_parser(commands: argparse._SubParsersAction) -> None:
-    """`infercloud bench serve|compare`: serving benchmarks as BENCHMARKS.md defines them."""
+    """`infercloud bench serve|compare`: serving benchmarks as docs/benchmarks.md defines them."""
     bench = commands.add_parser(
         "bench",
         help="benchmark a serving endpoint, or infercloud against its peers",
-        description="Serving benchmarks with the metrics of BENCHMARKS.md (those of `vllm bench serve`): TTFT, "
+        description="Serving benchmarks with the metrics of docs/benchmarks.md (those of `vllm bench serve`): TTFT, "
         "TPOT, ITL, E2EL (mean/p50/p90/p99), request and output throughput, goodput under an SLO.",
     )
     actions = bench.add_subparsers(dest="bench_command", required=True, metavar="ACTION")

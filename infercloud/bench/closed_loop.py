@@ -3,7 +3,7 @@
 The driver adds `concurrency` requests, then steps the engine; each time a request finishes it adds the
 next one, until every request has completed. Times come from the injected clock, taken by the client
 side of the loop (not the engine's own metrics): TTFT is add -> the step that returns the first token,
-E2E is add -> the step that returns the last. Metric definitions follow BENCHMARKS.md (vLLM's).
+E2E is add -> the step that returns the last. Metric definitions follow docs/benchmarks.md (vLLM's).
 """
 
 from __future__ import annotations

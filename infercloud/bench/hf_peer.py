@@ -1,6 +1,6 @@
 """The HF transformers peer: one request at a time through `generate()`, greedy, fp32, same prompts.
 
-This is the "naive" peer of BENCHMARKS.md without its HTTP wrapper (offline, same process). Every
+This is the "naive" peer of docs/benchmarks.md without its HTTP wrapper (offline, same process). Every
 request is forced to exactly `max_tokens` new tokens (min_new_tokens = max_new_tokens), like the
 engine's ignore_eos. Batch-1 decode speed is (time of an N-token generate - time of a 1-token
 generate) / (N - 1): the difference removes the prefill and the per-call overhead.

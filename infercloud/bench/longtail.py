@@ -21,7 +21,7 @@ a sampler reads the gateway's children every `--sample-s` seconds (psutil) and k
 time and the last time it was seen alive. Device-seconds = sum over those processes of the seconds
 they were alive within the measured window (first send -> last request done) x their torch threads (1
 here): pool workers for pooled, model replicas for dedicated. The gateway process (one in either
-setup) is not counted. Goodput counts requests meeting both SLOs (TTFT and TPOT, BENCHMARKS.md).
+setup) is not counted. Goodput counts requests meeting both SLOs (TTFT and TPOT, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -244,8 +244,8 @@ def ensure_models(home: Path, models: Sequence[TailModel]) -> None:
 
 def footprints(models: Sequence[TailModel], args: argparse.Namespace) -> dict[str, int]:
     from infercloud.engine.config import EngineConfig
+    from infercloud.engine.footprint import model_memory_bytes
     from infercloud.models.catalog import resolve_model
-    from infercloud.models.footprint import model_memory_bytes
 
     engine = EngineConfig(**engine_config(args))
     return {m.name: model_memory_bytes(resolve_model(m.name), "chat", engine) for m in models}
@@ -359,7 +359,7 @@ def per_model(load: LoadResult, requests: list[BenchRequest], models: Sequence[T
 
 
 def run(args: argparse.Namespace) -> dict:
-    from infercloud.models.catalog import infercloud_home
+    from infercloud.paths import infercloud_home
 
     original_home = infercloud_home()
     work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="infercloud-w8-"))

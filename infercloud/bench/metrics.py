@@ -1,4 +1,4 @@
-"""Serving metrics of BENCHMARKS.md from raw request timelines: latencies, throughput, goodput, failures.
+"""Serving metrics of docs/benchmarks.md from raw request timelines: latencies, throughput, goodput, failures.
 
 Definitions are those of `vllm bench serve`, so numbers compare:
   TTFT = first chunk with non-empty text - send;   E2EL = last byte - send;

@@ -1,7 +1,7 @@
 """Offline benchmark of the engine against HF transformers: W1 decode, W4 shared prefix, cold start.
 
 `python -m infercloud.bench.offline --workload w1|w4|coldstart|all --out FILE.json [--runs N]`
-Same machine, same process, same requests for both systems (BENCHMARKS.md). Every raw number goes
+Same machine, same process, same requests for both systems (docs/benchmarks.md). Every raw number goes
 to the JSON file; a markdown summary goes to stdout. Per-workload runners return plain dicts.
   - W1: one engine (prefix caching off: the runs repeat the same prompts, and HF caches nothing),
     closed loop at each concurrency; HF sequential on the first `hf_requests` of the same prompts.
@@ -35,7 +35,7 @@ from infercloud.models.local import LocalModel
 
 MODEL = "smollm2-135m-instruct"
 NUM_THREADS = 2
-# Ceilings of the 2-core development box for SmolLM2-135M fp32 (BENCHMARKS.md, "Limits of the machine").
+# Ceilings of the 2-core development box for SmolLM2-135M fp32 (docs/benchmarks.md, "Limits of the machine").
 DECODE_CEILING_TOK_S = 500.0   # compute: ~140 GFLOP/s / ~0.27 GFLOP per token, any batch size
 BATCH1_CEILING_TOK_S = 37.0    # bandwidth: ~20 GB/s / 540 MB of weights read per step
 

@@ -28,7 +28,7 @@ from infercloud.bench.workloads import WorkloadShape, make_workload
 from infercloud.cluster.local import free_port
 from infercloud.config import TenantSpec
 from infercloud.internal_token import bearer, client_token
-from infercloud.tenancy.db import open_database
+from infercloud.store.database import open_database
 from infercloud.tenancy.store import TenantStore
 
 MODEL = "smollm2-135m-instruct"

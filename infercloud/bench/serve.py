@@ -1,4 +1,4 @@
-"""`infercloud bench serve`: one workload against any OpenAI-compatible server, as BENCHMARKS.md measures it.
+"""`infercloud bench serve`: one workload against any OpenAI-compatible server, as docs/benchmarks.md measures it.
 
 `run_bench(BenchConfig) -> BenchResult` is the whole run and nothing else (compare.py calls it per
 peer): draw the requests and the warm-up from one seed, pick the arrival process, stream every
@@ -30,7 +30,7 @@ from infercloud.bench.metrics import LoadResult, Slo, StreamRecord, parse_slo
 from infercloud.bench.workloads import (BenchRequest, Tokenize, Workload, WorkloadShape, is_scheduled, make_workload,
                                         request_rounds)
 
-DEFAULT_SLO = Slo(ttft_ms=2000, tpot_ms=200)  # BENCHMARKS.md's example
+DEFAULT_SLO = Slo(ttft_ms=2000, tpot_ms=200)  # docs/benchmarks.md's example
 
 
 @dataclass(frozen=True)

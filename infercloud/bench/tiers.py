@@ -24,7 +24,7 @@ from infercloud.bench.peers.cloud import CloudPeer
 from infercloud.bench.report import write_json
 from infercloud.cluster.local import free_port
 from infercloud.config import TenantSpec
-from infercloud.tenancy.db import open_database
+from infercloud.store.database import open_database
 from infercloud.tenancy.store import TenantStore
 
 MODEL = "smollm2-135m-instruct"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from infercloud.models.catalog import infercloud_home
+from infercloud.paths import infercloud_home
 
 LOG_TAIL_CHARS = 4000
 

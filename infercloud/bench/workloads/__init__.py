@@ -1,4 +1,4 @@
-"""Benchmark workloads by name (BENCHMARKS.md W1-W6, `random`, `jsonl`) and the requests they draw.
+"""Benchmark workloads by name (docs/benchmarks.md W1-W6, `random`, `jsonl`) and the requests they draw.
 
 `make_workload(name, shape)` builds one from a `WorkloadShape` (vocabulary size, optional length
 overrides, the prompts file); `request_rounds` draws requests for a run limited by time rather than
