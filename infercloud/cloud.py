@@ -60,13 +60,13 @@ def serve_cloud(config: ServerConfig) -> int:
     gw = config.gateway
     book = LoadBook(fleet, gw.recent_routes)
     planner = RoutePlanner(config.models, gw.default_max_tokens, random.Random(), gw.prefix_margin_tokens,
-                           gw.prefix_margin_ratio, tokenize_all=config.tenancy is not None)
+                           gw.prefix_margin_ratio, tokenize_all=config.tenancy is not None,
+                           max_model_len=lambda model: _max_model_len(fleet, model))
     gateway = Gateway(config, fleet, traffic, book, planner)
     gateway.metrics = GatewayMetrics(fleet, book)
     if config.tenancy is not None:
         database = config.tenancy.database or default_database_url()
         gateway.tenancy = Tenancy(config.tenancy, config.models, open_database(database))
-        gateway.tenancy.max_model_len = lambda model: _max_model_len(fleet, model)
     backend = make_backend(config) if gw.controller_url is None else None
 
     @asynccontextmanager

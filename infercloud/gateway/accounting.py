@@ -1,8 +1,8 @@
 """The gateway's tenancy: authenticates and admits each /v1 request, then meters it into the ledger.
 
-`Tenancy.admit` runs the checks of tenancy/admission.py (a refusal raised as its HTTP error, by
-gateway/errors.py) and rewrites the body for the worker: the tier becomes vLLM's `priority`, every
-request gets its tenant's secret `cache_salt`, a tenant's max_tokens cap becomes the default. It returns
+`Tenancy.admit` takes the tenant's claims (rate, tokens, concurrency, budget; a refusal raised as its HTTP
+error, by gateway/errors.py) for what the request's plan counts; the model, tier and max tokens cap were
+settled with its facts (gateway/facts.py), and the worker's body is built from them. It returns
 a `RequestMeter`, which turns each attempt's end on a replica into one usage event (completed, aborted,
 failed or migrated) and gives the tenant's claims back once.
 
@@ -27,7 +27,8 @@ import sqlalchemy as sa
 
 from infercloud.config import ModelSpec, TenancySpec
 from infercloud.gateway.errors import refusal_error
-from infercloud.gateway.planner import num_prompts
+from infercloud.gateway.facts import RequestFacts
+from infercloud.gateway.planner import Plan
 from infercloud.metering.events import UsageEvent, max_cost
 from infercloud.metering.ledger import Ledger
 from infercloud.metering.reports import spent_usd
@@ -58,7 +59,6 @@ class Tenancy:
         self.admission = Admission(_limiter(spec, clock), self.budgets, self._load_spent, now_utc)
         self.ledger = Ledger(engine, {m.name: m.price for m in models}, spec.ledger_flush_s)
         self.ledger.listeners.append(lambda event, cost: self.budgets.charge(event.tenant_id, cost))
-        self.max_model_len: Callable[[str], int | None] = lambda model: None
         self._background: set[asyncio.Task] = set()
 
     async def start(self) -> None:
@@ -85,34 +85,16 @@ class Tenancy:
         except Refused as exc:
             raise refusal_error(exc) from exc
 
-    async def admit(self, principal: Principal, model: str, endpoint: str, body: dict, prompt_tokens: int,
-                    request_id: str) -> "RequestMeter":
-        """Check and claim the tenant's limits for the request (or raise its 4xx); rewrites `body` (max_tokens)
-        in place."""
+    async def admit(self, principal: Principal, facts: RequestFacts, plan: Plan, request_id: str) -> "RequestMeter":
+        """Claim the tenant's limits for the request (or raise its 429) with what the plan counts: its prompt
+        tokens and the most it may generate. The model, tier and max tokens cap were settled with its facts."""
+        prompt, new = plan.route.num_prompt_tokens, plan.new_tokens
         try:
-            return await self._admit(principal, model, endpoint, body, prompt_tokens, request_id)
+            ticket = await self.admission.admit(principal, facts.model, facts.tier, prompt + new,
+                                                max_cost(prompt, new, self.models[facts.model].price))
         except Refused as exc:
             raise refusal_error(exc) from exc
-
-    async def _admit(self, principal: Principal, model: str, endpoint: str, body: dict, prompt_tokens: int,
-                     request_id: str) -> "RequestMeter":
-        tenant = principal.tenant
-        self.admission.check_model(tenant, model)
-        tier = self.admission.resolve_tier(tenant, body.get("service_tier"))
-        is_chat = endpoint != "/v1/embeddings"
-        max_new = 0
-        if is_chat:
-            field_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-            requested = body.get(field_name)
-            capped = self.admission.cap_max_tokens(tenant, requested if isinstance(requested, int) else None)
-            if capped is not None:
-                body[field_name] = capped
-            n = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 0 else 1
-            max_new = (capped or self.max_model_len(model) or 2048) * n * num_prompts(body)   # for each prompt
-        price = self.models[model].price
-        ticket = await self.admission.admit(principal, model, tier, prompt_tokens + max_new,
-                                            max_cost(prompt_tokens, max_new, price))
-        return RequestMeter(self, ticket, request_id, model, endpoint, self.clock())
+        return RequestMeter(self, ticket, request_id, facts.model, facts.path, self.clock())
 
     def cache_salt(self, principal: Principal, client_salt: object) -> str | None:
         """The salt sent to workers: its tenant's (or cache group's) secret one, or its client's within it

@@ -1,57 +1,52 @@
 """The gateway's HTTP app: the OpenAI endpoints (and vLLM's /tokenize, /detokenize) proxied to replicas, plus
 model cards, /version, health, metrics and state.
 
-The gateway reads only what routing and admission need from a body (model, stream, the prompt for
-prefix hashing, max_tokens, n, user, service_tier) and leaves validation to the worker, whose 4xx
-answers pass through unchanged. With tenancy, every /v1 request is authenticated and admitted first
-(gateway/accounting.py) and metered to the end. Its own errors: missing or bad key 401, a model or
+The gateway parses each request once into its facts (gateway/facts.py: model, tier, region, max new
+tokens, session, salt) and reads no more of a body than routing and admission need; it leaves validation
+to the worker, whose 4xx answers pass through unchanged. With tenancy, every /v1 request is
+authenticated and admitted first (gateway/accounting.py) and metered to the end. Its own errors: missing or bad key 401, a model or
 tier the tenant may not use 403, malformed JSON or no model 400, unknown model 404, oversized body 413,
 rate limits and budgets 429, draining 503, no replica able to serve 503; each in OpenAI's JSON shape,
 with an X-Request-Id assigned or propagated.
 
 The tier a request runs at (the tenant's, or the one it asks for within it) goes to native workers as
-`service_tier`, so their answers name it; external replicas never see it.
+`service_tier` and its `priority`, so their answers name it; external replicas never see either.
 
 /tokenize and /detokenize are authenticated like /v1 requests (a tenant's own models only), neither
 metered nor rate limited, and answered by a native replica of the model; /version by the gateway itself.
-
-Region of a request: the `x-infercloud-region` header, else the tenant's home region, else the
-gateway's own (`gateway.region`). A tenant bound to regions (data residency) may not name another:
-403 `region_not_allowed`; a region not in `regions` is 400 `invalid_region`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 
 from infercloud import __version__
-from infercloud.config import ServerConfig, TenantSpec
+from infercloud.config import ServerConfig
 from infercloud.contracts import SyncReply, SyncReport
 from infercloud.fleet.replicas import ReplicaSet
 from infercloud.fleet.traffic import Traffic
 from infercloud.gateway.accounting import Tenancy
 from infercloud.gateway.admin import install_admin_routes
 from infercloud.gateway.admin_bodies import ADMIN_BODIES
-from infercloud.gateway.errors import refusals_as_http
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import Plan, RoutePlanner
 from infercloud.gateway.load_book import LoadBook
-from infercloud.gateway.proxy import Proxy, Upstream
+from infercloud.gateway.facts import FactsParser, Upstream, upstream_for
+from infercloud.gateway.proxy import Proxy
 from infercloud.internal_token import shows_token
 from infercloud.models.catalog import resolve_model
 from infercloud.models.random_model import is_random_weights
-from infercloud.tenancy.admission import TIER_PRIORITY, Admission, Principal
-from infercloud.tenancy.store import Tenant
+from infercloud.tenancy.admission import Principal
 from infercloud.openai.asgi import (TOKENIZE_PATHS, RequestGuard, describe_bodies, install_error_handlers,
                                    install_ops_routes, read_json_object, until_disconnect)
 from infercloud.openai.errors import APIError, bad_request, forbidden, internal_token_required, model_not_found
@@ -62,11 +57,8 @@ from infercloud.router.base import RouteRequest
 
 log = logging.getLogger("infercloud.gateway")
 
-OPEN_TENANT = Tenant(0, TenantSpec("open", tier="interactive"), dt.datetime(1970, 1, 1))  # no-auth mode: any tier
-
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 MAX_REQUEST_ID = 80  # a longer X-Request-Id is replaced by one of the gateway's
-_GATEWAY_FIELDS = ("service_tier", "priority", "cache_salt")  # set by the gateway, never passed through
 
 
 def _request_id(request: Request) -> str:
@@ -75,27 +67,6 @@ def _request_id(request: Request) -> str:
     if not 0 < len(request_id) <= MAX_REQUEST_ID:  # the ledger keys rows by it
         request_id = f"req-{uuid.uuid4().hex}"
     return request_id
-
-
-def upstream_for(body: dict, priority: int, cache_salt: str | None, metered: bool,
-                 path: str = "/v1/chat/completions", tier: str | None = None) -> Upstream:
-    """The bodies for native and external replicas (the gateway's own fields, and the resolved `tier` as
-    `service_tier`, only for native generation)."""
-    client = {k: v for k, v in body.items() if k not in _GATEWAY_FIELDS}
-    options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
-    client_usage, client_continuous = bool(options.get("include_usage")), bool(options.get("continuous_usage_stats"))
-    if path == "/v1/embeddings":
-        return Upstream(client, client)
-    native = {**client, "priority": priority}
-    if tier is not None:
-        native["service_tier"] = tier
-    if cache_salt is not None:
-        native["cache_salt"] = cache_salt
-    external = client
-    if metered and body.get("stream") is True:
-        native["stream_options"] = {**options, "include_usage": True, "continuous_usage_stats": True}
-        external = {**client, "stream_options": {**options, "include_usage": True}}
-    return Upstream(native, external, client_usage, client_continuous)
 
 
 @dataclass
@@ -113,6 +84,11 @@ class Gateway:
     started_at: float = field(default_factory=time.time)
     control_state: Callable[[], dict] | None = None   # targets, pool workers, nodes: the controller's or a copy
     sync: Callable[[SyncReport], SyncReply] | None = None   # set where this gateway runs the controller
+
+    @cached_property
+    def facts(self) -> FactsParser:
+        """Parses each request once (gateway/facts.py); made on first use, once `tenancy` is set."""
+        return FactsParser(self.config, self.planner.routes, self.tenancy)
 
     def is_random(self, name: str) -> bool:
         """Whether a model's folder holds random weights (made by `infercloud models create-random`)."""
@@ -135,23 +111,18 @@ class Gateway:
                 raw, body = await read_json_object(request)
             else:
                 raw = json.dumps(body).encode()
-            model = self._model_of(body)
+            facts = self.facts.parse(body, path, len(raw), principal, request.headers.get("x-infercloud-region"),
+                                     session_id or request.headers.get("x-session-id"))
+            model = facts.model
             self.traffic.arrived(model)
-            salt = self.tenancy.cache_salt(principal, body.get("cache_salt")) if principal else None
-            tier = self._tier(principal, body)
-            region, allowed = self.region_of(principal, request.headers.get("x-infercloud-region"))
-            session = session_id or request.headers.get("x-session-id")
-            plan = self.planner.plan(model, body, len(raw), session, salt,
-                                     principal.tenant.name if principal else None, -TIER_PRIORITY[tier],
-                                     region, allowed)
+            plan = self.planner.plan(facts)
             if principal is not None:
-                meter = await self.tenancy.admit(principal, model, path, body, plan.route.num_prompt_tokens,
-                                                 request_id)
-            upstream = upstream_for(body, TIER_PRIORITY[tier], salt, meter is not None, path, tier)
+                meter = await self.tenancy.admit(principal, facts, plan, request_id)
+            upstream = upstream_for(facts, metered=meter is not None)
             headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
             if meter is not None:
                 headers[USAGE_KEY_HEADER] = meter.usage_key
-            if body.get("stream") is True and path != "/v1/embeddings":
+            if facts.stream:
                 response = await self.proxy.stream(plan, path, upstream, headers, meter)
                 if isinstance(response, StreamingResponse):
                     meter = None  # the stream's relay closes it when the stream ends
@@ -179,15 +150,13 @@ class Gateway:
         try:
             principal = await self.principal_of(request)
             _, body = await read_json_object(request)
-            model = self._model_of(body)
-            if principal is not None:
-                refusals_as_http(Admission.check_model, principal.tenant, model)
+            model = self.facts.model(body, principal)
             self._check_native(model, path)
-            region, allowed = self.region_of(principal, request.headers.get("x-infercloud-region"))
+            region, allowed = self.facts.region(principal, request.headers.get("x-infercloud-region"))
             route = RouteRequest(model, tenant=principal.tenant.name if principal else None, region=region,
                                  allowed_regions=allowed)
             headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
-            response = await until_disconnect(request, self.proxy.unary(Plan(route, 0, native_only=True), path,
+            response = await until_disconnect(request, self.proxy.unary(Plan(route, native_only=True), path,
                                                                         Upstream(body, body), headers))
             status = response.status_code
             return response
@@ -197,15 +166,6 @@ class Gateway:
             raise
         finally:
             self._count(model, path, status, start)
-
-    def _model_of(self, body: dict) -> str:
-        """The body's model: a 400 when it names none, a 404 when it is not configured."""
-        model = body.get("model")
-        if not isinstance(model, str):
-            raise bad_request("Missing required field: 'model'.", param="model")
-        if model not in self.planner.routes:
-            raise model_not_found(model)
-        return model
 
     def _check_native(self, model: str, path: str) -> None:
         """A model that only external replicas serve has no replica that surely answers `path`: a clear 400."""
@@ -234,25 +194,6 @@ class Gateway:
             return forbidden("/metrics needs an admin key or the internal token.", code="admin_key_required")
         return internal_token_required()
 
-    def region_of(self, principal: Principal | None, header: str | None) -> tuple[str | None, frozenset[str] | None]:
-        """The request's region and the regions it may be served in (None: any)."""
-        tenant = principal.tenant.spec if principal is not None else None
-        allowed = frozenset(tenant.regions) if tenant is not None and tenant.regions is not None else None
-        declared = {r.name for r in self.config.regions}
-        if header:
-            if declared and header not in declared:
-                raise bad_request(f"Unknown region {header!r} in x-infercloud-region (known: "
-                                  f"{', '.join(sorted(declared))}).", code="invalid_region")
-            if allowed is not None and header not in allowed:
-                raise forbidden(f"Tenant {tenant.name!r} is bound to the regions {', '.join(sorted(allowed))} "
-                                f"(data residency); its requests may not be served in {header!r}.",
-                                code="region_not_allowed")
-            return header, allowed
-        region = (tenant.home_region if tenant is not None else None) or self.config.gateway.region
-        if allowed is not None and region not in allowed:
-            region = tenant.regions[0]
-        return region, allowed
-
     def model_cards(self, principal: Principal | None) -> list[dict]:
         """The models a tenant may use (all without tenancy), as GET /v1/models lists them."""
         visible = [s for s in self.config.models if principal is None or principal.tenant.may_use(s.name)]
@@ -265,12 +206,6 @@ class Gateway:
         if self.tenancy is None:
             return None
         return await self.tenancy.authenticate(request.headers.get("authorization"))
-
-    def _tier(self, principal: Principal | None, body: dict) -> str:
-        requested = body.get("service_tier")
-        if principal is not None:
-            return refusals_as_http(Admission.resolve_tier, principal.tenant, requested)
-        return refusals_as_http(Admission.resolve_tier, OPEN_TENANT, requested)
 
     def health(self) -> tuple[bool, dict]:
         models = {}

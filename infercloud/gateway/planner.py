@@ -1,4 +1,4 @@
-"""RoutePlanner: turns a request body into what the router needs (prompt block hashes, load estimate).
+"""RoutePlanner: turns a request's facts into what the router needs (prompt block hashes, load estimate).
 
 For models routed `prefix_aware` (and, with tenancy, every chat model, so budgets count the prompt
 exactly) whose weights are on this machine, the prompt is tokenized exactly as
@@ -7,12 +7,15 @@ and hashed into the engine's chained block hashes, so they match the keys of the
 caches. Other models skip tokenization and estimate prompt tokens from the body size.
 
 A completion may hold a batch of prompts (OpenAI's list of strings or of token-id lists): its prompt tokens
-are those of every prompt, its new tokens max_tokens x n for each prompt, and its hashes the first prompt's.
+are those of every prompt, its new tokens the bound (openai/protocol.max_new_tokens: what it asks for, else
+what the context window leaves; `default_max_tokens` while the window is not known) for each of its
+choices, and its hashes the first prompt's. Admission reserves exactly what the plan counts.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import TypeAdapter
@@ -22,7 +25,8 @@ from infercloud.engine.kv.block_hash import hash_token_blocks
 from infercloud.engine.tokenizer import ChatTemplateError, Tokenizer
 from infercloud.models.catalog import resolve_model
 from infercloud.models.local import LocalModel
-from infercloud.openai.protocol import ChatMessage, ChatTool
+from infercloud.gateway.facts import RequestFacts
+from infercloud.openai.protocol import ChatMessage, ChatTool, max_new_tokens
 from infercloud.openai.tool_calls import chat_prompt_ids
 from infercloud.router.base import RouteRequest, RoutingPolicy, make_policy
 
@@ -35,9 +39,14 @@ _BYTES_PER_TOKEN = 4  # rough, for load estimates only
 @dataclass(frozen=True)
 class Plan:
     route: RouteRequest
-    outstanding_tokens: int   # prompt + max new tokens: what this request adds to a replica's load
+    new_tokens: int = 0        # the most it may generate, all choices together
     native_only: bool = False  # only the model's own workers may take it (not its external replicas)
-    num_choices: int = 1      # choices it streams: n for each prompt (only a single one migrates mid-stream)
+    num_choices: int = 1       # choices it streams: n for each prompt (only a single one migrates mid-stream)
+
+    @property
+    def outstanding_tokens(self) -> int:
+        """Prompt + max new tokens: what this request adds to a replica's load (and reserves of a tenant's)."""
+        return self.route.num_prompt_tokens + self.new_tokens
 
 
 class ModelRoute:
@@ -52,9 +61,12 @@ class ModelRoute:
 
 class RoutePlanner:
     def __init__(self, models: tuple[ModelSpec, ...], default_max_tokens: int, rng: random.Random,
-                 margin_tokens: int, margin_ratio: float, tokenize_all: bool = False):
-        """`tokenize_all`: count every chat prompt exactly (budgets need it), not only prefix_aware ones."""
+                 margin_tokens: int, margin_ratio: float, tokenize_all: bool = False,
+                 max_model_len: Callable[[str], int | None] = lambda model: None):
+        """`tokenize_all`: count every chat prompt exactly (budgets need it), not only prefix_aware ones.
+        `max_model_len`: a model's context window, as its replicas report it (None until one has)."""
         self.default_max_tokens = default_max_tokens
+        self.max_model_len = max_model_len
         self.routes: dict[str, ModelRoute] = {}
         for spec in models:
             options = {"margin_tokens": margin_tokens, "margin_ratio": margin_ratio} \
@@ -64,31 +76,24 @@ class RoutePlanner:
             tokenizer = _load_tokenizer(spec) if wants_ids and spec.kind == "chat" else None
             self.routes[spec.name] = ModelRoute(spec, policy, tokenizer)
 
-    def plan(self, model: str, body: dict, raw_size: int, session_header: str | None,
-             cache_salt: str | None = None, tenant: str | None = None, priority: int = 0,
-             region: str | None = None, allowed_regions: frozenset[str] | None = None) -> Plan:
-        """`cache_salt`: the salt the worker will hash the prompt with (the hashes must match its cache)."""
-        route = self.routes[model]
+    def plan(self, facts: RequestFacts) -> Plan:
+        route = self.routes[facts.model]
         hashes: list[bytes] = []
-        prompts = _prompt_ids(route.tokenizer, body) if route.tokenizer is not None else None
-        num_prompt = sum(map(len, prompts)) if prompts is not None else raw_size // _BYTES_PER_TOKEN
+        prompts = _prompt_ids(route.tokenizer, facts.body) if route.tokenizer is not None else None
+        if prompts is not None:
+            num_prompt, longest = sum(map(len, prompts)), max(map(len, prompts), default=0)
+        else:
+            num_prompt = facts.raw_size // _BYTES_PER_TOKEN
+            longest = num_prompt // facts.num_prompts
         if prompts and route.spec.routing == "prefix_aware":
-            hashes = hash_token_blocks(prompts[0], route.block_size, cache_salt)
-        max_new = body.get("max_completion_tokens") or body.get("max_tokens") or self.default_max_tokens
-        n = body.get("n") if isinstance(body.get("n"), int) else 1
-        session = session_header or (body.get("user") if isinstance(body.get("user"), str) else None)
-        request = RouteRequest(model, tuple(hashes), num_prompt, session_key=session or None, tenant=tenant,
-                               priority=priority, region=region, allowed_regions=allowed_regions)
-        extra = max_new * max(n, 1) if isinstance(max_new, int) else self.default_max_tokens
-        return Plan(request, num_prompt + extra * num_prompts(body), num_choices=n * num_prompts(body))
-
-
-def num_prompts(body: dict) -> int:
-    """How many prompts a request holds: a completion's batch (a list of strings or of token-id lists), else 1."""
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
-        return len(prompt)
-    return 1
+            hashes = hash_token_blocks(prompts[0], route.block_size, facts.salt)   # the worker's cache keys
+        new_tokens = 0
+        if facts.is_generation:
+            bound = max_new_tokens(facts.max_new_tokens, self.max_model_len(facts.model), longest)
+            new_tokens = (bound if bound is not None else self.default_max_tokens) * facts.num_choices
+        request = RouteRequest(facts.model, tuple(hashes), num_prompt, session_key=facts.session, tenant=facts.tenant,
+                               priority=facts.priority, region=facts.region, allowed_regions=facts.allowed_regions)
+        return Plan(request, new_tokens, num_choices=facts.num_choices)
 
 
 def _load_tokenizer(spec: ModelSpec) -> Tokenizer | None:

@@ -1,8 +1,8 @@
 """Proxy: picks a replica for each request, sends it there, and retries elsewhere when it cannot be served.
 
-Bodies: each request carries two bodies, one for native workers (with the gateway's `priority`,
-`cache_salt` and usage options) and one for external replicas (the client's, plus include_usage when
-metered); `Upstream` holds both.
+Bodies: each request carries two bodies (gateway/facts.py `Upstream`), one for native workers (with the
+gateway's `priority`, `service_tier`, `cache_salt` and usage options) and one for external replicas (the
+client's, plus include_usage when metered).
 
 Picking: the model's routing policy (router/) chooses among its ready replicas that this gateway has not
 seen fail since their last passing probe (load_book.py), offered by region when the request has one
@@ -32,6 +32,7 @@ from fastapi.responses import Response
 from infercloud.config import GatewaySpec
 from infercloud.fleet.replicas import Replica, ReplicaSet
 from infercloud.fleet.traffic import Traffic
+from infercloud.gateway.facts import Upstream
 from infercloud.gateway.load_book import Lease, LoadBook
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import Plan, RoutePlanner
@@ -41,20 +42,6 @@ from infercloud.router.regions import RegionMap, regional_candidates
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 MAX_STALE = 8   # routes to a pool worker that had just unloaded the model, per request, not counted as attempts
-
-
-@dataclass
-class Upstream:
-    """What to send: the body for native workers and the one for external replicas, and the client's wishes."""
-
-    native: dict
-    external: dict
-    client_usage: bool = False          # the client asked for stream_options.include_usage
-    client_continuous: bool = False     # ... or for usage on every chunk
-
-    def encode(self, replica: Replica, extra: dict | None = None) -> bytes:
-        body = self.external if replica.is_external else self.native
-        return json.dumps({**body, **extra} if extra else body).encode()
 
 
 @dataclass

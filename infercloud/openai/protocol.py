@@ -9,6 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from infercloud.openai.errors import APIError, bad_request
 
 
+def max_new_tokens(asked: int | None, max_model_len: int | None, longest_prompt: int) -> int | None:
+    """How many tokens a completion may generate, one rule for the worker that enforces it and the gateway
+    that counts it: what the request asks for, else what the model's context window leaves after its
+    longest prompt; None when neither is known."""
+    if asked is not None:
+        return asked
+    return max(max_model_len - longest_prompt, 1) if max_model_len is not None else None
+
+
 def validation_error(exc: ValidationError) -> APIError:
     """A body that failed its model, as OpenAI's 400 naming the first bad field (`param`)."""
     err = exc.errors()[0]

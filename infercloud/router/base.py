@@ -20,7 +20,7 @@ class RouteRequest:
     num_prompt_tokens: int = 0
     session_key: str | None = None               # the `user` field or the X-Session-Id header
     tenant: str | None = None
-    priority: int = 0
+    priority: int = 0                            # vLLM's convention, as end to end: lower is served first
     region: str | None = None                    # where it comes from: replicas there are preferred
     allowed_regions: frozenset[str] | None = None  # data residency: only replicas in these (None: any)
 

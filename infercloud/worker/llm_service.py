@@ -29,7 +29,7 @@ from infercloud.engine.tokenizer import ChatTemplateError
 from infercloud.models.local import LocalModel
 from infercloud.openai.asgi import until_disconnect
 from infercloud.openai.errors import APIError, bad_request, overloaded
-from infercloud.openai.protocol import USAGE_KEY_HEADER, ChatCompletionRequest, CompletionRequest
+from infercloud.openai.protocol import USAGE_KEY_HEADER, ChatCompletionRequest, CompletionRequest, max_new_tokens
 from infercloud.openai.sse import sse_done, sse_event
 from infercloud.worker.constraints import requested_spec
 from infercloud.worker.metrics import ServerMetrics
@@ -95,7 +95,7 @@ class LLMService:
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         longest = max(len(ids) for ids in prompts)
         try:
-            return SamplingParams(max_tokens=max_tokens or self.max_model_len - longest, stop=stop,
+            return SamplingParams(max_tokens=max_new_tokens(max_tokens, self.max_model_len, longest), stop=stop,
                                   logprobs=logprobs, logit_bias=_logit_bias(body.logit_bias), structured=spec,
                                   **{**self.sampling_defaults, **given})
         except InvalidParamError as exc:

@@ -11,7 +11,7 @@ import random
 
 from infercloud.config import ModelSpec
 from infercloud.fleet.replicas import Replica
-from infercloud.gateway.app import upstream_for
+from infercloud.gateway.facts import RequestFacts, upstream_for
 from infercloud.gateway.planner import RoutePlanner
 from infercloud.gateway.relay import Relay
 
@@ -21,10 +21,9 @@ BASE = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream":
 
 def relay(**fields) -> Relay:
     """The relay of one request: its plan from the planner, its bodies as the gateway makes them."""
-    body = {**BASE, **fields}
-    plan = RoutePlanner((ModelSpec("m", routing="round_robin"),), 256, random.Random(0), 4096, 1.5).plan(
-        "m", body, 100, None)
-    return Relay(None, plan, PATH, upstream_for(body, 0, None, False), {}, clock=lambda: 0.0)
+    facts = RequestFacts.of({**BASE, **fields}, PATH, 100, tier="interactive")
+    plan = RoutePlanner((ModelSpec("m", routing="round_robin"),), 256, random.Random(0), 4096, 1.5).plan(facts)
+    return Relay(None, plan, PATH, upstream_for(facts, metered=False), {}, clock=lambda: 0.0)
 
 
 def chunk(content: str | None = "", ids=(), finish=None, cid="chatcmpl-A", role=False, prompt_ids=None,
@@ -126,7 +125,7 @@ def test_usage_on_every_chunk_is_kept_for_metering_and_stripped_unless_asked():
 
 def test_native_body_carries_priority_salt_and_usage_options_external_does_not():
     body = {**BASE, "service_tier": "batch", "cache_salt": "mine"}
-    up = upstream_for(body, 2, "salted", metered=True)
+    up = upstream_for(RequestFacts.of(body, tier="batch", salt="salted"), metered=True)
     assert up.native["priority"] == 2 and up.native["cache_salt"] == "salted"
     assert up.native["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
     assert "priority" not in up.external and "cache_salt" not in up.external and "service_tier" not in up.external
@@ -136,11 +135,25 @@ def test_native_body_carries_priority_salt_and_usage_options_external_does_not()
 
 def test_native_body_carries_the_resolved_tier_external_and_embeddings_do_not():
     body = {**BASE, "service_tier": "auto"}
-    up = upstream_for(body, 1, None, metered=False, tier="standard")
-    assert up.native["service_tier"] == "standard" and "service_tier" not in up.external
-    embeddings = upstream_for({"model": "e", "input": "x", "service_tier": "flex"}, 2, None, False, "/v1/embeddings",
-                              "batch")
+    up = upstream_for(RequestFacts.of(body, tier="standard"), metered=False)
+    assert up.native["service_tier"] == "standard" and up.native["priority"] == 1
+    assert "service_tier" not in up.external and "priority" not in up.external
+    embeddings = upstream_for(RequestFacts.of({"model": "e", "input": "x", "service_tier": "flex"}, "/v1/embeddings",
+                                              tier="batch"), metered=False)
     assert "service_tier" not in embeddings.native and "service_tier" not in embeddings.external
+
+
+@pytest.mark.parametrize("body, cap, sent", [
+    ({}, 16, {"max_tokens": 16}),                                   # none given: the tenant's cap is sent
+    ({"max_completion_tokens": None}, 16, {"max_tokens": 16, "max_completion_tokens": None}),
+    ({"max_tokens": 8}, 8, {"max_tokens": 8}),                      # within the cap: as asked
+    ({"max_completion_tokens": 8}, 8, {"max_completion_tokens": 8}),
+    ({}, None, {}),                                                  # no cap, none given: the worker's rule
+])
+def test_the_tenants_cap_goes_to_every_replica_when_none_is_asked(body, cap, sent):
+    up = upstream_for(RequestFacts.of({**BASE, **body}, max_new_tokens=cap), metered=False)
+    for sent_body in (up.native, up.external):
+        assert {k: v for k, v in sent_body.items() if k.startswith("max_")} == sent
 
 
 def test_a_batch_of_prompts_streams_a_choice_per_prompt_and_is_not_migrated():
@@ -240,7 +253,7 @@ def test_content_native_asks_ids_and_resumes():
     r.chunks.rewrite(chunk("Hi", ids=[5, 6]))
     sent = json.loads(r.content(native()))
     assert sent["resume_token_ids"] == [5, 6]
-    assert {k: v for k, v in sent.items() if k not in ("return_token_ids", "resume_token_ids")} == {**BASE, "priority": 0}
+    assert {k: v for k, v in sent.items() if k not in ("return_token_ids", "resume_token_ids")} == {**BASE, "priority": 0, "service_tier": "interactive"}
 
 
 def test_content_external_is_the_client_body():

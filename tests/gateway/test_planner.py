@@ -1,4 +1,5 @@
-"""RoutePlanner: the gateway's prompt hashes must be the worker engine's prefix-cache keys."""
+"""RoutePlanner: the gateway's prompt hashes must be the worker engine's prefix-cache keys; the load a
+request adds follows the one max-new-tokens rule; a request's facts as the body states them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from infercloud.config import ModelSpec
 from infercloud.engine.kv.block_hash import hash_token_blocks
 from infercloud.engine.tokenizer import Tokenizer
-from infercloud.gateway.planner import RoutePlanner, num_prompts
+from infercloud.gateway.facts import RequestFacts
+from infercloud.gateway.planner import RoutePlanner
 from infercloud.models.local import LocalModel
 
 MODEL = "smollm2-135m-instruct"
@@ -25,9 +27,9 @@ CHAT = [
 ]
 
 
-def planner(*specs: ModelSpec, default_max_tokens: int = 256) -> RoutePlanner:
+def planner(*specs: ModelSpec, default_max_tokens: int = 256, max_model_len: int | None = None) -> RoutePlanner:
     return RoutePlanner(specs, default_max_tokens=default_max_tokens, rng=random.Random(0),
-                        margin_tokens=4096, margin_ratio=1.5)
+                        margin_tokens=4096, margin_ratio=1.5, max_model_len=lambda model: max_model_len)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +44,13 @@ def prefix_planner(smollm2_dir) -> RoutePlanner:
     return p
 
 
+def facts(body: dict, model: str = MODEL, raw_size: int | None = None, **settled) -> RequestFacts:
+    size = len(json.dumps(body)) if raw_size is None else raw_size
+    return RequestFacts.of(body, raw_size=size, **{"model": model, **settled})
+
+
 def plan(p: RoutePlanner, body: dict, session: str | None = None, model: str = MODEL):
-    return p.plan(model, body, len(json.dumps(body)), session)
+    return p.plan(facts(body, model, **({"session": session} if session else {})))
 
 
 def worker_chat_ids(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
@@ -130,12 +137,12 @@ def test_a_batch_of_one_is_its_prompt(prefix_planner, tokenizer):
     ({"prompt": "text"}, 1), ({"prompt": []}, 1), ({"messages": []}, 1), ({}, 1),
 ])
 def test_num_prompts(body, count):
-    assert num_prompts(body) == count
+    assert facts(body).num_prompts == count
 
 
 def test_a_batch_for_a_model_without_a_tokenizer_is_estimated_from_its_size():
     p = planner(ModelSpec("rr-model", routing="round_robin"))
-    result = p.plan("rr-model", {"prompt": BATCH, "max_tokens": 8}, raw_size=400, session_header=None)
+    result = p.plan(facts({"prompt": BATCH, "max_tokens": 8}, "rr-model", raw_size=400))
     assert (result.route.num_prompt_tokens, result.outstanding_tokens) == (100, 100 + 8 * 3)
 
 
@@ -174,7 +181,7 @@ def test_session_key(prefix_planner, header, user, key):
 def test_round_robin_model_estimates_from_size():
     p = planner(ModelSpec("rr-model", routing="round_robin"), default_max_tokens=100)
     assert p.routes["rr-model"].tokenizer is None
-    result = p.plan("rr-model", {"messages": CHAT, "max_tokens": 8}, raw_size=403, session_header=None)
+    result = p.plan(facts({"messages": CHAT, "max_tokens": 8}, "rr-model", raw_size=403))
     assert result.route.prompt_block_hashes == ()
     assert result.route.num_prompt_tokens == 100
     assert result.outstanding_tokens == 108
@@ -183,4 +190,29 @@ def test_round_robin_model_estimates_from_size():
 def test_prefix_aware_model_without_weights_routes_without_hashes(tmp_path):
     p = planner(ModelSpec("ext", path=str(tmp_path / "missing"), routing="prefix_aware"))
     assert p.routes["ext"].tokenizer is None
-    assert p.plan("ext", {"messages": CHAT}, raw_size=40, session_header=None).route.prompt_block_hashes == ()
+    assert p.plan(facts({"messages": CHAT}, "ext", raw_size=40)).route.prompt_block_hashes == ()
+
+
+def test_without_max_tokens_a_request_counts_what_the_context_window_leaves():
+    """The one rule (openai/protocol.max_new_tokens), as the worker applies it; the gateway's default stands
+    in only while no replica has reported the model's window."""
+    known = planner(ModelSpec("rr-model", routing="round_robin"), max_model_len=1000)
+    result = known.plan(facts({"prompt": [[1] * 40, [2] * 60], "n": 2}, "rr-model", raw_size=400))
+    assert result.new_tokens == (1000 - 50) * 4    # 100 tokens estimated from the size: 50 a prompt; 4 choices
+    asked = known.plan(facts({"prompt": [1, 2], "max_tokens": 5}, "rr-model", raw_size=40))
+    assert asked.new_tokens == 5
+    embeddings = known.plan(RequestFacts.of({"model": "rr-model", "input": "x", "max_tokens": 5}, "/v1/embeddings",
+                                            raw_size=40))
+    assert embeddings.new_tokens == 0 and embeddings.outstanding_tokens == 10
+
+
+@pytest.mark.parametrize("body, settled, expected", [
+    ({"max_tokens": 10}, {}, (10, 1, 1, None)),
+    ({"max_completion_tokens": 7, "max_tokens": 10, "n": 3, "user": "u"}, {}, (7, 3, 3, "u")),
+    ({"prompt": ["a", "b"], "n": 2, "user": ""}, {}, (None, 2, 4, None)),
+    ({"n": 0, "max_tokens": True}, {"session": "s"}, (None, 1, 1, "s")),
+])
+def test_facts_a_body_states(body, settled, expected):
+    f = facts(body, **settled)
+    assert (f.max_new_tokens, f.n, f.num_choices, f.session) == expected
+    assert f.priority == 1 and f.tier == "standard"       # vLLM's convention: interactive 0, standard 1, batch 2

@@ -10,7 +10,7 @@ import pytest
 from infercloud.config import ConfigError, GatewaySpec, ModelSpec, RegionSpec, ServerConfig, TenantSpec, load_config
 from infercloud.fleet.replicas import Replica, ReplicaSet, ReplicaState
 from infercloud.fleet.traffic import Traffic
-from infercloud.gateway.app import Gateway
+from infercloud.gateway.facts import FactsParser
 from infercloud.gateway.load_book import LoadBook
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import Plan, RoutePlanner
@@ -25,56 +25,55 @@ from infercloud.tenancy.store import Tenant, TenancyError, TenantStore
 REGIONS = (RegionSpec("a", {"b": 10, "c": 80}), RegionSpec("b"), RegionSpec("c"))
 
 
-def gateway(gateway_region: str | None = None, regions=REGIONS) -> Gateway:
+def gateway(gateway_region: str | None = None, regions=REGIONS) -> FactsParser:
     config = ServerConfig(regions=regions, gateway=GatewaySpec(region=gateway_region))
-    fleet = ReplicaSet()
-    return Gateway(config, fleet, Traffic(lambda: 0.0), LoadBook(fleet), planner=None)   # region_of: the config
+    return FactsParser(config, {"m"})
 
 
 def principal(**spec) -> Principal:
     return Principal(Tenant(1, TenantSpec("acme", **spec), dt.datetime(2026, 1, 1)), None)  # the key is not read
 
 
-def rejected(gw: Gateway, who: Principal | None, header: str | None) -> APIError:
+def rejected(gw: FactsParser, who: Principal | None, header: str | None) -> APIError:
     with pytest.raises(APIError) as caught:
-        gw.region_of(who, header)
+        gw.region(who, header)
     return caught.value
 
 
-# -- Gateway.region_of -----------------------------------------------------------------------------
+# -- FactsParser.region -----------------------------------------------------------------------------
 
 def test_the_header_wins():
-    assert gateway("a").region_of(principal(home_region="c"), "b") == ("b", None)
-    assert gateway("a").region_of(None, "c") == ("c", None)
+    assert gateway("a").region(principal(home_region="c"), "b") == ("b", None)
+    assert gateway("a").region(None, "c") == ("c", None)
 
 
 def test_without_a_header_the_tenants_home_region_then_the_gateways():
-    assert gateway("a").region_of(principal(home_region="c"), None) == ("c", None)
-    assert gateway("a").region_of(principal(), None) == ("a", None)
-    assert gateway("a").region_of(None, None) == ("a", None)
-    assert gateway().region_of(None, None) == (None, None)
-    assert gateway("a").region_of(principal(home_region="c"), "") == ("c", None)   # an empty header names none
+    assert gateway("a").region(principal(home_region="c"), None) == ("c", None)
+    assert gateway("a").region(principal(), None) == ("a", None)
+    assert gateway("a").region(None, None) == ("a", None)
+    assert gateway().region(None, None) == (None, None)
+    assert gateway("a").region(principal(home_region="c"), "") == ("c", None)   # an empty header names none
 
 
 def test_an_unknown_header_region_is_a_bad_request():
     error = rejected(gateway("a"), None, "mars")
     assert (error.status, error.code) == (400, "invalid_region")
     assert "'mars'" in error.message and "a, b, c" in error.message
-    assert gateway(regions=()).region_of(None, "mars") == ("mars", None)     # none declared: any name goes
+    assert gateway(regions=()).region(None, "mars") == ("mars", None)     # none declared: any name goes
 
 
 def test_a_bound_tenant_may_not_name_a_region_outside_its_own():
     error = rejected(gateway("a"), principal(regions=("a", "b")), "c")
     assert (error.status, error.code, error.type) == (403, "region_not_allowed", "permission_error")
-    assert gateway().region_of(principal(regions=("a", "b")), "b") == ("b", frozenset({"a", "b"}))
+    assert gateway().region(principal(regions=("a", "b")), "b") == ("b", frozenset({"a", "b"}))
 
 
 def test_a_bound_tenant_without_a_header_falls_back_to_its_first_region():
     bound = principal(regions=("b", "a"))
-    assert gateway("c").region_of(bound, None) == ("b", frozenset({"a", "b"}))
-    assert gateway().region_of(bound, None) == ("b", frozenset({"a", "b"}))
-    assert gateway("a").region_of(bound, None) == ("a", frozenset({"a", "b"}))   # the gateway's is allowed
-    assert gateway("c").region_of(principal(regions=("b", "a"), home_region="a"), None) == ("a", frozenset({"a", "b"}))
+    assert gateway("c").region(bound, None) == ("b", frozenset({"a", "b"}))
+    assert gateway().region(bound, None) == ("b", frozenset({"a", "b"}))
+    assert gateway("a").region(bound, None) == ("a", frozenset({"a", "b"}))   # the gateway's is allowed
+    assert gateway("c").region(principal(regions=("b", "a"), home_region="a"), None) == ("a", frozenset({"a", "b"}))
 
 
 def test_a_tenant_bound_to_no_region_cannot_be_made(tmp_path):
@@ -109,7 +108,7 @@ def ready(replica_id: str, region: str | None, outstanding_requests: int = 0) ->
 
 def plan(region: str | None = None, allowed: set[str] | None = None) -> Plan:
     route = RouteRequest("m", region=region, allowed_regions=frozenset(allowed) if allowed is not None else None)
-    return Plan(route, outstanding_tokens=100)
+    return Plan(route, new_tokens=100)
 
 
 def test_a_request_goes_to_a_replica_in_its_region():
