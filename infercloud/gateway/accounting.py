@@ -26,6 +26,7 @@ import aiohttp
 import sqlalchemy as sa
 
 from infercloud.config import ModelSpec, TenancySpec
+from infercloud.contracts import UsageRecord
 from infercloud.gateway.errors import refusal_error
 from infercloud.gateway.facts import RequestFacts
 from infercloud.gateway.planner import Plan
@@ -225,8 +226,8 @@ async def _fetch_usage(client: aiohttp.ClientSession, url: str, usage_key: str,
         try:
             async with client.get(f"{url}/internal/usage/{usage_key}", headers=headers) as response:
                 if response.status == 200:
-                    return await response.json()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+                    return UsageRecord.model_validate(await response.json()).model_dump(exclude_none=True)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):   # pydantic's ValidationError too
             return None
         await asyncio.sleep(0.05)
     log.warning("usage key %s: its worker never reported its usage; billed as nothing", usage_key)
