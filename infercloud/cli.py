@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"infercloud {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_serve_parser(commands)
+    add_worker_parser(commands)
     add_models_parser(commands)
     add_generate_parser(commands)
     add_chat_parser(commands)
@@ -91,22 +92,47 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from infercloud.config import load_config
-    from infercloud.internal_token import resolve_token
 
-    config = load_config(args.config, host=args.host, port=args.port)
-    token, source = resolve_token(config.internal_token)
-    config = dataclasses.replace(config, internal_token=token)
-    print(f"internal plane: /internal/* and /metrics need the internal token (from {source})", flush=True)
+    config = _with_internal_token(load_config(args.config, host=args.host, port=args.port))
     if config.is_cloud:
         from infercloud.cloud import serve_cloud
 
         return serve_cloud(config)
     from infercloud.worker.server import serve
 
-    return serve(config)
+    return serve(config.worker())
+
+
+def add_worker_parser(commands: argparse._SubParsersAction) -> None:
+    """`infercloud worker --config FILE`: one worker of a cloud, as its controller's local backend starts it."""
+    worker = commands.add_parser(
+        "worker",
+        help="run one worker of a cloud (started by its controller)",
+        description="Serve the models of a worker config (the YAML a cloud's controller writes for each worker it "
+        "starts: host, port, models, limits; no cloud sections), every route but /health behind the internal "
+        "token when it is internal_only. SIGTERM drains as for `serve`.",
+    )
+    worker.add_argument("--config", required=True, help="the worker's YAML config file")
+    worker.set_defaults(run=run_worker)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from infercloud.config import load_worker_config
+    from infercloud.worker.server import serve
+
+    return serve(_with_internal_token(load_worker_config(args.config)))
+
+
+def _with_internal_token(config):
+    """The config with its internal token resolved (internal_token.py says from where), said on stdout."""
+    import dataclasses
+
+    from infercloud.internal_token import resolve_token
+
+    token, source = resolve_token(config.internal_token)
+    print(f"internal plane: /internal/* and /metrics need the internal token (from {source})", flush=True)
+    return dataclasses.replace(config, internal_token=token)
 
 
 def add_chat_parser(commands: argparse._SubParsersAction) -> None:

@@ -1,4 +1,5 @@
-"""Configuration: the frozen specs of what `infercloud serve` runs, each checking its own fields, and load_config.
+"""Configuration: the frozen specs of what `infercloud serve` runs (ServerConfig) and of each worker it runs
+(WorkerConfig), each checking its own fields, and the loaders of their YAML files.
 
 A spec checks its fields on construction (`__post_init__`, raising SpecFieldError that names the field),
 so one built in code is held to the same rules as one read from a file; config_loader.py converts YAML
@@ -8,6 +9,7 @@ are declared).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import re
@@ -69,8 +71,8 @@ class AutoscalingSpec:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """A model served: by a single box, or in cloud mode by native replicas, a pool or external URLs."""
+class WorkerModelSpec:
+    """A model as a worker serves it: its weights, engine, batching and SLO (nothing of where a cloud runs it)."""
 
     name: str                                 # the name clients send as `model`
     kind: Literal["chat", "embedding"] = "chat"
@@ -79,6 +81,18 @@ class ModelSpec:
     max_batch_size: int = 32                  # embedding models: dynamic batching
     max_wait_ms: float = 5.0
     max_request_tokens: int = 300000          # embedding models: input tokens per request at most (OpenAI's limit)
+    slo: SLO = field(default_factory=SLO)     # TTFT/TPOT targets: steps on a shared worker, autoscaling
+
+    @property
+    def source(self) -> str:
+        return self.path or self.name
+
+
+@dataclass(frozen=True)
+class ModelSpec(WorkerModelSpec):
+    """A model served: by a single box, or in cloud mode by native replicas, a pool or external URLs (the
+    fields added to WorkerModelSpec say where a cloud runs it and how it routes, prices and scales it)."""
+
     # cloud mode (a config with a `cluster` section) only:
     replicas: int = 1                         # native worker processes serving this model
     routing: str = "least_load"               # round_robin | least_load | prefix_aware | session
@@ -86,7 +100,6 @@ class ModelSpec:
     external: tuple[str, ...] = ()            # base URLs of OpenAI-compatible servers routed to as replicas
     price: PriceSpec = field(default_factory=PriceSpec)
     autoscaling: AutoscalingSpec | None = None  # set: `replicas` is the start count, the controller scales
-    slo: SLO = field(default_factory=SLO)     # TTFT/TPOT targets: steps on a shared worker, autoscaling
     pool: str | None = None                   # served by this pool's shared workers, not dedicated processes
     regions: dict[str, int] | None = None     # replicas per region (nodes labelled `region`); default: anywhere
 
@@ -124,9 +137,11 @@ class ModelSpec:
         _require(self.regions is None or (self.pool is None and not self.external), "regions",
                  "a pooled or external model is placed by its pool or URL")
 
-    @property
-    def source(self) -> str:
-        return self.path or self.name
+    def for_worker(self, **engine: Any) -> WorkerModelSpec:
+        """The model as a worker serves it (its cloud fields left out), with `engine` fields changed (a
+        replica's device and threads)."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(WorkerModelSpec)}
+        return WorkerModelSpec(**{**own, "engine": dataclasses.replace(self.engine, **engine)})
 
 
 @dataclass(frozen=True)
@@ -148,7 +163,7 @@ class PoolSpec:
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """Where worker processes run. `local`: subprocesses of `infercloud serve` on loopback ports of this
+    """Where worker processes run. `local`: `infercloud worker` subprocesses on loopback ports of this
     machine. `ray`: Ray actors on the nodes of a Ray cluster (cluster/ray.py)."""
 
     backend: Literal["local", "ray"] = "local"
@@ -308,15 +323,12 @@ class ResponsesSpec:
 
 
 @dataclass(frozen=True)
-class ServerConfig:
-    """What one `infercloud serve` runs: a single box or a worker, or with `cluster` or `tenancy` a cloud gateway."""
+class ServerSettings:
+    """What ServerConfig and WorkerConfig share: one server process's address, request limits and drain time,
+    which of its models it keeps loaded, and its internal plane (each declares its `models`)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
-    models: tuple[ModelSpec, ...] = (
-        ModelSpec("smollm2-135m-instruct", "chat"),
-        ModelSpec("all-minilm-l6-v2", "embedding"),
-    )
     max_body_bytes: int = 4 * 2**20           # larger bodies get 413
     max_waiting: int = 256                    # per model, beyond max_num_seqs running: then 503 + Retry-After
     drain_timeout_s: float = 30.0             # on SIGTERM, how long in-flight requests may take to finish
@@ -325,12 +337,7 @@ class ServerConfig:
     preload: tuple[str, ...] | None = None    # models loaded at start (None: all); others on first use
     load_on_request: bool = True              # False (pool workers): only POST /internal/load loads a model
     multiplex: Policy = "slo"                 # which loaded chat model steps next (engine/step_loop.py)
-    cluster: ClusterSpec | None = None        # set: cloud mode (gateway on host:port, workers by the backend)
-    controller: ControllerSpec = field(default_factory=ControllerSpec)
-    gateway: GatewaySpec = field(default_factory=GatewaySpec)
-    tenancy: TenancySpec | None = None        # set: API keys required (implies cloud mode)
     responses: ResponsesSpec = field(default_factory=ResponsesSpec)   # the Responses API's stored responses
-    regions: tuple[RegionSpec, ...] = ()      # known regions and the latencies between them
     internal_token: str | None = field(default=None, repr=False)  # the internal plane's token (internal_token.py);
                                               # None: $INFERCLOUD_INTERNAL_TOKEN, else the home's file
     internal_only: bool = False               # set on the workers a cloud starts: every route but /health
@@ -342,6 +349,47 @@ class ServerConfig:
                  f"must have at least {MIN_TOKEN_CHARS} characters (a long random string, the same on every "
                  "gateway of the deployment)")
 
+
+def _check_preload(config: WorkerConfig | ServerConfig) -> None:
+    """A server preloads only its own models."""
+    names = {m.name for m in config.models}
+    for name in config.preload or ():
+        _require(name in names, "preload", f"unknown model {name!r}")
+
+
+@dataclass(frozen=True)
+class WorkerConfig(ServerSettings):
+    """What one worker process runs: its models and server settings (ServerConfig.worker for a single box,
+    ServerConfig.cloud_worker for the workers a cloud's controller starts)."""
+
+    models: tuple[WorkerModelSpec, ...] = ()  # none: a pool's worker before any model names the pool
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_preload(self)
+        _require(all(type(m) is WorkerModelSpec for m in self.models), "models",
+                 "a worker's models are WorkerModelSpecs, without cloud fields (ModelSpec.for_worker)")
+
+
+@dataclass(frozen=True)
+class ServerConfig(ServerSettings):
+    """What one `infercloud serve` runs: a single box (a worker, `worker()`), or with `cluster` or `tenancy` a
+    cloud gateway."""
+
+    models: tuple[ModelSpec, ...] = (
+        ModelSpec("smollm2-135m-instruct", "chat"),
+        ModelSpec("all-minilm-l6-v2", "embedding"),
+    )
+    cluster: ClusterSpec | None = None        # set: cloud mode (gateway on host:port, workers by the backend)
+    controller: ControllerSpec = field(default_factory=ControllerSpec)
+    gateway: GatewaySpec = field(default_factory=GatewaySpec)
+    tenancy: TenancySpec | None = None        # set: API keys required (implies cloud mode)
+    regions: tuple[RegionSpec, ...] = ()      # known regions and the latencies between them
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_preload(self)
+
     @property
     def is_cloud(self) -> bool:
         return self.cluster is not None or self.tenancy is not None or self.gateway.controller_url is not None
@@ -350,16 +398,23 @@ class ServerConfig:
     def cluster_spec(self) -> ClusterSpec:
         return self.cluster or ClusterSpec()
 
+    def worker(self) -> WorkerConfig:
+        """The single box's worker: this config's models and every server setting."""
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(ServerSettings)}
+        return WorkerConfig(models=tuple(m.for_worker() for m in self.models), **settings)
+
+    def cloud_worker(self, models: tuple[WorkerModelSpec, ...], **residency: Any) -> WorkerConfig:
+        """A worker this cloud's controller starts: `models`, with `residency` settings (memory budget, preload,
+        load_on_request, multiplex) and this config's request limits, drain time and internal token; internal
+        only (only the gateway calls it). Its backend sets host, port and worker_id."""
+        return WorkerConfig(models=models, max_body_bytes=self.max_body_bytes, max_waiting=self.max_waiting,
+                            drain_timeout_s=self.drain_timeout_s, internal_token=self.internal_token,
+                            internal_only=True, **residency)
+
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfig:
     """Read a YAML file (or take the defaults) and apply command-line overrides that are not None."""
-    data: dict = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    data = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    data = {**(_read_yaml(path) if path is not None else {}), **{k: v for k, v in overrides.items() if v is not None}}
     config = build(ServerConfig, data, "config")
     _check_models(config)
     _check_tenancy(config)
@@ -367,9 +422,20 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfi
     return config
 
 
+def load_worker_config(path: str | Path) -> WorkerConfig:
+    """A worker's YAML file, as a cloud's local backend writes it (cluster/local.py): a cloud field is unknown."""
+    return build(WorkerConfig, _read_yaml(path), "config")
+
+
+def _read_yaml(path: str | Path) -> Any:
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+
+
 def _check_models(config: ServerConfig) -> None:
-    """A file serves some model; a model's pool exists; a worker's preload list names its own models.
-    (A ServerConfig built in code may have no models: a pool's worker before any model names the pool.)"""
+    """A file serves some model; a model's pool exists."""
     if not config.models:
         raise ConfigError("config.models: expected a non-empty list of models")
     pools = {p.name for p in config.cluster_spec.pools}
@@ -377,10 +443,6 @@ def _check_models(config: ServerConfig) -> None:
         if model.pool is not None and model.pool not in pools:
             raise ConfigError(f"config.models[{i}].pool: unknown pool {model.pool!r} "
                               f"(cluster.pools: {', '.join(sorted(pools)) or 'none'})")
-    names = {m.name for m in config.models}
-    for name in config.preload or ():
-        if name not in names:
-            raise ConfigError(f"config.preload: unknown model {name!r}")
 
 
 def _check_regions(config: ServerConfig) -> None:

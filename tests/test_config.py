@@ -22,9 +22,16 @@ from infercloud.config import (
     ServerConfig,
     SpecFieldError,
     TenantSpec,
+    WorkerConfig,
+    WorkerModelSpec,
     load_config,
+    load_worker_config,
 )
 from infercloud.config_loader import build
+from infercloud.controller.dedicated import DedicatedReplicas
+from infercloud.controller.pools import PoolManager
+from infercloud.engine.config import EngineConfig
+from infercloud.engine.step_loop import SLO
 
 
 def _load(tmp_path, text: str):
@@ -45,15 +52,6 @@ def test_pools_example_loads():
     assert {m.name: m.pool for m in config.models} == {"support-bot": "accel", "summarizer": "accel",
                                                         "all-minilm-l6-v2": "cpu"}
     assert config.models[0].slo.tpot_s == 0.1 and config.cluster.pools[1].device == "cpu"
-
-
-def test_pool_worker_config_round_trips_through_yaml(tmp_path):
-    cloud = load_config("examples/pools.yaml")
-    worker = dataclasses.replace(cloud, cluster=None, port=9124, preload=(), memory_budget_gb=3.0, multiplex="fcfs")
-    (tmp_path / "w.yaml").write_text(config_to_yaml(worker))
-    back = load_config(tmp_path / "w.yaml")
-    assert back.preload == () and back.memory_budget_gb == 3.0 and back.multiplex == "fcfs"
-    assert back.models[1].slo.ttft_s == 5.0 and back.models[1].pool is None
 
 
 def test_example_configs_load():
@@ -105,13 +103,86 @@ def test_serve_with_a_bad_config_fails_naming_the_field(tmp_path, capsys):
     assert "config.models[0].routing" in capsys.readouterr().err
 
 
-def test_worker_config_round_trips_through_yaml(tmp_path):
-    cloud = _load(tmp_path, "cluster: {}\nmodels: [{name: a, path: b, replicas: 2, engine: {num_threads: 1}}]")
-    worker = dataclasses.replace(cloud, cluster=None, port=9123, worker_id="a-0")
-    (tmp_path / "w.yaml").write_text(config_to_yaml(worker))
-    back = load_config(tmp_path / "w.yaml")
-    assert not back.is_cloud and back.port == 9123 and back.worker_id == "a-0"
-    assert back.models[0].source == "b" and back.models[0].engine.num_threads == 1 and back.models[0].replicas == 1
+# -- worker configs -------------------------------------------------------------------------------
+
+TOKEN = "t" * 32
+
+
+def test_a_dedicated_replicas_worker_config_has_its_model_and_the_clouds_limits(tmp_path):
+    cloud = dataclasses.replace(_load(tmp_path, """
+cluster: {threads_per_worker: 2}
+max_waiting: 7
+drain_timeout_s: 12
+memory_budget_gb: 9                # a single box's setting: a dedicated worker loads its one model at start
+models:
+  - {name: a, path: b, replicas: 2, routing: prefix_aware, price: {output_per_mtok: 1}, slo: {ttft_s: 2}}
+  - {name: c, external: ["http://10.0.0.1:8000"], replicas: 0}
+"""), internal_token=TOKEN)
+    worker = DedicatedReplicas(cloud, None, None, lambda: 0.0).worker_config(cloud.models[0], "cpu", 3)
+    assert worker == WorkerConfig(
+        models=(WorkerModelSpec("a", path="b", engine=EngineConfig(device="cpu", num_threads=3), slo=SLO(ttft_s=2)),),
+        max_waiting=7, drain_timeout_s=12, internal_token=TOKEN, internal_only=True)
+
+
+def test_a_pool_workers_config_has_the_pools_models_and_memory():
+    cloud = dataclasses.replace(load_config("examples/pools.yaml"), internal_token=TOKEN)
+    manager = PoolManager(cloud, None, None, None, None, lambda: 0.0, lambda replica: None, lambda model: None)
+    accel = manager.worker_config(cloud.cluster.pools[0])      # device auto: each model's own engine device
+    assert accel == WorkerConfig(
+        models=tuple(WorkerModelSpec(m.name, path="smollm2-135m-instruct", slo=m.slo,
+                                     engine=dataclasses.replace(m.engine, num_threads=2)) for m in cloud.models[:2]),
+        memory_budget_gb=3.0, preload=(), load_on_request=False, multiplex="slo", internal_token=TOKEN,
+        internal_only=True)
+    embeddings = manager.worker_config(cloud.cluster.pools[1])
+    assert embeddings.models == (WorkerModelSpec("all-minilm-l6-v2", "embedding",
+                                                 engine=EngineConfig(device="cpu", num_threads=1)),)
+    assert embeddings.memory_budget_gb == 1.0
+
+
+def test_a_worker_config_round_trips_through_yaml_without_its_token(tmp_path):
+    cloud = dataclasses.replace(load_config("examples/pools.yaml"), internal_token=TOKEN)
+    worker = dataclasses.replace(PoolManager(cloud, None, None, None, None, lambda: 0.0, lambda replica: None,
+                                             lambda model: None).worker_config(cloud.cluster.pools[0]),
+                                 host="127.0.0.1", port=9124, worker_id="accel-w0")
+    text = config_to_yaml(worker)                      # as cluster/local.py writes it
+    assert TOKEN not in text                           # the token goes in the worker's environment
+    (tmp_path / "w.yaml").write_text(text)
+    assert load_worker_config(tmp_path / "w.yaml") == dataclasses.replace(worker, internal_token=None)
+
+
+@pytest.mark.parametrize("text, field", [
+    ("cluster: {}\nmodels: [{name: a}]", "config.cluster"),
+    ("gateway: {max_attempts: 2}", "config.gateway"),
+    ("tenancy: {}", "config.tenancy"),
+    ("models: [{name: a, replicas: 2}]", "config.models[0].replicas"),
+    ("models: [{name: a, pool: p}]", "config.models[0].pool"),
+])
+def test_a_cloud_field_in_a_worker_config_is_named(tmp_path, text, field):
+    (tmp_path / "w.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]") + ": unknown field"):
+        load_worker_config(tmp_path / "w.yaml")
+
+
+def test_the_worker_command_fails_on_a_cloud_config_naming_the_field(tmp_path, capsys):
+    (tmp_path / "w.yaml").write_text("cluster: {}\nmodels: [{name: a}]\n")
+    assert main(["worker", "--config", str(tmp_path / "w.yaml")]) == 1
+    assert "config.cluster: unknown field" in capsys.readouterr().err
+
+
+def test_a_single_box_worker_has_every_server_setting():
+    box = load_config("examples/serve.yaml")
+    worker = box.worker()
+    assert type(worker) is WorkerConfig and all(type(m) is WorkerModelSpec for m in worker.models)
+    assert [(m.name, m.kind, m.engine) for m in worker.models] == [(m.name, m.kind, m.engine) for m in box.models]
+    shared = [f.name for f in dataclasses.fields(WorkerConfig) if f.name != "models"]
+    assert {name: getattr(worker, name) for name in shared} == {name: getattr(box, name) for name in shared}
+
+
+def test_a_worker_config_takes_no_cloud_model_and_preloads_its_own_models():
+    with pytest.raises(SpecFieldError, match="models"):
+        WorkerConfig(models=(ModelSpec("m"),))
+    with pytest.raises(SpecFieldError, match="preload: unknown model 'x'"):
+        WorkerConfig(models=(WorkerModelSpec("m"),), preload=("x",))
 
 
 # -- cluster backends and regions -----------------------------------------------------------------

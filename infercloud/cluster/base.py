@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from infercloud.config import ServerConfig
+from infercloud.config import WorkerConfig
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
     worker_id: str
-    config: ServerConfig          # the worker's own single-box config; the backend sets host and port
+    config: WorkerConfig          # the worker's own config; the backend sets host, port and worker_id
     threads: int                  # torch/OpenMP threads the worker may use (and CPUs it reserves)
     num_gpus: int = 0             # GPUs it needs (a worker whose models run on cuda)
     memory_bytes: int | None = None   # memory it reserves where the backend accounts for it

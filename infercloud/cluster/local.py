@@ -1,6 +1,6 @@
-"""LocalBackend: workers as `infercloud serve` subprocesses on free loopback ports of this machine.
+"""LocalBackend: workers as `infercloud worker` subprocesses on free loopback ports of this machine.
 
-Each worker gets its own YAML config in the run folder and its own log file. Workers are asked to die
+Each worker gets its own YAML config in the run folder (its WorkerConfig) and its own log file. Workers are asked to die
 with the parent (PR_SET_PDEATHSIG on Linux), so a gateway killed with SIGKILL leaves no orphans.
 """
 
@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from infercloud.cluster.base import NodeView, WorkerSpec
+from infercloud.config import WorkerConfig
 from infercloud.internal_token import TOKEN_ENV
 
 _PR_SET_PDEATHSIG = 1
@@ -49,16 +50,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def config_to_yaml(config) -> str:
-    """A ServerConfig back to the YAML that load_config reads (tuples as lists, cloud sections dropped)."""
-    data = dataclasses.asdict(config)
-    for key in ("cluster", "controller", "gateway", "tenancy", "regions", "internal_token"):  # the token goes
-                                                                                     # in the environment
-        data.pop(key, None)
-    for model in data["models"]:
-        for key in ("replicas", "routing", "threads", "external", "price", "autoscaling", "pool", "regions"):
-            model.pop(key, None)
-    return yaml.safe_dump(data, sort_keys=False)
+def config_to_yaml(config: WorkerConfig) -> str:
+    """A worker's config as the YAML that load_worker_config reads, without the internal token (that goes in
+    the worker's environment, never on disk)."""
+    return yaml.safe_dump(dataclasses.asdict(dataclasses.replace(config, internal_token=None)), sort_keys=False)
 
 
 @dataclass
@@ -95,7 +90,7 @@ class LocalBackend:
         if spec.config.internal_token is not None:   # in its environment, never on a command line or on disk
             env[TOKEN_ENV] = spec.config.internal_token
         with log_path.open("ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "infercloud", "serve", "--config", str(config_path)],
+            process = subprocess.Popen([sys.executable, "-m", "infercloud", "worker", "--config", str(config_path)],
                                        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         return LocalWorker(spec.worker_id, f"http://{self.host}:{port}", process, log_path, self.region)

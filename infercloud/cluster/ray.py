@@ -5,7 +5,7 @@ The controller joins the cluster as a Ray driver (`ray.init(address)`). `start_w
 cuda, memory for a pool's budget) on a node matching its region (`label_selector`: nodes started with
 `ray start --labels region=<name>`), so Ray's scheduler picks the node and counts what is used.
 The actor binds a free port on its node's IP, reports its URL, and serves until drained or killed:
-`serve()` runs the same server as `infercloud serve` in one of the actor's threads, and the call only
+`serve()` runs the same server as `infercloud worker` in one of the actor's threads, and the call only
 returns when the server exits, so a finished `serve()` call means the worker is gone (its node died,
 it crashed, or it was stopped). Actors are not detached: they die with the driver, like the local
 backend's subprocesses.
@@ -29,7 +29,7 @@ from ray.exceptions import GetTimeoutError, RayError
 
 from infercloud.cluster.base import NodeView, WorkerSpec
 from infercloud.cluster.local import free_port
-from infercloud.config import ServerConfig
+from infercloud.config import WorkerConfig
 
 log = logging.getLogger("infercloud.cluster")
 
@@ -45,7 +45,7 @@ class PlacementError(RuntimeError):
 class WorkerActor:
     """Runs one worker server inside a Ray actor (threaded: `serve` holds one thread, the rest answer)."""
 
-    def __init__(self, worker_id: str, config: ServerConfig):
+    def __init__(self, worker_id: str, config: WorkerConfig):
         host = ray.util.get_node_ip_address()
         self.config = dataclasses.replace(config, host=host, port=free_port(host), worker_id=worker_id)
         self._lock = threading.Lock()

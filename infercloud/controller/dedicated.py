@@ -10,12 +10,11 @@ in flight.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Callable
 
 from infercloud.cluster.base import ClusterBackend, NodeView, WorkerSpec
-from infercloud.config import ModelSpec, ServerConfig
+from infercloud.config import ModelSpec, ServerConfig, WorkerConfig
 from infercloud.controller.placement import device_for, region_for
 from infercloud.fleet.replicas import Replica, ReplicaSet, ReplicaState
 from infercloud.router.regions import RegionMap
@@ -32,11 +31,9 @@ class DedicatedReplicas:
         self.clock = clock
         self.region_map = RegionMap.from_specs(config.regions)
 
-    def worker_config(self, model: ModelSpec, device: str, threads: int) -> ServerConfig:
-        """A dedicated worker's own config: the one model, on its device and threads, internal only."""
-        engine = dataclasses.replace(model.engine, num_threads=threads, device=device)
-        return dataclasses.replace(self.config, models=(dataclasses.replace(model, engine=engine),), cluster=None,
-                                   internal_only=True)
+    def worker_config(self, model: ModelSpec, device: str, threads: int) -> WorkerConfig:
+        """A dedicated worker's own config: the one model, on its device and threads, loaded at start."""
+        return self.config.cloud_worker((model.for_worker(device=device, num_threads=threads),))
 
     async def start(self, model: ModelSpec, region: str | None, nodes: list[NodeView]) -> Replica:
         """One more replica of `model`, for its slot in `region` (None: anywhere)."""

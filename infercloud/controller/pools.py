@@ -13,13 +13,12 @@ the nearest region while it has no live node (placement.fill_slot).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 from collections.abc import Callable
 
 from infercloud.cluster.base import ClusterBackend, NodeView, WorkerSpec
-from infercloud.config import ModelSpec, PoolSpec, ServerConfig
+from infercloud.config import ModelSpec, PoolSpec, ServerConfig, WorkerConfig
 from infercloud.contracts import LoadReply, LoadRequest, UnloadRequest, WorkerState
 from infercloud.controller.background import Background
 from infercloud.controller.placement import WorkerView, device_for, fill_slot, place, region_for
@@ -47,15 +46,14 @@ class PoolManager:
         self.region_map = RegionMap.from_specs(config.regions)
         self._ids = itertools.count()
 
-    def worker_config(self, pool: PoolSpec) -> ServerConfig:
-        """A pool worker's own config: the pool's models on its device and threads, none loaded at start."""
+    def worker_config(self, pool: PoolSpec) -> WorkerConfig:
+        """A pool worker's own config: the pool's models on its device and threads, none loaded at start, only
+        POST /internal/load loads one, within the pool's memory."""
         threads = pool.threads or self.config.cluster_spec.threads_per_worker
-        models = tuple(dataclasses.replace(m, engine=dataclasses.replace(
-            m.engine, device=m.engine.device if pool.device == "auto" else pool.device, num_threads=threads))
-            for m in self.config.models if m.pool == pool.name)
-        return dataclasses.replace(self.config, models=models, cluster=None, preload=(),
-                                   memory_budget_gb=pool.memory_gb, multiplex=pool.multiplex, load_on_request=False,
-                                   internal_only=True)
+        models = tuple(m.for_worker(device=m.engine.device if pool.device == "auto" else pool.device,
+                                    num_threads=threads) for m in self.config.models if m.pool == pool.name)
+        return self.config.cloud_worker(models, preload=(), memory_budget_gb=pool.memory_gb, multiplex=pool.multiplex,
+                                        load_on_request=False)
 
     async def start_worker(self, pool: PoolSpec, nodes: list[NodeView]) -> PoolWorker:
         threads = pool.threads or self.config.cluster_spec.threads_per_worker

@@ -7,7 +7,7 @@ import signal
 
 import uvicorn
 
-from infercloud.config import ServerConfig
+from infercloud.config import WorkerConfig
 from infercloud.openai.asgi import DrainingServer
 from infercloud.worker.app import build_app
 from infercloud.worker.worker import Worker
@@ -19,7 +19,7 @@ log = logging.getLogger("infercloud.worker")
 WORKER_KEEP_ALIVE_S = 75
 
 
-def make_server(config: ServerConfig) -> tuple[DrainingServer, Worker]:
+def make_server(config: WorkerConfig) -> tuple[DrainingServer, Worker]:
     """The worker (its models loaded) and the server that runs it; `server.handle_exit` drains it."""
     worker = Worker.create(config)
     app = build_app(worker)
@@ -31,7 +31,7 @@ def make_server(config: ServerConfig) -> tuple[DrainingServer, Worker]:
     return server, worker
 
 
-def serve(config: ServerConfig) -> int:
+def serve(config: WorkerConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server, worker = make_server(config)
     url = f"http://{config.host}:{config.port}"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from infercloud.config import ModelSpec, ServerConfig
+from infercloud.config import WorkerConfig, WorkerModelSpec
 from infercloud.contracts import ModelState, UnloadedModel, WorkerState
 from infercloud.engine.async_engine import AsyncLLMEngine
 from infercloud.engine.engine import LLMEngine
@@ -40,7 +40,7 @@ from infercloud.worker.metrics import ServerMetrics
 log = logging.getLogger("infercloud.worker")
 
 
-def _model_dir(spec: ModelSpec):
+def _model_dir(spec: WorkerModelSpec):
     return resolve_or_pull(spec.source)
 
 
@@ -84,7 +84,7 @@ class Resident:
 
 @dataclass
 class Worker:
-    config: ServerConfig
+    config: WorkerConfig
     chat: dict[str, LLMService] = field(default_factory=dict)
     embeddings: dict[str, EmbeddingService] = field(default_factory=dict)
     draining: bool = False
@@ -108,7 +108,7 @@ class Worker:
         self._lock = asyncio.Lock()
 
     @classmethod
-    def create(cls, config: ServerConfig) -> "Worker":
+    def create(cls, config: WorkerConfig) -> "Worker":
         worker = cls(config)
         names = [s.name for s in config.models] if config.preload is None else list(config.preload)
         for name in names:

@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from infercloud.config import ModelSpec, ServerConfig
+from infercloud.config import WorkerConfig, WorkerModelSpec
 from infercloud.engine.config import EngineConfig
 from infercloud.engine.footprint import model_memory_bytes
 from infercloud.engine.sampling import SamplingParams
@@ -21,9 +21,9 @@ ENGINE = EngineConfig(num_kv_blocks=64, max_num_seqs=8)
 @pytest.fixture
 def worker(random_model_dirs):
     """Six random models; memory for two and a half of them."""
-    models = tuple(ModelSpec(f"rand-{i}", path=str(d), engine=ENGINE) for i, d in enumerate(random_model_dirs))
+    models = tuple(WorkerModelSpec(f"rand-{i}", path=str(d), engine=ENGINE) for i, d in enumerate(random_model_dirs))
     footprint = model_memory_bytes(random_model_dirs[0], "chat", ENGINE)
-    worker = Worker.create(ServerConfig(models=models, preload=(), memory_budget_gb=2.5 * footprint / 2**30))
+    worker = Worker.create(WorkerConfig(models=models, preload=(), memory_budget_gb=2.5 * footprint / 2**30))
     yield worker
     worker.shutdown()
 
@@ -109,9 +109,9 @@ def test_concurrent_first_requests_share_one_load_and_one_step_loop(worker):
 
 
 def test_preload_loads_what_fits_in_order_and_leaves_the_rest_for_first_use(random_model_dirs):
-    models = tuple(ModelSpec(f"rand-{i}", path=str(d), engine=ENGINE) for i, d in enumerate(random_model_dirs))
+    models = tuple(WorkerModelSpec(f"rand-{i}", path=str(d), engine=ENGINE) for i, d in enumerate(random_model_dirs))
     footprint = model_memory_bytes(random_model_dirs[0], "chat", ENGINE)
-    worker = Worker.create(ServerConfig(models=models, memory_budget_gb=2.5 * footprint / 2**30))
+    worker = Worker.create(WorkerConfig(models=models, memory_budget_gb=2.5 * footprint / 2**30))
     try:
         assert list(worker.resident) == ["rand-0", "rand-1"] and worker.num_evictions == 0
         assert sorted(worker.state().unloaded) == ["rand-2", "rand-3", "rand-4", "rand-5"]
@@ -120,8 +120,9 @@ def test_preload_loads_what_fits_in_order_and_leaves_the_rest_for_first_use(rand
 
 
 def test_a_pool_worker_loads_only_when_told(random_model_dirs):
-    models = tuple(ModelSpec(f"rand-{i}", path=str(d), engine=ENGINE) for i, d in enumerate(random_model_dirs[:2]))
-    worker = Worker.create(ServerConfig(models=models, preload=(), load_on_request=False))
+    models = tuple(WorkerModelSpec(f"rand-{i}", path=str(d), engine=ENGINE)
+                   for i, d in enumerate(random_model_dirs[:2]))
+    worker = Worker.create(WorkerConfig(models=models, preload=(), load_on_request=False))
 
     async def scenario():
         with pytest.raises(APIError) as info:        # the gateway retries elsewhere or holds it
