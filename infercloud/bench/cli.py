@@ -108,7 +108,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slo", default="ttft_ms=2000,tpot_ms=200", metavar="KEY=MS[,...]",
                         help="goodput objectives: ttft_ms, tpot_ms, e2el_ms; 'none' for no goodput "
                         "(default ttft_ms=2000,tpot_ms=200)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of prompts, warm-up and arrival gaps (default 0)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of prompts, warm-up and arrival gaps; each run of a sweep derives its own from it "
+                        "(default: a fresh one each time, printed and recorded)")
     parser.add_argument("--no-vllm-extras", action="store_true",
                         help="do not send ignore_eos (for servers that reject unknown fields); outputs may then "
                         "stop early at EOS")

@@ -1,8 +1,9 @@
 """`infercloud bench compare`: the same workloads against infercloud and its peers, one side-by-side table.
 
 For each peer in turn (one at a time, so they never share the machine): install it if needed, start
-it on a free 127.0.0.1 port, run every workload at every concurrency through `run_bench` (same seed,
-so the same prompts), stop it. A peer that cannot be installed or started is reported and skipped.
+it on a free 127.0.0.1 port, run every workload at every concurrency through `run_bench` (each
+workload and concurrency with its own seed, the same for every peer: every peer gets the same prompts, and
+no server is sent a prompt it served at another concurrency, which its prefix cache would answer), stop it. A peer that cannot be installed or started is reported and skipped.
 Then DIR/compare.md (also printed) and DIR/compare.json hold, per workload and concurrency and peer:
 output tok/s, TTFT p50/p90, TPOT p50, completed/failed, and the ratios infercloud / peer (output
 tok/s: above 1 is infercloud faster; TTFT p50: below 1 is infercloud faster). Every run's full JSON
@@ -24,7 +25,7 @@ import numpy as np
 from infercloud.bench.metrics import Slo
 from infercloud.bench.plots import plot_latency_cdfs, plot_throughput
 from infercloud.bench.report import machine_info, write_json
-from infercloud.bench.serve import DEFAULT_SLO, BenchConfig, BenchResult, run_bench, workload_json
+from infercloud.bench.serve import DEFAULT_SLO, BenchConfig, BenchResult, fresh_seed, run_bench, run_seed, workload_json
 from infercloud.bench.workloads import Workload
 
 REFERENCE = "infercloud"
@@ -109,20 +110,24 @@ def _run_one(config: CompareConfig, peer: Peer, workload: Workload, concurrency:
     extras = config.vllm_extras and getattr(peer, "supports_vllm_extras", True)
     result = run_bench(BenchConfig(peer.base_url, peer.served_model, workload, concurrency=concurrency,
                                    num_requests=config.num_requests, num_warmup=config.num_warmup, slo=config.slo,
-                                   seed=config.seed, vllm_extras=extras, progress=config.progress))
+                                   seed=run_seed(config.seed, workload.name, concurrency), vllm_extras=extras,
+                                   progress=config.progress))
     write_json(config.out_dir / "runs" / f"{peer.name}-{workload.name}-c{concurrency}.json",
                {"peer": peer.name, **result.to_json()})
     return result
 
 
-def markdown_header(config: CompareConfig) -> str:
-    """What the table measured: workloads with their shapes, request counts, the machine."""
+def markdown_header(config: CompareConfig, box: dict) -> str:
+    """What the table measured: workloads with their shapes, request counts, the box and its ceilings."""
     shapes = "; ".join(f"{w.name} ({', '.join(f'{k}={v}' for k, v in workload_json(w).items() if k != 'name')})"
                        for w in config.workloads)
     machine = machine_info()
+    ceilings = ", ".join(f"{k.removesuffix('_gflops').removesuffix('_gbs')} {v}" for k, v in box.items())
     return (f"Workloads: {shapes}. Requests per run: {config.num_requests or 'the default'}, warm-up "
-            f"{config.num_warmup}, seed {config.seed}, closed loop. Machine: {machine['platform']}, "
-            f"{machine['cpus']} CPUs.")
+            f"{config.num_warmup}, seed {config.seed} (each workload and concurrency its own run seed), closed "
+            f"loop. Machine: {machine['cpu_model']} ({', '.join(machine['cpu_flags']) or 'no AVX'}), "
+            f"{machine['cpus']} CPUs, {machine['platform']}. Measured ceilings (GEMM GFLOP/s, memory GB/s): "
+            f"{ceilings}.")
 
 
 def markdown_table(config: CompareConfig, compare: CompareResult) -> str:
@@ -146,8 +151,8 @@ def markdown_table(config: CompareConfig, compare: CompareResult) -> str:
     return "\n".join(lines)
 
 
-def compare_json(config: CompareConfig, compare: CompareResult) -> dict:
-    return {"config": {"workloads": [workload_json(w) for w in config.workloads],
+def compare_json(config: CompareConfig, compare: CompareResult, box: dict) -> dict:
+    return {"box_ceilings": box, "config": {"workloads": [workload_json(w) for w in config.workloads],
                        "concurrencies": list(config.concurrencies),
                        "peers": list(config.peers), "num_requests": config.num_requests,
                        "num_warmup": config.num_warmup, "seed": config.seed,
@@ -180,12 +185,16 @@ def compare_main(args: argparse.Namespace) -> int:
     config = CompareConfig(tuple(workload_from_args(args, name) for name in args.workload),
                            tuple(args.concurrency), tuple(args.peers), Path(args.out),
                            num_requests=args.num_requests, num_warmup=args.warmup, slo=slo_from_arg(args.slo),
-                           seed=args.seed, vllm_extras=not args.no_vllm_extras, progress=not args.no_progress)
+                           seed=args.seed if args.seed is not None else fresh_seed(),
+                           vllm_extras=not args.no_vllm_extras, progress=not args.no_progress)
+    from infercloud.bench.box import ceilings
+
+    box = ceilings()   # before any peer runs: the box alone
     compare = run_compare(config)
-    table = f"{markdown_header(config)}\n\n{markdown_table(config, compare)}"
+    table = f"{markdown_header(config, box)}\n\n{markdown_table(config, compare)}"
     config.out_dir.mkdir(parents=True, exist_ok=True)
     (config.out_dir / "compare.md").write_text(table + "\n")
-    write_json(config.out_dir / "compare.json", compare_json(config, compare))
+    write_json(config.out_dir / "compare.json", compare_json(config, compare, box))
     print(table)
     print(f"\nwritten: {config.out_dir / 'compare.md'}, {config.out_dir / 'compare.json'}")
     failed = any(r.load.failures for results in compare.results.values() for r in results)

@@ -61,8 +61,11 @@ def run_and_report(args, run, print_report) -> int:
 
 
 def machine_info() -> dict:
+    """The platform and the CPU (model, kernel-relevant flags: bench/box.py) a result was measured on."""
+    from infercloud.bench.box import cpu_description
+
     return {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "python": platform.python_version()}
+            "python": platform.python_version(), **cpu_description()}
 
 
 def _ms(seconds: float | None) -> str:

@@ -3,7 +3,10 @@
 `run_bench(BenchConfig) -> BenchResult` is the whole run and nothing else (compare.py calls it per
 peer): draw the requests and the warm-up from one seed, pick the arrival process, stream every
 request (http_client.py) with a progress bar, and keep the timelines. The seed is split three ways
-(requests, warm-up, arrival gaps), so every server, concurrency and rate sees the same prompts.
+(requests, warm-up, arrival gaps). A sweep (or `bench compare`) gives each run its own seed
+(`run_seed`: the command's seed, the workload and the concurrency or rate), so every server sees the
+same prompts at the same level and never one it has already served (its prefix cache would answer it);
+the command's seed is fresh each time unless given (`--seed`), and recorded.
 Arrivals: a fixed concurrency (default 1), or Gamma gaps at a rate with a burstiness; a workload
 with its own schedule (W6) takes neither. The run is limited by a request count (default: the
 workload's own size, else max(32, 4 x concurrency)) or by a duration (no new request after it).
@@ -14,7 +17,9 @@ file and the plots (report.py, plots.py).
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
+import zlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -85,7 +90,18 @@ class BenchResult:
         return {"config": self.config.to_json(), "summary": self.summary, "requests": self.load.request_rows()}
 
 
-def run_bench(config: BenchConfig) -> BenchResult:
+@dataclass
+class Drawn:
+    """What one run sends: its requests (a list, or a lazy stream for a duration), their count if known,
+    the warm-up, and the arrival process."""
+
+    requests: Iterable[BenchRequest]
+    total: int | None
+    warmup: list[BenchRequest]
+    arrivals: ArrivalProcess
+
+
+def draw(config: BenchConfig) -> Drawn:
     request_rng, warmup_rng, arrival_rng = (np.random.default_rng(s)
                                             for s in np.random.SeedSequence(config.seed).spawn(3))
     requests, total, scheduled, own_warmup = _requests(config, request_rng)
@@ -95,9 +111,14 @@ def run_bench(config: BenchConfig) -> BenchResult:
     else:
         warmup = [_as_warmup(r) for r in config.workload.requests(warmup_rng, config.num_warmup)
                   if not r.is_warmup] if config.num_warmup > 0 else []
+    return Drawn(requests, total, warmup, arrivals)
+
+
+def run_bench(config: BenchConfig) -> BenchResult:
+    drawn = draw(config)
     target = Target(config.base_url, config.model, vllm_extras=config.vllm_extras, extra_body=config.extra_body)
-    with tqdm(total=total, desc=config.label, unit="req", disable=not config.progress, file=sys.stderr) as bar:
-        load = run_load_sync(target, requests, arrivals, warmup, on_done=_progress(bar))
+    with tqdm(total=drawn.total, desc=config.label, unit="req", disable=not config.progress, file=sys.stderr) as bar:
+        load = run_load_sync(target, drawn.requests, drawn.arrivals, drawn.warmup, on_done=_progress(bar))
     return BenchResult(config, load)
 
 
@@ -190,22 +211,36 @@ def slo_from_arg(text: str) -> Slo | None:
     return None if text.strip().lower() in ("", "none") else parse_slo(text)
 
 
+def fresh_seed() -> int:
+    """A new base seed for a command that was given none (recorded with its results)."""
+    return secrets.randbits(32)
+
+
+def run_seed(seed: int, workload: str, concurrency: int | None = None, request_rate: float | None = None) -> int:
+    """The seed of one run: its own for each workload and each concurrency or rate, the same for every peer."""
+    level = concurrency if concurrency is not None else round((request_rate or 0.0) * 1000) + 1_000_000
+    return int(np.random.SeedSequence([seed, zlib.crc32(workload.encode()), level]).generate_state(1)[0])
+
+
 def serve_main(args: argparse.Namespace) -> int:
     """`bench serve`: run each concurrency of the sweep (or the one rate), then report. 1 if any request failed."""
     from infercloud.bench.plots import write_plots
     from infercloud.bench.report import format_summary, write_json
 
     workload = workload_from_args(args, args.workload)
+    seed = args.seed if args.seed is not None else fresh_seed()
+    print(f"seed {seed}", file=sys.stderr)
     results = [run_bench(BenchConfig(args.base_url.rstrip("/"), args.model, workload, concurrency=c,
                                      request_rate=args.request_rate, burstiness=args.burstiness,
                                      num_requests=args.num_requests, duration_s=args.duration,
-                                     num_warmup=args.warmup, slo=slo_from_arg(args.slo), seed=args.seed,
+                                     num_warmup=args.warmup, slo=slo_from_arg(args.slo),
+                                     seed=run_seed(seed, workload.name, c, args.request_rate),
                                      vllm_extras=not args.no_vllm_extras, progress=not args.no_progress,
                                      extra_body=tuple(args.extra_body.items())))
                for c in (args.concurrency or [None])]
     written = []
     if args.out is not None:
-        write_json(Path(args.out), {"runs": [r.to_json() for r in results]})
+        write_json(Path(args.out), {"seed": seed, "runs": [r.to_json() for r in results]})
         written.append(args.out)
     if args.plots is not None:
         written += write_plots(Path(args.plots), results)

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from infercloud.bench.cli import main as bench_main
-from infercloud.bench.compare import CompareConfig, compare_json, markdown_table, run_compare
-from infercloud.bench.serve import BenchConfig, run_bench
+from infercloud.bench.compare import CompareConfig, compare_json, markdown_header, markdown_table, run_compare
+from infercloud.bench.serve import BenchConfig, run_bench, run_seed
 from infercloud.bench.workloads import Interference, UniformLengths
 from tests.bench.conftest import MODEL
 
@@ -33,7 +33,8 @@ def test_bench_serve_command_writes_json_table_and_plots(smollm2_server, tmp_pat
     assert {"command", "machine", "runs"} <= set(report)
     (run,) = report["runs"]
     config, summary, requests = run["config"], run["summary"], run["requests"]
-    assert (config["concurrency"], config["num_requests"], config["seed"]) == (4, 20, 3)
+    assert report["seed"] == 3 and config["seed"] == run_seed(3, "W1", 4)     # the run's own, from the command's
+    assert (config["concurrency"], config["num_requests"]) == (4, 20)
     assert config["workload"] == {"name": "W1", "vocab_size": VOCAB, "input_len": 32, "output_len": 8,
                                   "range_ratio": 0.0}
     assert (summary["num_requests"], summary["completed"], summary["failed"]) == (20, 20, 0)
@@ -140,8 +141,14 @@ def test_compare_runs_each_peer_and_writes_the_side_by_side_table(smollm2_server
     table = markdown_table(config, compare)
     assert table.count("| W1 | 1 | infercloud |") == 1 and "| W1 | 2 | broken | not run |" in table
     assert "| 4 / 0 | 1.00 | 1.00 |" in table
-    report = compare_json(config, compare)
+    box = {"gemm_fp32_decode_gflops": 150.0, "memory_gbs": 40.0}
+    report = compare_json(config, compare, box)
     assert [(r["peer"], r["config"]["concurrency"]) for r in report["runs"]] == [("infercloud", 1), ("infercloud", 2)]
+    assert report["box_ceilings"] == box
+    seeds = [r["config"]["seed"] for r in report["runs"]]
+    assert seeds == [run_seed(0, "W1", 1), run_seed(0, "W1", 2)] and seeds[0] != seeds[1]   # fresh prompts a level
+    header = markdown_header(config, box)
+    assert "fp32_decode 150.0" in header and "memory 40.0" in header
     run_file = json.loads((tmp_path / "runs" / "infercloud-W1-c2.json").read_text())
     assert run_file["peer"] == "infercloud" and len(run_file["requests"]) == 4
     assert (tmp_path / "plots" / "throughput_W1.png").read_bytes().startswith(PNG_MAGIC)

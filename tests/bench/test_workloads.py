@@ -168,3 +168,26 @@ def test_w5_is_w4_with_a_tenant_per_prefix():
     assert all(len(prefixes) == 1 for prefixes in by_prefix.values())   # one shared prefix per tenant
     order = [r.prefix_index for r in requests]
     assert order != sorted(order) and order[:16] != list(range(16))      # shuffled, not cyclic
+
+
+def test_a_sweep_never_sends_a_server_a_prompt_it_has_served():
+    """`bench compare --concurrency 1,16,64` against one server: each level draws its own prompts (its own run
+    seed), so no prompt, nor even its first KV block, comes back at a later level, where the server's prefix
+    cache would answer it; every peer still gets the same prompts at the same level."""
+    from infercloud.bench.serve import BenchConfig, draw, run_seed
+    from infercloud.bench.workloads import make_workload
+
+    w1 = make_workload("W1", WorkloadShape(vocab_size=49152))
+    first_blocks: dict[tuple[int, ...], int] = {}
+    for concurrency in (1, 16, 64):
+        config = BenchConfig("http://x", "m", w1, concurrency=concurrency, num_warmup=2,
+                             seed=run_seed(7, "W1", concurrency))
+        drawn = draw(config)
+        for request in [*drawn.requests, *drawn.warmup]:
+            block = tuple(request.prompt_token_ids[:16])
+            assert first_blocks.setdefault(block, concurrency) == concurrency, "a prompt block came back"
+        again = draw(BenchConfig("http://y", "m", w1, concurrency=concurrency, num_warmup=2,
+                                 seed=run_seed(7, "W1", concurrency)))
+        assert [r.prompt_token_ids for r in again.requests] == [r.prompt_token_ids for r in drawn.requests]
+    assert len(first_blocks) == 32 + 64 + 256 + 3 * 2       # max(32, 4 x c) requests a level, 2 warm-up: all apart
+    assert run_seed(7, "W1", 16) != run_seed(8, "W1", 16) != run_seed(7, "W2", 16)
