@@ -35,9 +35,16 @@ fuzz: models
 chaos: models
 	INFERCLOUD_CHAOS_ROUNDS=5 $(BIN)/python -m pytest -q tests/chaos
 
+# `make bench` also serves W1 with this checkout and with the pinned reference commit BENCH_REF, in one run on
+# this box (bench-results/ref/compare.md: the ratio column is this checkout over the reference). Move BENCH_REF
+# forward when docs/benchmarks.md's tables are redone.
+BENCH_REF ?= e59089a
+
 bench: models
 	mkdir -p bench-results
 	$(BIN)/python -m infercloud.bench.offline --workload all --out bench-results/offline.json
+	$(BIN)/infercloud bench compare --workload W1 --concurrency 16,64 --num-requests 64 \
+		--peers infercloud,infercloud@$(BENCH_REF) --no-progress --out bench-results/ref
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,6 +7,7 @@ their command lines and install steps are checked, as pure functions.
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import threading
 import zipfile
@@ -130,6 +131,26 @@ def test_infercloud_peer_starts_serves_and_stops(smollm2_dir, tmp_path):
         assert usage["completion_tokens"] == 4 and text
         process = peer.process
     assert peer.process is None and process.poll() is not None
+
+
+def test_the_pinned_reference_serves_an_earlier_commit_from_its_own_worktree(smollm2_dir, tmp_path):
+    """`infercloud@COMMIT` (what `make bench` runs beside infercloud): a worktree of that commit, its code first."""
+    repo = Path(__file__).resolve().parents[2]
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    peer = get_peer(f"infercloud@{head[:12]}", engine={"kv_cache_memory_gb": 0.25}, home=tmp_path)
+    with peer:
+        peer.start(free_port(), timeout_s=300)
+        checked_out = subprocess.run(["git", "-C", str(peer.source_dir), "rev-parse", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip()
+        assert checked_out == head and (peer.source_dir / "infercloud" / "__init__.py").is_file()
+        environ = Path(f"/proc/{peer.process.pid}/environ").read_bytes().split(b"\0")
+        assert f"PYTHONPATH={peer.source_dir}".encode() in environ
+        text, usage = stream_completion(peer.base_url, peer.served_model, PROMPTS[0], 4)
+        assert usage["completion_tokens"] == 4 and text
+    peer.install()                                      # already there: nothing to do
+    subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(peer.source_dir)], check=True)
+    with pytest.raises(PeerError, match="rev-parse"):
+        get_peer("infercloud@no-such-commit", home=tmp_path).install()
 
 
 class _ExitingPeer(Peer):

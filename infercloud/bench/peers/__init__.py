@@ -11,7 +11,8 @@ from typing import Any
 from infercloud.bench.peers.base import Peer, PeerError
 
 PEER_NAMES = ("infercloud", "hf-naive", "hf-static", "llamacpp", "vllm")
-EXTRA_PEER_NAMES = ("llamacpp-server",)   # llama.cpp's C++ server: parallel slots, continuous batching
+EXTRA_PEER_NAMES = ("llamacpp-server",   # llama.cpp's C++ server: parallel slots, continuous batching
+                    "infercloud@COMMIT")  # infercloud at an earlier commit: the pinned reference
 
 __all__ = ["EXTRA_PEER_NAMES", "PEER_NAMES", "Peer", "PeerError", "get_peer"]
 
@@ -21,6 +22,9 @@ def get_peer(name: str, **options: Any) -> Peer:
     if name == "infercloud":
         from infercloud.bench.peers.infercloud_peer import InfercloudPeer
         return InfercloudPeer(**options)
+    if name.startswith("infercloud@") and len(name) > len("infercloud@"):
+        from infercloud.bench.peers.infercloud_peer import InfercloudRefPeer
+        return InfercloudRefPeer(name.removeprefix("infercloud@"), **options)
     if name in ("hf-naive", "hf-static"):
         from infercloud.bench.peers.hf import HFPeer
         return HFPeer(mode=name.removeprefix("hf-"), **options)

@@ -8,13 +8,14 @@ It runs in infercloud's own venv: nothing to install.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from infercloud.bench.peers.base import Peer
+from infercloud.bench.peers.base import Peer, PeerError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -53,3 +54,42 @@ class InfercloudPeer(Peer):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(serve_config(self.model, port, self.engine), sort_keys=False))
         return serve_command(sys.executable, self.config_path)
+
+
+class InfercloudRefPeer(InfercloudPeer):
+    """infercloud at an earlier commit (`infercloud@<commit>`), from a git worktree of this checkout, served
+    the same way: run beside `infercloud` in one `bench compare`, it shows speed lost or won since then on
+    the same box in the same session (numbers from another day or box cannot)."""
+
+    def __init__(self, commit: str, **options: Any) -> None:
+        self.commit = commit
+        self.name = f"infercloud@{commit}"
+        super().__init__(**options)
+
+    @property
+    def source_dir(self) -> Path:
+        return self.dir / "src"
+
+    def install(self) -> None:
+        """Check the commit out into the peer's folder (once; again when the folder holds another)."""
+        repo = Path(__file__).resolve().parents[3]
+        if not (repo / ".git").exists():
+            raise PeerError(f"{self.name}: needs a git checkout of infercloud (found none at {repo})")
+        want = _git(repo, "rev-parse", f"{self.commit}^{{commit}}")
+        if (self.source_dir / "infercloud").is_dir() and _git(self.source_dir, "rev-parse", "HEAD") == want:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _git(repo, "worktree", "prune")
+        if self.source_dir.exists():
+            _git(repo, "worktree", "remove", "--force", str(self.source_dir))
+        _git(repo, "worktree", "add", "--force", "--detach", str(self.source_dir), want)
+
+    def env(self) -> dict[str, str]:
+        return {"PYTHONPATH": str(self.source_dir)}   # its own code ahead of this checkout's (same venv)
+
+
+def _git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PeerError(f"git {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
+    return done.stdout.strip()
