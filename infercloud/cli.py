@@ -88,13 +88,19 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port to bind (default 8000)")
     serve.add_argument("--config", default=None, help="YAML config file (see examples/serve.yaml)")
+    serve.add_argument("--dtype", default=None, choices=("auto", "float32", "bfloat16", "float16"),
+                       help="dtype of every chat model (default: each model's engine.dtype, auto: bf16 where the "
+                       "CPU computes in it natively, else fp32)")
+    serve.add_argument("--quantization", default=None, choices=("int8",),
+                       help="int8: weight-only int8 linear layers for every chat model (engine.quantization)")
     serve.set_defaults(run=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from infercloud.config import load_config
+    from infercloud.config import load_config, with_engine
 
-    config = _with_internal_token(load_config(args.config, host=args.host, port=args.port))
+    config = load_config(args.config, host=args.host, port=args.port)
+    config = _with_internal_token(with_engine(config, dtype=args.dtype, quantization=args.quantization))
     if config.is_cloud:
         from infercloud.cloud import serve_cloud
 

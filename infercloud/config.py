@@ -422,6 +422,19 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfi
     return config
 
 
+def with_engine(config: ServerConfig, **fields: Any) -> ServerConfig:
+    """The config with these engine fields (those not None) set on every chat model: `serve --dtype/--quantization`."""
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if not fields:
+        return config
+    try:
+        models = tuple(dataclasses.replace(m, engine=dataclasses.replace(m.engine, **fields)) if m.kind == "chat"
+                       else m for m in config.models)
+    except ValueError as exc:
+        raise ConfigError(f"command line: {exc}") from exc
+    return dataclasses.replace(config, models=models)
+
+
 def load_worker_config(path: str | Path) -> WorkerConfig:
     """A worker's YAML file, as a cloud's local backend writes it (cluster/local.py): a cloud field is unknown."""
     return build(WorkerConfig, _read_yaml(path), "config")

@@ -59,7 +59,7 @@ def ray_cluster(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smollm2_engine(smollm2_dir) -> LLMEngine:
     """A default engine on the real model, shared by tests that only add and finish requests."""
-    return LLMEngine(smollm2_dir, EngineConfig(kv_cache_memory_gb=0.25))
+    return LLMEngine(smollm2_dir, EngineConfig(kv_cache_memory_gb=0.25, dtype="float32"))  # HF parity: fp32
 
 
 @pytest.fixture(scope="session")

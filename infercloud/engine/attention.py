@@ -1,7 +1,13 @@
-"""Paged attention in plain PyTorch (CPU and CUDA): write new K/V into cache blocks, attend over them.
+"""Paged attention: write new K/V into cache blocks, attend over them.
 
-The KV cache of one layer is two tensors [num_blocks, block_size, num_kv_heads, head_dim]. A step's
-tokens come as one flat batch: first every decode token (one per sequence), then each prefill chunk.
+A step's tokens come as one flat batch: first every decode token (one per sequence), then each prefill
+chunk. Two ways to attend, chosen once per engine (runner.py):
+  - the compiled CPU kernel (csrc/paged_attention.cpp, kernels.py): one call per layer for every row of
+    the step, reading the cache in place; keys are cached transposed within a block, [num_blocks,
+    num_kv_heads, head_dim, block_size], values [num_blocks, block_size, num_kv_heads, head_dim]. Each
+    row's result is bitwise independent of the batch and of how its prompt was chunked.
+  - SDPA on gathered copies (CUDA, or where the kernel cannot be built), both caches [num_blocks,
+    block_size, num_kv_heads, head_dim], planned by `SdpaPlan`:
   - decodes: all sequences at once. Their blocks are gathered by block table into
     [num_decodes, max_blocks * block_size, kv_heads, head_dim] and masked past each context length.
   - prefill chunks: one sequence at a time; a chunk sees its cached context plus itself, causally
@@ -12,6 +18,7 @@ so q is [batch, kv_heads, G * q_len, head_dim] against k/v [batch, kv_heads, ctx
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,12 +35,22 @@ class PrefillChunk:
 
 
 @dataclass
-class AttentionMetadata:
-    slot_mapping: torch.Tensor              # [num_tokens] flat cache slot of each new token
+class SdpaPlan:
+    """The gathered copies and masks of the SDPA path."""
     num_decodes: int
     decode_block_tables: torch.Tensor | None  # [num_decodes, max_blocks]
     decode_mask: torch.Tensor | None          # [num_decodes, 1, 1, max_blocks * block_size] bool
     prefills: list[PrefillChunk]
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: torch.Tensor     # [num_tokens] flat cache slot of each new token
+    kernel: Callable | None        # the compiled paged attention op, or None: SDPA as `sdpa` plans it
+    block_tables: torch.Tensor | None = None  # kernel: [num_seqs, max_blocks], sequences in flat-batch order
+    query_start: torch.Tensor | None = None   # kernel: [num_seqs + 1] first row of each sequence
+    seq_lens: torch.Tensor | None = None      # kernel: [num_seqs] keys of each sequence after this step
+    sdpa: SdpaPlan | None = None
 
 
 def causal_chunk_mask(context_len: int, num_tokens: int, device: torch.device) -> torch.Tensor:
@@ -47,27 +64,39 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                     k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata,
                     scale: float) -> torch.Tensor:
     """q [T, H, D], k/v [T, Hkv, D]; returns [T, H, D]. Writes k/v into the cache at meta.slot_mapping."""
+    if meta.kernel is not None:
+        block_size = k_cache.shape[3]
+        slots = meta.slot_mapping
+        k_cache.permute(0, 3, 1, 2).index_put_((slots // block_size, slots % block_size), k)
+        v_cache.view(-1, *v.shape[1:]).index_copy_(0, slots, v)
+        return meta.kernel(q.contiguous(), k_cache, v_cache, meta.block_tables, meta.query_start, meta.seq_lens,
+                           scale)
+    return _sdpa_attention(q, k, v, k_cache, v_cache, meta.slot_mapping, meta.sdpa, scale)
+
+
+def _sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
+                    v_cache: torch.Tensor, slot_mapping: torch.Tensor, plan: SdpaPlan, scale: float) -> torch.Tensor:
     num_tokens, num_heads, head_dim = q.shape
     num_kv_heads = k.shape[1]
     group = num_heads // num_kv_heads
     flat_k = k_cache.view(-1, num_kv_heads, head_dim)
     flat_v = v_cache.view(-1, num_kv_heads, head_dim)
-    flat_k.index_copy_(0, meta.slot_mapping, k)
-    flat_v.index_copy_(0, meta.slot_mapping, v)
+    flat_k.index_copy_(0, slot_mapping, k)
+    flat_v.index_copy_(0, slot_mapping, v)
     out = torch.empty_like(q)
 
-    nd = meta.num_decodes
+    nd = plan.num_decodes
     if nd:
-        tables = meta.decode_block_tables
+        tables = plan.decode_block_tables
         ctx_len = tables.shape[1] * k_cache.shape[1]
         # index_select copies whole blocks at memcpy speed (advanced indexing is ~1.5x slower here)
         kk = k_cache.index_select(0, tables.flatten()).view(nd, ctx_len, num_kv_heads, head_dim).transpose(1, 2)
         vv = v_cache.index_select(0, tables.flatten()).view(nd, ctx_len, num_kv_heads, head_dim).transpose(1, 2)
         qq = q[:nd].view(nd, num_kv_heads, group, head_dim)
-        o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=meta.decode_mask, scale=scale)
+        o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=plan.decode_mask, scale=scale)
         out[:nd] = o.reshape(nd, num_heads, head_dim)
 
-    for chunk in meta.prefills:
+    for chunk in plan.prefills:
         rows = slice(chunk.token_start, chunk.token_start + chunk.num_tokens)
         if chunk.context_len == 0:
             # a fresh prompt: plain causal attention, K/V expanded to every query head. Inputs must be 4-D

@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
+from infercloud.engine.kernels import ATTENTION
+from infercloud.engine.quant import check_quantization
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -17,13 +22,20 @@ class EngineConfig:
     max_model_len: int | None = None     # None: the model's own context window
     enable_prefix_caching: bool = True
     device: str = "auto"                 # auto: cuda when available, else cpu
-    dtype: str = "auto"                  # auto: fp32 on CPU, bf16 on CUDA
+    dtype: str = "auto"                  # auto: bf16 on CUDA and on CPUs with native bf16, else fp32
+    quantization: str | None = None      # int8: weight-only int8 linear layers (engine/quant.py)
+    attention: str = "auto"              # auto | kernel | sdpa: the compiled CPU kernel or SDPA (engine/kernels.py)
     num_threads: int | None = None       # torch intra-op threads on CPU
     seed: int = 0                        # seeds the generators of requests that give no seed
 
     def __post_init__(self) -> None:
         if self.block_size < 1 or self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
             raise ValueError("block_size, max_num_seqs and max_num_batched_tokens must be positive")
+        if self.dtype != "auto" and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        check_quantization(self.quantization)
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, got {self.attention!r}")
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -32,5 +44,11 @@ class EngineConfig:
 
     def torch_dtype(self, device: torch.device) -> torch.dtype:
         if self.dtype == "auto":
-            return torch.bfloat16 if device.type == "cuda" else torch.float32
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
+            return torch.bfloat16 if device.type == "cuda" or cpu_has_bf16() else torch.float32
+        return DTYPES[self.dtype]
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512_BF16 or AMX-BF16); elsewhere bf16 is emulated, slower than fp32."""
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))

@@ -6,6 +6,7 @@ step() is: schedule -> run the batch -> advance progress -> sample -> append, de
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from infercloud.engine.arch.llama import LlamaArchConfig, LlamaForCausalLM
-from infercloud.engine.config import EngineConfig
+from infercloud.engine.config import EngineConfig, cpu_has_bf16
 from infercloud.engine.detokenizer import IncrementalDetokenizer
 from infercloud.engine.kv.kv_cache_manager import KVCacheManager
 from infercloud.engine.outputs import CompletionOutput, RequestOutput
@@ -27,6 +28,17 @@ from infercloud.engine.scheduler import Scheduler, SchedulerOutput
 from infercloud.engine.structured.grammars import Grammars
 from infercloud.engine.tokenizer import Tokenizer
 from infercloud.models.local import LocalModel
+
+
+log = logging.getLogger("infercloud.engine")
+
+
+def _dtype_reason(config: EngineConfig, device: torch.device) -> str:
+    if config.dtype != "auto":
+        return "dtype set in the config"
+    if device.type == "cuda":
+        return "auto: bf16 on CUDA"
+    return "auto: this CPU has native bf16" if cpu_has_bf16() else "auto: no native bf16 on this CPU"
 
 
 class ContextLengthError(InvalidParamError):
@@ -69,12 +81,17 @@ class LLMEngine:
         model = model.to_empty(device=self.device)
         model.load_weights(local.path, self.device, self.dtype)
         model.init_rope(self.device, self.dtype)
+        if config.quantization:
+            model.quantize(config.quantization, self.device, self.dtype)
         self.model = model.eval()
+        log.info("engine: %s on %s in %s%s (%s)", local.path.name, self.device, str(self.dtype).removeprefix("torch."),
+                 f", {config.quantization} weights" if config.quantization else "", _dtype_reason(config, self.device))
         num_blocks = config.num_kv_blocks or max(1, int(config.kv_cache_memory_gb * 2**30
                                                         // ModelRunner.kv_bytes_per_block(arch, config.block_size, self.dtype)))
         self.kv = KVCacheManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.kv, config.max_num_seqs, config.max_num_batched_tokens, clock)
-        self.runner = ModelRunner(self.model, num_blocks, config.block_size, self.device, self.dtype)
+        self.runner = ModelRunner(self.model, num_blocks, config.block_size, self.device, self.dtype,
+                                  config.attention)
         self.grammars = Grammars(self.tokenizer, arch.vocab_size, config.max_num_seqs)
         self._rng = random.Random(config.seed)
         self._children: dict[str, list[Request]] = {}

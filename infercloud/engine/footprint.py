@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -9,34 +10,51 @@ from safetensors import safe_open
 
 from infercloud.engine.arch.llama import LlamaArchConfig
 from infercloud.engine.config import EngineConfig
+from infercloud.engine.quant import int8_weight_bytes
 from infercloud.engine.runner import ModelRunner
 from infercloud.models.local import LocalModel
 
 _BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
-def weight_elements(model_dir: Path) -> int:
-    """Number of weight elements in the folder's safetensors files (read from their headers only)."""
-    total = 0
+def weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every weight in the folder's safetensors files (read from their headers only)."""
+    shapes = {}
     for file in sorted(Path(model_dir).glob("*.safetensors")):
         with safe_open(str(file), framework="pt", device="cpu") as f:
             for name in f.keys():
-                shape = f.get_slice(name).get_shape()
-                count = 1
-                for dim in shape:
-                    count *= dim
-                total += count
-    return total
+                shapes[name] = tuple(f.get_slice(name).get_shape())
+    return shapes
+
+
+def weight_elements(model_dir: Path) -> int:
+    """Number of weight elements in the folder's safetensors files."""
+    return sum(math.prod(shape) for shape in weight_shapes(model_dir).values())
 
 
 def model_memory_bytes(model_dir: Path, kind: str, engine: EngineConfig) -> int:
-    """Weights at the dtype the engine uses on its device, plus the KV cache a chat engine allocates."""
+    """Weights as the engine holds them on its device (dtype, int8 linear layers), plus a chat engine's KV cache."""
     device = engine.torch_device()
     dtype = torch.float32 if kind == "embedding" and engine.dtype == "auto" else engine.torch_dtype(device)
-    weights = weight_elements(model_dir) * torch.empty((), dtype=dtype).element_size()
     if kind != "chat":
-        return weights
-    return weights + kv_cache_bytes(model_dir, engine, dtype)
+        return weight_elements(model_dir) * torch.empty((), dtype=dtype).element_size()
+    return chat_weight_bytes(model_dir, dtype, engine.quantization) + kv_cache_bytes(model_dir, engine, dtype)
+
+
+def chat_weight_bytes(model_dir: Path, dtype: torch.dtype, quantization: str | None) -> int:
+    """A decoder's weights in `dtype`; with int8, its linear layers (and a tied projection's own copy) in int8."""
+    elem = torch.empty((), dtype=dtype).element_size()
+    shapes = weight_shapes(model_dir)
+    if quantization is None:
+        return sum(math.prod(shape) for shape in shapes.values()) * elem
+    total = 0
+    for name, shape in shapes.items():
+        linear = name.endswith("_proj.weight") or name == "lm_head.weight"
+        total += int8_weight_bytes(shape, dtype) if linear else math.prod(shape) * elem
+    if "lm_head.weight" not in shapes:   # tied embeddings: the int8 projection is a copy of the table
+        table = next(shape for name, shape in shapes.items() if name.endswith("embed_tokens.weight"))
+        total += int8_weight_bytes(table, dtype)
+    return total
 
 
 def kv_cache_bytes(model_dir: Path, engine: EngineConfig, dtype: torch.dtype) -> int:

@@ -11,20 +11,23 @@ from __future__ import annotations
 import torch
 
 from infercloud.engine.arch.llama import LlamaForCausalLM
-from infercloud.engine.attention import AttentionMetadata, PrefillChunk, causal_chunk_mask
+from infercloud.engine.attention import AttentionMetadata, PrefillChunk, SdpaPlan, causal_chunk_mask
+from infercloud.engine.kernels import attention_kernel
 from infercloud.engine.request import Request
 from infercloud.engine.scheduler import ScheduledRequest, SchedulerOutput
 
 
 class ModelRunner:
     def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int,
-                 device: torch.device, dtype: torch.dtype):
+                 device: torch.device, dtype: torch.dtype, attention: str = "auto"):
         cfg = model.cfg
         self.model = model
         self.block_size = block_size
         self.device = device
+        self.kernel = attention_kernel(attention, device, block_size, cfg.head_dim)
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
-        self.kv_caches = [(torch.zeros(shape, device=device, dtype=dtype),
+        k_shape = (num_blocks, cfg.num_kv_heads, cfg.head_dim, block_size) if self.kernel else shape
+        self.kv_caches = [(torch.zeros(k_shape, device=device, dtype=dtype),
                            torch.zeros(shape, device=device, dtype=dtype)) for _ in range(cfg.num_layers)]
 
     @staticmethod
@@ -55,14 +58,41 @@ class ModelRunner:
             if s.samples:
                 sample_rows.append(len(input_ids) - 1)
                 sampled.append(s.request)
-        meta = AttentionMetadata(slot_mapping=self._tensor(slots), num_decodes=len(decodes),
-                                 decode_block_tables=None, decode_mask=None,
-                                 prefills=self._prefill_chunks(prefills, len(decodes)))
-        if decodes:
-            meta.decode_block_tables, meta.decode_mask = self._decode_tables(decodes)
+        meta = AttentionMetadata(slot_mapping=self._tensor(slots), kernel=self.kernel)
+        if self.kernel is not None:
+            self._kernel_tables(decodes + prefills, meta)
+        else:
+            meta.sdpa = SdpaPlan(len(decodes), None, None, self._prefill_chunks(prefills, len(decodes)))
+            if decodes:
+                meta.sdpa.decode_block_tables, meta.sdpa.decode_mask = self._decode_tables(decodes)
         hidden = self.model(self._tensor(input_ids), self._tensor(positions), self.kv_caches, meta)
         logits = self.model.compute_logits(hidden[self._tensor(sample_rows)])
         return logits, sampled
+
+    @torch.inference_mode()
+    def prompt_logits(self, token_ids: list[int]) -> torch.Tensor:
+        """Logits [n, vocab] after every token of one prompt, computed from block 0 of this runner's own cache:
+        for a runner that scores text (bench/quality.py), never one whose blocks the KV manager hands out."""
+        n, positions = len(token_ids), list(range(len(token_ids)))
+        blocks = list(range(-(-n // self.block_size)))
+        meta = AttentionMetadata(slot_mapping=self._tensor(positions), kernel=self.kernel)
+        if self.kernel is not None:
+            meta.block_tables, meta.query_start, meta.seq_lens = (self._tensor([blocks]), self._tensor([0, n]),
+                                                                  self._tensor([n]))
+        else:
+            meta.sdpa = SdpaPlan(0, None, None, [PrefillChunk(0, n, 0, self._tensor(blocks), None)])
+        hidden = self.model(self._tensor(token_ids), self._tensor(positions), self.kv_caches, meta)
+        return self.model.compute_logits(hidden)
+
+    def _kernel_tables(self, seqs: list[ScheduledRequest], meta: AttentionMetadata) -> None:
+        lens = [s.request.num_computed_tokens + s.num_new_tokens for s in seqs]
+        width = max(-(-n // self.block_size) for n in lens)
+        meta.block_tables = self._tensor([s.block_ids[:width] + [0] * (width - len(s.block_ids[:width]))
+                                          for s in seqs])
+        starts = [0]
+        for s in seqs:
+            starts.append(starts[-1] + s.num_new_tokens)
+        meta.query_start, meta.seq_lens = self._tensor(starts), self._tensor(lens)
 
     def _decode_tables(self, decodes: list[ScheduledRequest]) -> tuple[torch.Tensor, torch.Tensor]:
         context_lens = [s.request.num_computed_tokens + 1 for s in decodes]

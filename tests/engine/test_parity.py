@@ -5,35 +5,19 @@ from __future__ import annotations
 import pytest
 from transformers import AutoModelForCausalLM
 
+from infercloud.bench.quality import parity_prompts
 from infercloud.engine.config import EngineConfig
 from infercloud.engine.engine import LLMEngine
 from infercloud.engine.sampling import SamplingParams
 from tests.conftest import hf_greedy
 
 MAX_NEW = 24
-LONG_TEXT = " ".join(
-    f"Section {i}: the paged KV cache stores keys and values in fixed-size blocks, so memory is "
-    f"allocated on demand and shared prefixes are reused across requests." for i in range(20))
-
-
-def smollm2_prompts(tokenizer) -> list[list[int]]:
-    chats = [
-        [{"role": "user", "content": "What is the capital of France?"}],
-        [{"role": "system", "content": "You are a terse assistant."},
-         {"role": "user", "content": "List three prime numbers."}],
-        [{"role": "user", "content": "Write a haiku about the sea."},
-         {"role": "assistant", "content": "Waves fold into foam"},
-         {"role": "user", "content": "Another one, about mountains."}],
-        [{"role": "user", "content": "Summarise this:\n" + LONG_TEXT}],
-    ]
-    plain = ["Hello", "The quick brown fox", "def fibonacci(n):\n    ", LONG_TEXT[:1500] + "\nIn short,"]
-    return [tokenizer.encode_chat(c) for c in chats] + [tokenizer.encode(p) for p in plain]
 
 
 @pytest.fixture(scope="module")
 def smollm2_case(smollm2_dir, smollm2_engine, hf_smollm2):
     tok = smollm2_engine.tokenizer
-    prompts = smollm2_prompts(tok)
+    prompts = parity_prompts(tok)
     assert len(prompts) >= 8 and max(map(len, prompts)) > 300 and min(map(len, prompts)) < 5
     expected = [hf_greedy(hf_smollm2, p, MAX_NEW, tok.eos_token_ids[0]) for p in prompts]
     return smollm2_dir, prompts, expected
@@ -59,7 +43,7 @@ def test_one_batch_mixed_lengths(smollm2_case, smollm2_engine):
 
 def test_chunked_prefill(smollm2_case):
     model_dir, prompts, expected = smollm2_case
-    engine = LLMEngine(model_dir, EngineConfig(max_num_batched_tokens=48, num_kv_blocks=512))
+    engine = LLMEngine(model_dir, EngineConfig(max_num_batched_tokens=48, num_kv_blocks=512, dtype="float32"))
     assert _tokens(engine.generate(prompts, GREEDY)) == expected
     assert engine.stats().num_steps > sum(len(p) for p in prompts) // 48  # prompts really were split
 
@@ -68,7 +52,7 @@ def test_preemption(smollm2_case):
     model_dir, prompts, expected = smollm2_case
     longest = max(len(p) for p in prompts) + MAX_NEW
     engine = LLMEngine(model_dir, EngineConfig(block_size=16, num_kv_blocks=longest // 16 + 8,
-                                               enable_prefix_caching=False))
+                                               enable_prefix_caching=False, dtype="float32"))
     assert _tokens(engine.generate(prompts, GREEDY)) == expected
     assert engine.scheduler.num_preemptions > 0
     assert engine.kv.num_used_blocks == 0
@@ -81,8 +65,9 @@ def test_tiny_random_models(arch, tiny_model_dirs):
     prompts = [list(range(100, 100 + n)) for n in (3, 17, 40, 130)]
     expected = [hf_greedy(hf, p, 16, None) for p in prompts]
     params = SamplingParams(max_tokens=16, temperature=0.0, ignore_eos=True)
-    for config in (EngineConfig(block_size=8, num_kv_blocks=256),
-                   EngineConfig(block_size=8, num_kv_blocks=256, max_num_batched_tokens=24),
-                   EngineConfig(block_size=8, num_kv_blocks=22, enable_prefix_caching=False)):
+    for config in (EngineConfig(block_size=8, num_kv_blocks=256, dtype="float32"),   # block 8: SDPA
+                   EngineConfig(block_size=16, num_kv_blocks=256, dtype="float32"),  # the kernel
+                   EngineConfig(block_size=8, num_kv_blocks=256, max_num_batched_tokens=24, dtype="float32"),
+                   EngineConfig(block_size=8, num_kv_blocks=22, enable_prefix_caching=False, dtype="float32")):
         engine = LLMEngine(model_dir, config)
         assert _tokens(engine.generate(prompts, params)) == expected, config

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infercloud.engine.attention import AttentionMetadata, paged_attention
+from infercloud.engine.quant import Int8Linear, has_int8_kernel, quantize_linears
 from infercloud.models.weights import load_safetensors
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
@@ -104,6 +105,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """layer(x), with one bf16 row run as two: a bf16 GEMM gives each row the same bits at any M >= 2, but
+    M = 1 takes a GEMV path that sums in another order, and a sequence's tokens must not depend on whether it
+    ran alone (int8 layers choose their kernel by M, engine/quant.py)."""
+    if x.shape[0] == 1 and x.dtype == torch.bfloat16 and isinstance(layer, nn.Linear):
+        return layer(x.repeat(2, 1))[:1]
+    return layer(x)
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: LlamaArchConfig):
         super().__init__()
@@ -121,14 +131,14 @@ class DecoderLayer(nn.Module):
     def forward(self, x, cos, sin, kv_cache: tuple[torch.Tensor, torch.Tensor], meta: AttentionMetadata):
         cfg = self.cfg
         t = x.shape[0]
-        q, k, v = self.qkv_proj(self.input_layernorm(x)).split(self.split, dim=-1)
+        q, k, v = linear(self.qkv_proj, self.input_layernorm(x)).split(self.split, dim=-1)
         q = apply_rope(q.view(t, cfg.num_heads, cfg.head_dim), cos, sin)
         k = apply_rope(k.view(t, cfg.num_kv_heads, cfg.head_dim), cos, sin)
         v = v.view(t, cfg.num_kv_heads, cfg.head_dim)
         attn = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, self.scale)
-        x = x + self.o_proj(attn.view(t, -1))
-        gate, up = self.gate_up_proj(self.post_attention_layernorm(x)).chunk(2, dim=-1)
-        return x + self.down_proj(F.silu(gate) * up)
+        x = x + linear(self.o_proj, attn.view(t, -1))
+        gate, up = linear(self.gate_up_proj, self.post_attention_layernorm(x)).chunk(2, dim=-1)
+        return x + linear(self.down_proj, F.silu(gate) * up)
 
 
 class LlamaForCausalLM(nn.Module):
@@ -158,8 +168,16 @@ class LlamaForCausalLM(nn.Module):
         return self.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight).float()
+        if self.lm_head is None:
+            rows = hidden.repeat(2, 1) if hidden.shape[0] == 1 and hidden.dtype == torch.bfloat16 else hidden
+            return F.linear(rows, self.embed_tokens.weight)[:hidden.shape[0]].float()   # one row as two: linear()
+        return linear(self.lm_head, hidden).float()
+
+    def quantize(self, quantization: str, device: torch.device, dtype: torch.dtype) -> None:
+        """Weight-only int8 for every linear layer, the vocabulary projection included (engine/quant.py)."""
+        quantize_linears(self, device, dtype)
+        if self.lm_head is None:   # tied: an int8 copy for the projection, the table stays for lookups
+            self.lm_head = Int8Linear(self.embed_tokens.weight.data, None, has_int8_kernel(device, dtype))
 
     # -- weights -----------------------------------------------------------------------------------
     def load_weights(self, model_dir: Path, device: torch.device, dtype: torch.dtype) -> None:

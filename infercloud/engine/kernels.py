@@ -1,0 +1,80 @@
+"""The engine's compiled CPU kernels (csrc/): built once per machine with the C++ compiler at engine start,
+cached by PyTorch's extension builder across restarts, never in the request path.
+
+`paged_attention_op()` returns torch.ops.infercloud.paged_attention, or None where it cannot be built (no
+compiler, not a CPU): the engine then runs attention through SDPA on gathered copies (engine/attention.py).
+The build targets this CPU (-march=native), so the cache key names the CPU's features: a cache copied to
+another machine is rebuilt, never run on an instruction set it lacks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("infercloud.engine")
+
+SOURCE = Path(__file__).parent / "csrc" / "paged_attention.cpp"
+
+
+class KernelUnavailable(RuntimeError):
+    """A compiled kernel the config asks for cannot be built here."""
+
+
+ATTENTION = ("auto", "kernel", "sdpa")
+VECTOR_MULTIPLE = 16   # block_size and head_dim the kernel takes: whole AVX-512 vectors of fp32
+
+
+def attention_kernel(attention: str, device: torch.device, block_size: int, head_dim: int):
+    """The op an engine attends with: auto = the kernel where it builds and fits the shapes, else SDPA (None);
+    kernel = the kernel or KernelUnavailable; sdpa = None."""
+    if attention == "sdpa":
+        return None
+    fits = block_size % VECTOR_MULTIPLE == 0 and head_dim % VECTOR_MULTIPLE == 0
+    op = paged_attention_op(device) if fits else None
+    if op is None and attention == "kernel":
+        raise KernelUnavailable(f"attention: kernel needs a CPU device, a C++ compiler, and block_size and head_dim "
+                                f"multiples of {VECTOR_MULTIPLE} (got {device.type}, {block_size}, {head_dim})")
+    return op
+
+
+def paged_attention_op(device: torch.device):
+    """The paged attention op for `device`, building it on first use; None where it cannot run."""
+    if device.type != "cpu":
+        return None
+    if not hasattr(torch.ops.infercloud, "paged_attention"):
+        try:
+            _build()
+        except Exception as exc:   # no compiler, a failed build: serve with SDPA instead, and say so
+            log.warning("paged attention kernel unavailable (%s: %s); attention runs through SDPA on gathered "
+                        "copies (INFERCLOUD_KERNEL_VERBOSE=1 shows the build)", type(exc).__name__, exc)
+            return None
+    return torch.ops.infercloud.paged_attention.default
+
+
+def _vector_flags(caps: dict) -> list[str]:
+    """ATen's Vectorized<float> at the widest width this CPU runs (it is scalar unless told)."""
+    if all(caps.get(f) for f in ("avx512_f", "avx512_bw", "avx512_vl", "avx512_dq")):
+        return ["-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"]
+    if caps.get("avx2") and caps.get("fma3"):
+        return ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+    return []
+
+
+def _build() -> None:
+    from torch.utils import cpp_extension
+
+    caps = torch.cpu.get_capabilities()
+    features = ",".join(sorted(k for k, v in caps.items() if v is True))
+    tag = hashlib.sha256(f"{features}|{SOURCE.read_bytes().hex()}".encode()).hexdigest()[:12]  # the ISA built for
+    start = time.perf_counter()
+    cpp_extension.load(name=f"infercloud_paged_attention_{tag}", sources=[str(SOURCE)],
+                       extra_cflags=["-O3", "-march=native", *_vector_flags(caps)], is_python_module=False,
+                       verbose=bool(os.environ.get("INFERCLOUD_KERNEL_VERBOSE")))
+    log.info("paged attention kernel ready in %.1f s (compiled once per machine, then cached in %s)",
+             time.perf_counter() - start, cpp_extension._get_build_directory("", False).rsplit("/", 1)[0])

@@ -1,0 +1,150 @@
+"""bf16 and int8 weights, and the compiled paged attention kernel: quality against fp32, footprints,
+reproducibility across batch compositions, and the kernel against SDPA on gathered copies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from infercloud.bench.quality import agreement, measure, parity_prompts
+from infercloud.engine.attention import AttentionMetadata, PrefillChunk, SdpaPlan, paged_attention
+from infercloud.engine.config import EngineConfig, cpu_has_bf16
+from infercloud.engine.engine import LLMEngine
+from infercloud.engine.footprint import chat_weight_bytes, model_memory_bytes
+from infercloud.engine.kernels import KernelUnavailable, paged_attention_op
+from infercloud.engine.quant import Int8Linear, has_int8_kernel, quantize_int8
+from infercloud.engine.sampling import SamplingParams
+
+
+@pytest.fixture(scope="module")
+def quality(smollm2_dir):
+    return {q.setting: q for q in measure(smollm2_dir)}
+
+
+def test_bf16_perplexity_within_1_percent_of_fp32(quality):
+    assert abs(quality["bfloat16"].perplexity_vs_fp32 - 1) <= 0.01, quality
+    assert quality["bfloat16"].agreeing_prefix > 0.5, quality   # reported in docs/benchmarks.md
+
+
+def test_int8_perplexity_within_3_percent_of_fp32(quality):
+    assert abs(quality["bfloat16+int8"].perplexity_vs_fp32 - 1) <= 0.03, quality
+    assert quality["float32"].identical_replies == 1.0 and quality["float32"].perplexity_vs_fp32 == 1.0
+
+
+def test_agreement_counts_identical_replies_and_prefixes():
+    assert agreement([[1, 2, 3, 4], [5, 6]], [[1, 2, 9, 4], [5, 6]]) == (0.5, 0.75)
+
+
+def test_auto_dtype_follows_the_cpu():
+    expected = torch.bfloat16 if cpu_has_bf16() else torch.float32
+    assert EngineConfig().torch_dtype(torch.device("cpu")) == expected
+    assert EngineConfig(dtype="float32").torch_dtype(torch.device("cpu")) == torch.float32
+    with pytest.raises(ValueError, match="quantization"):
+        EngineConfig(quantization="int4")
+    with pytest.raises(ValueError, match="dtype"):
+        EngineConfig(dtype="fp8")
+
+
+@pytest.mark.parametrize("quantization", [None, "int8"])
+def test_footprint_counts_what_the_engine_holds(smollm2_dir, quantization):
+    config = EngineConfig(dtype="bfloat16", quantization=quantization, num_kv_blocks=8)
+    engine = LLMEngine(smollm2_dir, config)
+    held = sum(t.numel() * t.element_size() for t in [*engine.model.parameters(), *engine.model.buffers()])
+    assert chat_weight_bytes(smollm2_dir, torch.bfloat16, quantization) == held
+    kv = sum(t.numel() * t.element_size() for pair in engine.runner.kv_caches for t in pair)
+    assert model_memory_bytes(smollm2_dir, "chat", config) == held + kv
+
+
+def test_int8_linear_kernel_and_dequantized_paths_agree():
+    torch.manual_seed(0)
+    weight, bias = torch.randn(96, 64).to(torch.bfloat16), torch.randn(96).to(torch.bfloat16)
+    q, scale = quantize_int8(weight)
+    assert q.dtype == torch.int8 and int(q.abs().max()) == 127
+    assert torch.allclose(q.float() * scale.float()[:, None], weight.float(), atol=float(scale.max()) / 2 + 1e-3)
+    kernel = Int8Linear(weight, bias, use_kernel=has_int8_kernel(torch.device("cpu"), torch.bfloat16))
+    fallback = Int8Linear(weight, bias, use_kernel=False)
+    for rows in (1, 5, 40):   # 40: above KERNEL_MAX_ROWS, dequantized in both
+        x = torch.randn(rows, 64).to(torch.bfloat16)
+        exact = x.float() @ (q.float() * scale.float()[:, None]).T + bias.float()
+        for layer in (kernel, fallback):
+            assert torch.allclose(layer(x).float(), exact, rtol=0.02, atol=0.1)
+
+
+def _random_step(dtype, block_size=16, kv_heads=3, group=3, head_dim=64):
+    """A step of three decodes, a prefill chunk after 7 cached tokens and a fresh prompt, in both cache layouts."""
+    torch.manual_seed(1)
+    q_lens, lens = [1, 1, 1, 20, 11], [5, 16, 33, 27, 11]
+    num_blocks = 32
+    tables = [torch.randperm(num_blocks)[:3].tolist() for _ in lens]
+    total = sum(q_lens)
+    q = torch.randn(total, kv_heads * group, head_dim).to(dtype)
+    keys = [torch.randn(n, kv_heads, head_dim).to(dtype) for n in lens]
+    values = [torch.randn(n, kv_heads, head_dim).to(dtype) for n in lens]
+    slots, new_k, new_v, old = [], [], [], []
+    for s, (n, t) in enumerate(zip(lens, tables)):
+        first_new = n - q_lens[s]
+        for p in range(n):
+            slot = t[p // block_size] * block_size + p % block_size
+            (slots if p >= first_new else old).append(slot)
+            if p >= first_new:
+                new_k.append(keys[s][p])
+                new_v.append(values[s][p])
+            else:
+                old.append((keys[s][p], values[s][p]))
+    return q_lens, lens, tables, q, torch.stack(new_k), torch.stack(new_v), slots, old
+
+
+def _caches(dtype, kernel_layout, old, block_size=16, num_blocks=32, kv_heads=3, head_dim=64):
+    k = torch.zeros(num_blocks, block_size, kv_heads, head_dim, dtype=dtype)
+    v = torch.zeros_like(k)
+    for slot, (kk, vv) in zip(old[0::2], old[1::2]):
+        k.view(-1, kv_heads, head_dim)[slot] = kk
+        v.view(-1, kv_heads, head_dim)[slot] = vv
+    return (k.permute(0, 2, 3, 1).contiguous() if kernel_layout else k), v
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_matches_sdpa_on_gathered_copies(dtype):
+    op = paged_attention_op(torch.device("cpu"))
+    assert op is not None, "the C++ kernel must build on this machine (a compiler is part of the setup)"
+    q_lens, lens, tables, q, k, v, slots, old = _random_step(dtype)
+    scale, slot_mapping = 64 ** -0.5, torch.tensor(slots)
+    starts = [0]
+    for n in q_lens:
+        starts.append(starts[-1] + n)
+    meta = AttentionMetadata(slot_mapping, op, torch.tensor(tables), torch.tensor(starts), torch.tensor(lens))
+    out = paged_attention(q, k, v, *_caches(dtype, True, old), meta, scale)
+
+    decode_tables = torch.tensor(tables[:3])
+    mask = (torch.arange(3 * 16)[None] < torch.tensor(lens[:3])[:, None])[:, None, None, :]
+    keys = torch.arange(27)
+    chunk_mask = keys[None, :] <= (torch.arange(20) + 7)[:, None]
+    plan = SdpaPlan(3, decode_tables, mask, [PrefillChunk(3, 20, 7, torch.tensor(tables[3][:2]), chunk_mask),
+                                             PrefillChunk(23, 11, 0, torch.tensor(tables[4][:1]), None)])
+    reference = paged_attention(q, k, v, *_caches(dtype, False, old), AttentionMetadata(slot_mapping, None, sdpa=plan),
+                                scale)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    assert torch.allclose(out.float(), reference.float(), atol=tolerance), (out.float() - reference.float()).abs().max()
+
+
+def test_attention_kernel_refuses_shapes_it_cannot_run(smollm2_dir):
+    with pytest.raises(KernelUnavailable, match="block_size"):
+        LLMEngine(smollm2_dir, EngineConfig(block_size=8, num_kv_blocks=64, attention="kernel"))
+    assert LLMEngine(smollm2_dir, EngineConfig(block_size=8, num_kv_blocks=64)).runner.kernel is None   # auto: SDPA
+
+
+@pytest.mark.parametrize("params", [SamplingParams(max_tokens=32, temperature=0.0),
+                                    SamplingParams(max_tokens=32, temperature=1.0, seed=7)], ids=["greedy", "seeded"])
+def test_bf16_outputs_do_not_depend_on_the_batch(smollm2_dir, params):
+    """A sequence's tokens are the same alone, in a batch with others, with its prompt chunked, and after a prefix
+    cache hit: the kernel computes each row alike, and one bf16 row runs through the GEMM as two."""
+    engine = LLMEngine(smollm2_dir, EngineConfig(dtype="bfloat16", num_kv_blocks=1024))
+    chunked = LLMEngine(smollm2_dir, EngineConfig(dtype="bfloat16", num_kv_blocks=1024, max_num_batched_tokens=40))
+    assert engine.runner.kernel is not None
+    prompts = parity_prompts(engine.tokenizer)
+    alone = [engine.generate([p], params)[0].outputs[0].token_ids for p in prompts]
+    batched = [o.outputs[0].token_ids for o in engine.generate(prompts * 2, params)]   # the second copy hits the cache
+    split = [o.outputs[0].token_ids for o in chunked.generate(prompts, params)]
+    assert batched == alone * 2
+    assert split == alone
+    assert engine.stats().prefix_cache_hit_tokens > 0 and chunked.stats().num_steps > len(prompts)
