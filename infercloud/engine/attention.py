@@ -65,12 +65,8 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                     scale: float) -> torch.Tensor:
     """q [T, H, D], k/v [T, Hkv, D]; returns [T, H, D]. Writes k/v into the cache at meta.slot_mapping."""
     if meta.kernel is not None:
-        block_size = k_cache.shape[3]
-        slots = meta.slot_mapping
-        k_cache.permute(0, 3, 1, 2).index_put_((slots // block_size, slots % block_size), k)
-        v_cache.view(-1, *v.shape[1:]).index_copy_(0, slots, v)
-        return meta.kernel(q.contiguous(), k_cache, v_cache, meta.block_tables, meta.query_start, meta.seq_lens,
-                           scale)
+        return meta.kernel(q.contiguous(), k.contiguous(), v.contiguous(), k_cache, v_cache, meta.slot_mapping,
+                           meta.block_tables, meta.query_start, meta.seq_lens, scale)
     return _sdpa_attention(q, k, v, k_cache, v_cache, meta.slot_mapping, meta.sdpa, scale)
 
 

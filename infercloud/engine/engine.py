@@ -18,6 +18,7 @@ import torch
 from infercloud.engine.arch.llama import LlamaArchConfig, LlamaForCausalLM
 from infercloud.engine.config import EngineConfig, cpu_has_bf16
 from infercloud.engine.detokenizer import IncrementalDetokenizer
+from infercloud.engine.kernels import cpu_ops
 from infercloud.engine.kv.kv_cache_manager import KVCacheManager
 from infercloud.engine.outputs import CompletionOutput, RequestOutput
 from infercloud.engine.request import FinishReason, Request
@@ -81,8 +82,8 @@ class LLMEngine:
         model = model.to_empty(device=self.device)
         model.load_weights(local.path, self.device, self.dtype)
         model.init_rope(self.device, self.dtype)
-        if config.quantization:
-            model.quantize(config.quantization, self.device, self.dtype)
+        model.prepare_linears(config.quantization, self.device, self.dtype)
+        model.fused = cpu_ops(self.device)
         self.model = model.eval()
         log.info("engine: %s on %s in %s%s (%s)", local.path.name, self.device, str(self.dtype).removeprefix("torch."),
                  f", {config.quantization} weights" if config.quantization else "", _dtype_reason(config, self.device))

@@ -10,6 +10,7 @@ from safetensors import safe_open
 
 from infercloud.engine.arch.llama import LlamaArchConfig
 from infercloud.engine.config import EngineConfig
+from infercloud.engine.packed import packs_weights
 from infercloud.engine.quant import int8_weight_bytes
 from infercloud.engine.runner import ModelRunner
 from infercloud.models.local import LocalModel
@@ -38,23 +39,30 @@ def model_memory_bytes(model_dir: Path, kind: str, engine: EngineConfig) -> int:
     dtype = torch.float32 if kind == "embedding" and engine.dtype == "auto" else engine.torch_dtype(device)
     if kind != "chat":
         return weight_elements(model_dir) * torch.empty((), dtype=dtype).element_size()
-    return chat_weight_bytes(model_dir, dtype, engine.quantization) + kv_cache_bytes(model_dir, engine, dtype)
+    packed = packs_weights(device, dtype, engine.quantization)
+    return chat_weight_bytes(model_dir, dtype, engine.quantization, packed) + kv_cache_bytes(model_dir, engine, dtype)
 
 
-def chat_weight_bytes(model_dir: Path, dtype: torch.dtype, quantization: str | None) -> int:
-    """A decoder's weights in `dtype`; with int8, its linear layers (and a tied projection's own copy) in int8."""
+def chat_weight_bytes(model_dir: Path, dtype: torch.dtype, quantization: str | None, packed: bool = False) -> int:
+    """A decoder's weights in `dtype`; with int8, its linear layers (and a tied projection's own copy) in int8;
+    packed for oneDNN, a tied projection's own packed copy besides."""
     elem = torch.empty((), dtype=dtype).element_size()
     shapes = weight_shapes(model_dir)
+    tied = "lm_head.weight" not in shapes
     if quantization is None:
-        return sum(math.prod(shape) for shape in shapes.values()) * elem
+        total = sum(math.prod(shape) for shape in shapes.values()) * elem
+        return total + (math.prod(_embedding_shape(shapes)) * elem if packed and tied else 0)
     total = 0
     for name, shape in shapes.items():
         linear = name.endswith("_proj.weight") or name == "lm_head.weight"
         total += int8_weight_bytes(shape, dtype) if linear else math.prod(shape) * elem
-    if "lm_head.weight" not in shapes:   # tied embeddings: the int8 projection is a copy of the table
-        table = next(shape for name, shape in shapes.items() if name.endswith("embed_tokens.weight"))
-        total += int8_weight_bytes(table, dtype)
+    if tied:   # the int8 projection is a copy of the table
+        total += int8_weight_bytes(_embedding_shape(shapes), dtype)
     return total
+
+
+def _embedding_shape(shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+    return next(shape for name, shape in shapes.items() if name.endswith("embed_tokens.weight"))
 
 
 def kv_cache_bytes(model_dir: Path, engine: EngineConfig, dtype: torch.dtype) -> int:

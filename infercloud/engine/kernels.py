@@ -1,8 +1,10 @@
 """The engine's compiled CPU kernels (csrc/): built once per machine with the C++ compiler at engine start,
 cached by PyTorch's extension builder across restarts, never in the request path.
 
-`paged_attention_op()` returns torch.ops.infercloud.paged_attention, or None where it cannot be built (no
-compiler, not a CPU): the engine then runs attention through SDPA on gathered copies (engine/attention.py).
+csrc/paged_attention.cpp: torch.ops.infercloud.paged_attention; csrc/fused.cpp: rms_norm, add_rms_norm,
+silu_and_mul and rope_. `cpu_ops(device)` says whether they run here (a CPU, and the build succeeded); where
+they do not (no compiler, CUDA), the engine runs attention through SDPA on gathered copies
+(engine/attention.py) and the layers' elementwise steps as plain PyTorch ops (arch/llama.py).
 The build targets this CPU (-march=native), so the cache key names the CPU's features: a cache copied to
 another machine is rebuilt, never run on an instruction set it lacks.
 """
@@ -19,7 +21,7 @@ import torch
 
 log = logging.getLogger("infercloud.engine")
 
-SOURCE = Path(__file__).parent / "csrc" / "paged_attention.cpp"
+SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.cpp"))
 
 
 class KernelUnavailable(RuntimeError):
@@ -36,25 +38,25 @@ def attention_kernel(attention: str, device: torch.device, block_size: int, head
     if attention == "sdpa":
         return None
     fits = block_size % VECTOR_MULTIPLE == 0 and head_dim % VECTOR_MULTIPLE == 0
-    op = paged_attention_op(device) if fits else None
+    op = torch.ops.infercloud.paged_attention.default if fits and cpu_ops(device) else None
     if op is None and attention == "kernel":
         raise KernelUnavailable(f"attention: kernel needs a CPU device, a C++ compiler, and block_size and head_dim "
                                 f"multiples of {VECTOR_MULTIPLE} (got {device.type}, {block_size}, {head_dim})")
     return op
 
 
-def paged_attention_op(device: torch.device):
-    """The paged attention op for `device`, building it on first use; None where it cannot run."""
+def cpu_ops(device: torch.device) -> bool:
+    """Whether the compiled ops run on `device`, building them on first use."""
     if device.type != "cpu":
-        return None
+        return False
     if not hasattr(torch.ops.infercloud, "paged_attention"):
         try:
             _build()
-        except Exception as exc:   # no compiler, a failed build: serve with SDPA instead, and say so
-            log.warning("paged attention kernel unavailable (%s: %s); attention runs through SDPA on gathered "
+        except Exception as exc:   # no compiler, a failed build: serve with plain PyTorch instead, and say so
+            log.warning("compiled CPU kernels unavailable (%s: %s); attention runs through SDPA on gathered "
                         "copies (INFERCLOUD_KERNEL_VERBOSE=1 shows the build)", type(exc).__name__, exc)
-            return None
-    return torch.ops.infercloud.paged_attention.default
+            return False
+    return True
 
 
 def _vector_flags(caps: dict) -> list[str]:
@@ -71,10 +73,11 @@ def _build() -> None:
 
     caps = torch.cpu.get_capabilities()
     features = ",".join(sorted(k for k, v in caps.items() if v is True))
-    tag = hashlib.sha256(f"{features}|{SOURCE.read_bytes().hex()}".encode()).hexdigest()[:12]  # the ISA built for
+    sources = "|".join(source.read_bytes().hex() for source in SOURCES)
+    tag = hashlib.sha256(f"{features}|{sources}".encode()).hexdigest()[:12]  # the ISA built for, the code
     start = time.perf_counter()
-    cpp_extension.load(name=f"infercloud_paged_attention_{tag}", sources=[str(SOURCE)],
+    cpp_extension.load(name=f"infercloud_kernels_{tag}", sources=[str(source) for source in SOURCES],
                        extra_cflags=["-O3", "-march=native", *_vector_flags(caps)], is_python_module=False,
                        verbose=bool(os.environ.get("INFERCLOUD_KERNEL_VERBOSE")))
-    log.info("paged attention kernel ready in %.1f s (compiled once per machine, then cached in %s)",
+    log.info("compiled CPU kernels ready in %.1f s (compiled once per machine, then cached in %s)",
              time.perf_counter() - start, cpp_extension._get_build_directory("", False).rsplit("/", 1)[0])

@@ -11,7 +11,7 @@ from infercloud.engine.attention import AttentionMetadata, PrefillChunk, SdpaPla
 from infercloud.engine.config import EngineConfig, cpu_has_bf16
 from infercloud.engine.engine import LLMEngine
 from infercloud.engine.footprint import chat_weight_bytes, model_memory_bytes
-from infercloud.engine.kernels import KernelUnavailable, paged_attention_op
+from infercloud.engine.kernels import KernelUnavailable, cpu_ops
 from infercloud.engine.quant import Int8Linear, has_int8_kernel, quantize_int8
 from infercloud.engine.sampling import SamplingParams
 
@@ -50,7 +50,7 @@ def test_footprint_counts_what_the_engine_holds(smollm2_dir, quantization):
     config = EngineConfig(dtype="bfloat16", quantization=quantization, num_kv_blocks=8)
     engine = LLMEngine(smollm2_dir, config)
     held = sum(t.numel() * t.element_size() for t in [*engine.model.parameters(), *engine.model.buffers()])
-    assert chat_weight_bytes(smollm2_dir, torch.bfloat16, quantization) == held
+    assert chat_weight_bytes(smollm2_dir, torch.bfloat16, quantization, packed=quantization is None) == held
     kv = sum(t.numel() * t.element_size() for pair in engine.runner.kv_caches for t in pair)
     assert model_memory_bytes(smollm2_dir, "chat", config) == held + kv
 
@@ -105,8 +105,8 @@ def _caches(dtype, kernel_layout, old, block_size=16, num_blocks=32, kv_heads=3,
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_kernel_matches_sdpa_on_gathered_copies(dtype):
-    op = paged_attention_op(torch.device("cpu"))
-    assert op is not None, "the C++ kernel must build on this machine (a compiler is part of the setup)"
+    assert cpu_ops(torch.device("cpu")), "the C++ kernels must build on this machine (a compiler is part of the setup)"
+    op = torch.ops.infercloud.paged_attention.default
     q_lens, lens, tables, q, k, v, slots, old = _random_step(dtype)
     scale, slot_mapping = 64 ** -0.5, torch.tensor(slots)
     starts = [0]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infercloud.engine.attention import AttentionMetadata, paged_attention
+from infercloud.engine.packed import PackedLinear, pack_linears, packs_weights
 from infercloud.engine.quant import Int8Linear, has_int8_kernel, quantize_linears
 from infercloud.models.weights import load_safetensors
 
@@ -92,24 +93,26 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        if fused:
+            return torch.ops.infercloud.rms_norm(x, self.weight, self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(x.dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [T, heads, D]; cos/sin [T, 1, D]."""
+    """x [T, heads, D]; cos/sin [T, D]."""
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    return x * cos[:, None] + rotated * sin[:, None]
 
 
 def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """layer(x), with one bf16 row run as two: a bf16 GEMM gives each row the same bits at any M >= 2, but
     M = 1 takes a GEMV path that sums in another order, and a sequence's tokens must not depend on whether it
     ran alone (int8 layers choose their kernel by M, engine/quant.py)."""
-    if x.shape[0] == 1 and x.dtype == torch.bfloat16 and isinstance(layer, nn.Linear):
+    if x.shape[0] == 1 and x.dtype == torch.bfloat16 and not isinstance(layer, Int8Linear):
         return layer(x.repeat(2, 1))[:1]
     return layer(x)
 
@@ -128,15 +131,23 @@ class DecoderLayer(nn.Module):
         self.split = (q_size, kv_size, kv_size)
         self.scale = cfg.head_dim ** -0.5
 
-    def forward(self, x, cos, sin, kv_cache: tuple[torch.Tensor, torch.Tensor], meta: AttentionMetadata):
+    def forward(self, x, cos, sin, kv_cache: tuple[torch.Tensor, torch.Tensor], meta: AttentionMetadata,
+                fused: bool = False):
+        """One layer over the flat batch; `fused`: the compiled CPU ops (csrc/fused.cpp) for the elementwise steps."""
         cfg = self.cfg
         t = x.shape[0]
-        q, k, v = linear(self.qkv_proj, self.input_layernorm(x)).split(self.split, dim=-1)
-        q = apply_rope(q.view(t, cfg.num_heads, cfg.head_dim), cos, sin)
-        k = apply_rope(k.view(t, cfg.num_kv_heads, cfg.head_dim), cos, sin)
-        v = v.view(t, cfg.num_kv_heads, cfg.head_dim)
-        attn = paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, self.scale)
-        x = x + linear(self.o_proj, attn.view(t, -1))
+        qkv = linear(self.qkv_proj, self.input_layernorm(x, fused))
+        q_size, kv_size, _ = self.split
+        qk = qkv[:, :q_size + kv_size].view(t, cfg.num_heads + cfg.num_kv_heads, cfg.head_dim)
+        qk = torch.ops.infercloud.rope_(qk, cos, sin) if fused else apply_rope(qk, cos, sin)
+        q, k = qk[:, :cfg.num_heads], qk[:, cfg.num_heads:]   # query and key heads rotated in one pass
+        v = qkv[:, q_size + kv_size:].view(t, cfg.num_kv_heads, cfg.head_dim)
+        attn = linear(self.o_proj, paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, self.scale).view(t, -1))
+        if fused:
+            h = torch.ops.infercloud.add_rms_norm(x, attn, self.post_attention_layernorm.weight,
+                                                  self.post_attention_layernorm.eps)   # x += attn
+            return x + linear(self.down_proj, torch.ops.infercloud.silu_and_mul(linear(self.gate_up_proj, h)))
+        x = x + attn
         gate, up = linear(self.gate_up_proj, self.post_attention_layernorm(x)).chunk(2, dim=-1)
         return x + linear(self.down_proj, F.silu(gate) * up)
 
@@ -152,6 +163,7 @@ class LlamaForCausalLM(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = None if cfg.tie_word_embeddings else nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.max_model_len = max_model_len
+        self.fused = False   # the engine sets it where the compiled CPU ops run (engine/kernels.py)
 
     def init_rope(self, device: torch.device, dtype: torch.dtype) -> None:
         inv = rope_inv_freq(self.cfg).to(device)
@@ -162,10 +174,10 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
                 kv_caches: list[tuple[torch.Tensor, torch.Tensor]], meta: AttentionMetadata) -> torch.Tensor:
         x = self.embed_tokens(input_ids)
-        cos, sin = self.cos_table[positions].unsqueeze(1), self.sin_table[positions].unsqueeze(1)
+        cos, sin = self.cos_table[positions], self.sin_table[positions]
         for layer, kv in zip(self.layers, kv_caches):
-            x = layer(x, cos, sin, kv, meta)
-        return self.norm(x)
+            x = layer(x, cos, sin, kv, meta, self.fused)
+        return self.norm(x, self.fused)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.lm_head is None:
@@ -173,11 +185,17 @@ class LlamaForCausalLM(nn.Module):
             return F.linear(rows, self.embed_tokens.weight)[:hidden.shape[0]].float()   # one row as two: linear()
         return linear(self.lm_head, hidden).float()
 
-    def quantize(self, quantization: str, device: torch.device, dtype: torch.dtype) -> None:
-        """Weight-only int8 for every linear layer, the vocabulary projection included (engine/quant.py)."""
-        quantize_linears(self, device, dtype)
-        if self.lm_head is None:   # tied: an int8 copy for the projection, the table stays for lookups
-            self.lm_head = Int8Linear(self.embed_tokens.weight.data, None, has_int8_kernel(device, dtype))
+    def prepare_linears(self, quantization: str | None, device: torch.device, dtype: torch.dtype) -> None:
+        """Linear layers as the engine runs them: int8 weights (engine/quant.py), or weights packed for oneDNN
+        (engine/packed.py), or as loaded. A tied projection gets its own copy; the table stays for lookups."""
+        if quantization is not None:
+            quantize_linears(self, device, dtype)
+            if self.lm_head is None:
+                self.lm_head = Int8Linear(self.embed_tokens.weight.data, None, has_int8_kernel(device, dtype))
+        elif packs_weights(device, dtype, quantization):
+            pack_linears(self)
+            if self.lm_head is None:
+                self.lm_head = PackedLinear(self.embed_tokens.weight.data, None)
 
     # -- weights -----------------------------------------------------------------------------------
     def load_weights(self, model_dir: Path, device: torch.device, dtype: torch.dtype) -> None:

@@ -1,5 +1,6 @@
-// Paged attention on the CPU: every query row of a step (decode tokens and prefill chunks alike) attends to
-// its sequence's keys 0..position read in place from the paged KV cache, with no gathered copy.
+// Paged attention on the CPU: the step's new keys and values are written into their cache slots, then every
+// query row of the step (decode tokens and prefill chunks alike) attends to its sequence's keys 0..position
+// read in place from the paged KV cache, with no gathered copy.
 //
 // Algorithm: one work item is (sequence, KV head, tile of up to TILE query rows); its G query heads per row
 // share the KV head (GQA). The item walks the sequence's cache blocks in order from block 0; each block's
@@ -25,6 +26,7 @@ namespace {
 
 using Vec = at::vec::Vectorized<float>;
 constexpr int64_t TILE = 16;   // query rows per work item
+constexpr int64_t PREFETCH = 3;   // blocks read ahead
 constexpr int64_t W = Vec::size();
 
 inline Vec load(const float* p) { return Vec::loadu(p); }
@@ -169,6 +171,18 @@ void attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_
         const int64_t nkeys = std::min(BS, last_pos + 1 - b * BS);
         const T* kt = kp + phys * block_stride + kvh * D * BS;
         const T* vb = vp + phys * block_stride + kvh * D;
+        // blocks come from anywhere in memory: ask for the ones PREFETCH ahead now, or a decode (little work
+        // per block) waits on memory at every block
+        for (int64_t ahead = b == 0 ? 1 : PREFETCH; ahead <= PREFETCH; ++ahead) {
+          if ((b + ahead) * BS > last_pos) break;
+          const int64_t next = table[s * max_blocks + b + ahead];
+          const char* kn = reinterpret_cast<const char*>(kp + next * block_stride + kvh * D * BS);
+          for (int64_t off = 0; off < D * BS * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(kn + off);
+          for (int64_t j = 0; j < BS; ++j) {
+            const char* vn = reinterpret_cast<const char*>(vp + next * block_stride + j * key_stride + kvh * D);
+            for (int64_t off = 0; off < D * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(vn + off);
+          }
+        }
         for (int64_t i0 = 0; i0 < nq; i0 += 8) {
           const int64_t n = std::min<int64_t>(8, nq - i0);
           if (n > 4)
@@ -189,9 +203,34 @@ void attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_
   });
 }
 
-at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                           const at::Tensor& block_tables, const at::Tensor& query_start,
-                           const at::Tensor& seq_lens, double scale) {
+// the step's new keys and values into their cache slots (keys transposed within a block)
+template <typename T>
+void write_cache(const at::Tensor& k, const at::Tensor& v, at::Tensor& k_cache, at::Tensor& v_cache,
+                 const at::Tensor& slots) {
+  const int64_t num_tokens = k.size(0), Hkv = k.size(1), D = k.size(2), BS = k_cache.size(3);
+  const T* kp = k.data_ptr<T>();
+  const T* vp = v.data_ptr<T>();
+  T* kc = k_cache.data_ptr<T>();
+  T* vc = v_cache.data_ptr<T>();
+  const int64_t* sp = slots.data_ptr<int64_t>();
+  for (int64_t t = 0; t < num_tokens; ++t) {
+    const int64_t block = sp[t] / BS, offset = sp[t] % BS;
+    for (int64_t h = 0; h < Hkv; ++h) {
+      const T* ksrc = kp + (t * Hkv + h) * D;
+      T* kdst = kc + ((block * Hkv + h) * D) * BS + offset;
+      for (int64_t d = 0; d < D; ++d) kdst[d * BS] = ksrc[d];
+    }
+    std::copy(vp + t * Hkv * D, vp + (t + 1) * Hkv * D, vc + (block * BS + offset) * Hkv * D);
+  }
+}
+
+at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& k_cache,
+                           at::Tensor& v_cache, const at::Tensor& slot_mapping, const at::Tensor& block_tables,
+                           const at::Tensor& query_start, const at::Tensor& seq_lens, double scale) {
+  TORCH_CHECK(k.is_contiguous() && v.is_contiguous() && slot_mapping.scalar_type() == at::kLong &&
+              k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type() &&
+              k.size(0) == slot_mapping.size(0) && v.size(0) == slot_mapping.size(0),
+              "k and v [T, kv_heads, D] contiguous in q's dtype, one int64 slot per token");
   TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 4 && v_cache.dim() == 4 && q.is_contiguous() &&
               k_cache.is_contiguous() && v_cache.is_contiguous(),
               "q [T, H, D], k_cache [blocks, kv_heads, D, block_size], v_cache [blocks, block_size, kv_heads, D]");
@@ -204,6 +243,13 @@ at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const
               seq_lens.scalar_type() == at::kLong, "block tables, query starts and lengths are int64");
   auto out = at::empty_like(q);
   auto tables = block_tables.contiguous();
+  auto slots = slot_mapping.contiguous();
+  switch (q.scalar_type()) {
+    case at::kFloat: write_cache<float>(k, v, k_cache, v_cache, slots); break;
+    case at::kBFloat16: write_cache<at::BFloat16>(k, v, k_cache, v_cache, slots); break;
+    case at::kHalf: write_cache<at::Half>(k, v, k_cache, v_cache, slots); break;
+    default: break;   // refused below
+  }
   switch (q.scalar_type()) {
     case at::kFloat: attend<float>(q, k_cache, v_cache, tables, query_start, seq_lens, scale, out); break;
     case at::kBFloat16: attend<at::BFloat16>(q, k_cache, v_cache, tables, query_start, seq_lens, scale, out); break;
@@ -216,8 +262,8 @@ at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& k_cache, const
 }  // namespace
 
 TORCH_LIBRARY(infercloud, m) {
-  m.def("paged_attention(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, Tensor query_start, "
-        "Tensor seq_lens, float scale) -> Tensor");
+  m.def("paged_attention(Tensor q, Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor slot_mapping, "
+        "Tensor block_tables, Tensor query_start, Tensor seq_lens, float scale) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(infercloud, CPU, m) { m.impl("paged_attention", &paged_attention); }
