@@ -3,8 +3,8 @@
 A step's tokens come as one flat batch: first every decode token (one per sequence), then each prefill
 chunk. Two ways to attend, chosen once per engine (runner.py):
   - the compiled CPU kernel (csrc/paged_attention.cpp, kernels.py): one call per layer for every row of
-    the step, reading the cache in place; keys are cached transposed within a block, [num_blocks,
-    num_kv_heads, head_dim, block_size], values [num_blocks, block_size, num_kv_heads, head_dim]. Each
+    the step, reading the cache in place; keys are cached transposed in d-pairs within a block, [num_blocks,
+    num_kv_heads, head_dim / 2, block_size, 2], values [num_blocks, block_size, num_kv_heads, head_dim]. Each
     row's result is bitwise independent of the batch and of how its prompt was chunked.
   - SDPA on gathered copies (CUDA, or where the kernel cannot be built), both caches [num_blocks,
     block_size, num_kv_heads, head_dim], planned by `SdpaPlan`:

@@ -26,7 +26,7 @@ class ModelRunner:
         self.device = device
         self.kernel = attention_kernel(attention, device, block_size, cfg.head_dim)
         shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
-        k_shape = (num_blocks, cfg.num_kv_heads, cfg.head_dim, block_size) if self.kernel else shape
+        k_shape = (num_blocks, cfg.num_kv_heads, cfg.head_dim // 2, block_size, 2) if self.kernel else shape
         self.kv_caches = [(torch.zeros(k_shape, device=device, dtype=dtype),
                            torch.zeros(shape, device=device, dtype=dtype)) for _ in range(cfg.num_layers)]
 

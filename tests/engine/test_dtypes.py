@@ -100,7 +100,8 @@ def _caches(dtype, kernel_layout, old, block_size=16, num_blocks=32, kv_heads=3,
     for slot, (kk, vv) in zip(old[0::2], old[1::2]):
         k.view(-1, kv_heads, head_dim)[slot] = kk
         v.view(-1, kv_heads, head_dim)[slot] = vv
-    return (k.permute(0, 2, 3, 1).contiguous() if kernel_layout else k), v
+    pairs = k.view(num_blocks, block_size, kv_heads, head_dim // 2, 2).permute(0, 2, 3, 1, 4).contiguous()
+    return (pairs if kernel_layout else k), v
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

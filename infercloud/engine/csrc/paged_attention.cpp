@@ -4,8 +4,8 @@
 //
 // Algorithm: one work item is (sequence, KV head, tile of up to TILE query rows); its G query heads per row
 // share the KV head (GQA). The item walks the sequence's cache blocks in order from block 0; each block's
-// keys are stored transposed ([D][block_size] per KV head), so the scores of a query against a block's
-// keys come out W keys per vector instruction. Every query vector of the tile does an online softmax step
+// keys are stored transposed in pairs ([D/2][block_size][2] per KV head), so the scores of a query against
+// a block's keys come out W keys per vector instruction (in bf16, by AVX512_BF16 dot products). Every query vector of the tile does an online softmax step
 // over the block's keys it may see (causal: keys <= its position): scores, new running max, rescale of
 // its running sum and accumulator, add exp(score - max) * value. Loads convert bf16 to fp32 in registers;
 // all arithmetic is fp32. Each row's arithmetic depends only on
@@ -16,9 +16,13 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -33,22 +37,55 @@ inline Vec load(const float* p) { return Vec::loadu(p); }
 inline Vec load(const at::BFloat16* p) { Vec v; at::vec::load_to_float(p, v); return v; }
 inline Vec load(const at::Half* p) { Vec v; at::vec::load_to_float(p, v); return v; }
 
-// scores[i][j] = q_i . k_j for QG query vectors against one block's keys, kt = the block's keys of one KV
-// head transposed [D][BS]: W keys per vector, two partial sums over d (even, odd) per query added at the
-// end. A key vector is loaded once for all QG queries; each query's arithmetic is the same with any QG.
+// scores[i][j] = q_i . k_j for QG query vectors against one block's keys. kt = the block's keys of one KV
+// head in pairs along d: [D/2][BS][2] (key j's d = 2e and 2e + 1 side by side), the layout the bf16 dot
+// product instruction reads. W keys per vector; a key vector is loaded once for all QG queries; each
+// query's arithmetic is the same with any QG.
+//  - bf16 on CPUs with AVX512_BF16: one vdpbf16ps per pair of d (bf16 products summed in fp32), two
+//    partial sums (even and odd pairs) added at the end, then times the scale;
+//  - otherwise: fp32 FMAs of the (scaled) fp32 query, two partial sums over d (even, odd) added at the end.
 template <int QG, typename T>
-inline void block_scores(const float* const* q, const T* kt, int64_t D, int64_t BS, float* scores) {
+inline void block_scores(const float* const* q, const T* const* /*qraw*/, float /*scale*/, const T* kt,
+                         int64_t D, int64_t BS, float* scores) {
   for (int64_t j = 0; j < BS; j += W) {
     Vec a[QG][2];
     for (int i = 0; i < QG; ++i) a[i][0] = a[i][1] = Vec(0.f);
-    for (int64_t d = 0; d < D; d += 2)
-      for (int p = 0; p < 2; ++p) {
-        const Vec k = load(kt + (d + p) * BS + j);
-        for (int i = 0; i < QG; ++i) a[i][p] = at::vec::fmadd(Vec(q[i][d + p]), k, a[i][p]);
+    for (int64_t e = 0; e < D / 2; ++e) {
+      Vec lo = load(kt + (e * BS + j) * 2), hi = load(kt + (e * BS + j) * 2 + W);
+      auto [even, odd] = at::vec::deinterleave2(lo, hi);   // d = 2e and 2e + 1 of keys j .. j + W - 1
+      for (int i = 0; i < QG; ++i) {
+        a[i][0] = at::vec::fmadd(Vec(q[i][2 * e]), even, a[i][0]);
+        a[i][1] = at::vec::fmadd(Vec(q[i][2 * e + 1]), odd, a[i][1]);
       }
+    }
     for (int i = 0; i < QG; ++i) (a[i][0] + a[i][1]).store(scores + i * BS + j);
   }
 }
+
+#if defined(__AVX512BF16__) && defined(CPU_CAPABILITY_AVX512)
+template <int QG>
+inline void block_scores(const float* const* /*q*/, const at::BFloat16* const* qraw, float scale,
+                         const at::BFloat16* kt, int64_t D, int64_t BS, float* scores) {
+  static_assert(W == 16, "one vector of fp32 lanes per 16 keys");
+  for (int64_t j = 0; j < BS; j += W) {
+    __m512 a[QG][2];
+    for (int i = 0; i < QG; ++i) a[i][0] = a[i][1] = _mm512_setzero_ps();
+    for (int64_t e = 0; e < D / 2; e += 2) {
+      const __m512bh k0 = (__m512bh)_mm512_loadu_si512(kt + (e * BS + j) * 2);
+      const __m512bh k1 = (__m512bh)_mm512_loadu_si512(kt + ((e + 1) * BS + j) * 2);
+      for (int i = 0; i < QG; ++i) {
+        int32_t p0, p1;
+        std::memcpy(&p0, qraw[i] + 2 * e, 4);
+        std::memcpy(&p1, qraw[i] + 2 * e + 2, 4);
+        a[i][0] = _mm512_dpbf16_ps(a[i][0], (__m512bh)_mm512_set1_epi32(p0), k0);
+        a[i][1] = _mm512_dpbf16_ps(a[i][1], (__m512bh)_mm512_set1_epi32(p1), k1);
+      }
+    }
+    for (int i = 0; i < QG; ++i)
+      _mm512_storeu_ps(scores + i * BS + j, _mm512_mul_ps(_mm512_add_ps(a[i][0], a[i][1]), _mm512_set1_ps(scale)));
+  }
+}
+#endif
 
 // acc_i = acc_i * alpha_i + sum_{j < visible_i} p_i[j] * v_j for the first n of QG queries, value j at
 // v + j * stride
@@ -82,9 +119,10 @@ inline void rescale_add(float* const* acc, const float* alpha, const float* p, c
 // One online-softmax step of QG query vectors (from query i0 of the tile) over one block's keys.
 template <int QG, typename T>
 inline void step_block(int64_t i0, int64_t n, int64_t D, int64_t BS, int64_t block_start, int64_t nkeys,
-                       const T* kt, const T* vb, int64_t key_stride, float* qf, float* acc, float* m, float* l,
-                       const int64_t* pos, float* sc) {
+                       const T* kt, const T* vb, int64_t key_stride, float* qf, const T* const* qraw, float scale,
+                       float* acc, float* m, float* l, const int64_t* pos, float* sc) {
   const float* qv[QG];
+  const T* qr[QG];
   float* av[QG];
   int64_t visible[QG];
   float alpha[QG];
@@ -92,12 +130,13 @@ inline void step_block(int64_t i0, int64_t n, int64_t D, int64_t BS, int64_t blo
   for (int i = 0; i < QG; ++i) {   // past n: a copy of the first query, its result unused
     const int64_t k = i < n ? i0 + i : i0;
     qv[i] = qf + k * D;
+    qr[i] = qraw[k];
     av[i] = acc + k * D;
     visible[i] = i < n ? std::max<int64_t>(0, std::min(nkeys, pos[k] - block_start + 1)) : 0;
     any = any || visible[i] > 0;
   }
   if (!any) return;
-  block_scores<QG>(qv, kt, D, BS, sc);
+  block_scores<QG>(qv, qr, scale, kt, D, BS, sc);
   const Vec lane = Vec::arange(0.f, 1.f), minus_inf(-std::numeric_limits<float>::infinity());
   for (int i = 0; i < QG; ++i) {
     if (visible[i] == 0) continue;
@@ -126,7 +165,7 @@ inline void step_block(int64_t i0, int64_t n, int64_t D, int64_t BS, int64_t blo
 template <typename T>
 void attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, const at::Tensor& tables,
             const at::Tensor& query_start, const at::Tensor& seq_lens, double scale, at::Tensor& out) {
-  // q [T, H, D]; k_cache [blocks, Hkv, D, BS] (keys transposed within a block); v_cache [blocks, BS, Hkv, D]
+  // q [T, H, D]; k_cache [blocks, Hkv, D/2, BS, 2] (keys in d-pairs within a block); v_cache [blocks, BS, Hkv, D]
   const int64_t H = q.size(1), D = q.size(2);
   const int64_t Hkv = k_cache.size(1), BS = k_cache.size(3), G = H / Hkv;
   const int64_t num_seqs = seq_lens.size(0), max_blocks = tables.size(1);
@@ -150,6 +189,7 @@ void attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_
     const int64_t nq_max = TILE * G;
     std::vector<float> qf(nq_max * D), acc(nq_max * D), m(nq_max), l(nq_max), sc(8 * BS);
     std::vector<int64_t> pos(nq_max);
+    std::vector<const T*> qraw(nq_max);
     for (int64_t t = t_begin; t < t_end; ++t)
     for (int64_t w = t; w < num_work; w += threads) {
       const auto [s, row0] = items[w / Hkv];
@@ -160,6 +200,7 @@ void attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_
         const int64_t r = i / G, h = kvh * G + i % G;
         const T* src = qp + ((row0 + r) * H + h) * D;
         for (int64_t d = 0; d < D; ++d) qf[i * D + d] = static_cast<float>(src[d]) * static_cast<float>(scale);
+        qraw[i] = src;
         pos[i] = first_pos + r;
         m[i] = -std::numeric_limits<float>::infinity();
         l[i] = 0.f;
@@ -186,11 +227,11 @@ void attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_
         for (int64_t i0 = 0; i0 < nq; i0 += 8) {
           const int64_t n = std::min<int64_t>(8, nq - i0);
           if (n > 4)
-            step_block<8>(i0, n, D, BS, b * BS, nkeys, kt, vb, key_stride, qf.data(), acc.data(), m.data(),
-                          l.data(), pos.data(), sc.data());
+            step_block<8>(i0, n, D, BS, b * BS, nkeys, kt, vb, key_stride, qf.data(), qraw.data(),
+                          static_cast<float>(scale), acc.data(), m.data(), l.data(), pos.data(), sc.data());
           else
-            step_block<4>(i0, n, D, BS, b * BS, nkeys, kt, vb, key_stride, qf.data(), acc.data(), m.data(),
-                          l.data(), pos.data(), sc.data());
+            step_block<4>(i0, n, D, BS, b * BS, nkeys, kt, vb, key_stride, qf.data(), qraw.data(),
+                          static_cast<float>(scale), acc.data(), m.data(), l.data(), pos.data(), sc.data());
         }
       }
       for (int64_t i = 0; i < nq; ++i) {
@@ -203,7 +244,7 @@ void attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_
   });
 }
 
-// the step's new keys and values into their cache slots (keys transposed within a block)
+// the step's new keys and values into their cache slots (keys in d-pairs within a block)
 template <typename T>
 void write_cache(const at::Tensor& k, const at::Tensor& v, at::Tensor& k_cache, at::Tensor& v_cache,
                  const at::Tensor& slots) {
@@ -217,8 +258,8 @@ void write_cache(const at::Tensor& k, const at::Tensor& v, at::Tensor& k_cache, 
     const int64_t block = sp[t] / BS, offset = sp[t] % BS;
     for (int64_t h = 0; h < Hkv; ++h) {
       const T* ksrc = kp + (t * Hkv + h) * D;
-      T* kdst = kc + ((block * Hkv + h) * D) * BS + offset;
-      for (int64_t d = 0; d < D; ++d) kdst[d * BS] = ksrc[d];
+      T* kdst = kc + ((block * Hkv + h) * D) * BS + offset * 2;   // [D/2][BS][2]
+      for (int64_t d = 0; d < D; ++d) kdst[(d / 2) * BS * 2 + d % 2] = ksrc[d];
     }
     std::copy(vp + t * Hkv * D, vp + (t + 1) * Hkv * D, vc + (block * BS + offset) * Hkv * D);
   }
@@ -231,9 +272,9 @@ at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& k, const at::T
               k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type() &&
               k.size(0) == slot_mapping.size(0) && v.size(0) == slot_mapping.size(0),
               "k and v [T, kv_heads, D] contiguous in q's dtype, one int64 slot per token");
-  TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 4 && v_cache.dim() == 4 && q.is_contiguous() &&
-              k_cache.is_contiguous() && v_cache.is_contiguous(),
-              "q [T, H, D], k_cache [blocks, kv_heads, D, block_size], v_cache [blocks, block_size, kv_heads, D]");
+  TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 5 && v_cache.dim() == 4 && q.is_contiguous() &&
+              k_cache.is_contiguous() && v_cache.is_contiguous() && k_cache.size(4) == 2,
+              "q [T, H, D], k_cache [blocks, kv_heads, D/2, block_size, 2], v_cache [blocks, block_size, kv_heads, D]");
   TORCH_CHECK(k_cache.size(3) % at::vec::Vectorized<float>::size() == 0 &&
               q.size(2) % at::vec::Vectorized<float>::size() == 0 && q.size(2) % 4 == 0,
               "block_size and head_dim must be multiples of the vector width");
