@@ -2,8 +2,8 @@
 // query row of the step (decode tokens and prefill chunks alike) attends to its sequence's keys 0..position
 // read in place from the paged KV cache, with no gathered copy.
 //
-// Algorithm: one work item is (sequence, KV head, tile of up to TILE query rows); its G query heads per row
-// share the KV head (GQA). The item walks the sequence's cache blocks in order from block 0; each block's
+// Algorithm: one work item is (sequence, tile of up to TILE query rows), all heads; the G query heads of a
+// KV head share it (GQA). The item walks the sequence's cache blocks in order from block 0; each block's
 // keys are stored transposed in pairs ([D/2][block_size][2] per KV head), so the scores of a query against
 // a block's keys come out W keys per vector instruction (in bf16, by AVX512_BF16 dot products). Every query vector of the tile does an online softmax step
 // over the block's keys it may see (causal: keys <= its position): scores, new running max, rescale of
@@ -181,65 +181,71 @@ void attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_
   std::vector<std::pair<int64_t, int64_t>> items;   // (sequence, first row of the tile)
   for (int64_t s = 0; s < num_seqs; ++s)
     for (int64_t r = qs[s]; r < qs[s + 1]; r += TILE) items.emplace_back(s, r);
-  const int64_t num_work = static_cast<int64_t>(items.size()) * Hkv;
+  const int64_t num_work = static_cast<int64_t>(items.size());
   const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), num_work));
+  const int64_t block_bytes = block_stride * static_cast<int64_t>(sizeof(T));
 
   // thread t takes work t, t + threads, ...: tiles late in a prompt (more keys) spread over all threads
   at::parallel_for(0, threads, 1, [&](int64_t t_begin, int64_t t_end) {
-    const int64_t nq_max = TILE * G;
-    std::vector<float> qf(nq_max * D), acc(nq_max * D), m(nq_max), l(nq_max), sc(8 * BS);
-    std::vector<int64_t> pos(nq_max);
-    std::vector<const T*> qraw(nq_max);
+    const int64_t nq_max = TILE * G, all = Hkv * nq_max;   // query vectors of one KV head, of all
+    std::vector<float> qf(all * D), acc(all * D), m(all), l(all), sc(8 * BS);
+    std::vector<int64_t> pos(all);
+    std::vector<const T*> qraw(all);
     for (int64_t t = t_begin; t < t_end; ++t)
     for (int64_t w = t; w < num_work; w += threads) {
-      const auto [s, row0] = items[w / Hkv];
-      const int64_t kvh = w % Hkv;
+      const auto [s, row0] = items[w];
       const int64_t rows = std::min(TILE, qs[s + 1] - row0), nq = rows * G;
       const int64_t first_pos = lens[s] - (qs[s + 1] - row0);   // position of row0
-      for (int64_t i = 0; i < nq; ++i) {
-        const int64_t r = i / G, h = kvh * G + i % G;
-        const T* src = qp + ((row0 + r) * H + h) * D;
-        for (int64_t d = 0; d < D; ++d) qf[i * D + d] = static_cast<float>(src[d]) * static_cast<float>(scale);
-        qraw[i] = src;
-        pos[i] = first_pos + r;
-        m[i] = -std::numeric_limits<float>::infinity();
-        l[i] = 0.f;
-        std::fill(acc.begin() + i * D, acc.begin() + (i + 1) * D, 0.f);
-      }
+      for (int64_t kvh = 0; kvh < Hkv; ++kvh)
+        for (int64_t i = 0; i < nq; ++i) {
+          const int64_t r = i / G, h = kvh * G + i % G, x = kvh * nq_max + i;
+          const T* src = qp + ((row0 + r) * H + h) * D;
+          for (int64_t d = 0; d < D; ++d) qf[x * D + d] = static_cast<float>(src[d]) * static_cast<float>(scale);
+          qraw[x] = src;
+          pos[x] = first_pos + r;
+          m[x] = -std::numeric_limits<float>::infinity();
+          l[x] = 0.f;
+          std::fill(acc.begin() + x * D, acc.begin() + (x + 1) * D, 0.f);
+        }
       const int64_t last_pos = first_pos + rows - 1;
       for (int64_t b = 0; b * BS <= last_pos; ++b) {
         const int64_t phys = table[s * max_blocks + b];
         const int64_t nkeys = std::min(BS, last_pos + 1 - b * BS);
-        const T* kt = kp + phys * block_stride + kvh * D * BS;
-        const T* vb = vp + phys * block_stride + kvh * D;
-        // blocks come from anywhere in memory: ask for the ones PREFETCH ahead now, or a decode (little work
-        // per block) waits on memory at every block
+        // blocks come from anywhere in memory: ask for the ones PREFETCH ahead now (a block's keys, all heads,
+        // are one contiguous run, and so are its values), or a decode (little work per block) waits on
+        // memory at every block
         for (int64_t ahead = b == 0 ? 1 : PREFETCH; ahead <= PREFETCH; ++ahead) {
           if ((b + ahead) * BS > last_pos) break;
           const int64_t next = table[s * max_blocks + b + ahead];
-          const char* kn = reinterpret_cast<const char*>(kp + next * block_stride + kvh * D * BS);
-          for (int64_t off = 0; off < D * BS * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(kn + off);
-          for (int64_t j = 0; j < BS; ++j) {
-            const char* vn = reinterpret_cast<const char*>(vp + next * block_stride + j * key_stride + kvh * D);
-            for (int64_t off = 0; off < D * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(vn + off);
+          const char* kn = reinterpret_cast<const char*>(kp + next * block_stride);
+          const char* vn = reinterpret_cast<const char*>(vp + next * block_stride);
+          for (int64_t off = 0; off < block_bytes; off += 64) {
+            __builtin_prefetch(kn + off);
+            __builtin_prefetch(vn + off);
           }
         }
-        for (int64_t i0 = 0; i0 < nq; i0 += 8) {
-          const int64_t n = std::min<int64_t>(8, nq - i0);
-          if (n > 4)
-            step_block<8>(i0, n, D, BS, b * BS, nkeys, kt, vb, key_stride, qf.data(), qraw.data(),
-                          static_cast<float>(scale), acc.data(), m.data(), l.data(), pos.data(), sc.data());
-          else
-            step_block<4>(i0, n, D, BS, b * BS, nkeys, kt, vb, key_stride, qf.data(), qraw.data(),
-                          static_cast<float>(scale), acc.data(), m.data(), l.data(), pos.data(), sc.data());
+        for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
+          const T* kt = kp + phys * block_stride + kvh * D * BS;
+          const T* vb = vp + phys * block_stride + kvh * D;
+          const int64_t x0 = kvh * nq_max;
+          for (int64_t i0 = 0; i0 < nq; i0 += 8) {
+            const int64_t n = std::min<int64_t>(8, nq - i0);
+            if (n > 4)
+              step_block<8>(x0 + i0, n, D, BS, b * BS, nkeys, kt, vb, key_stride, qf.data(), qraw.data(),
+                            static_cast<float>(scale), acc.data(), m.data(), l.data(), pos.data(), sc.data());
+            else
+              step_block<4>(x0 + i0, n, D, BS, b * BS, nkeys, kt, vb, key_stride, qf.data(), qraw.data(),
+                            static_cast<float>(scale), acc.data(), m.data(), l.data(), pos.data(), sc.data());
+          }
         }
       }
-      for (int64_t i = 0; i < nq; ++i) {
-        const int64_t r = i / G, h = kvh * G + i % G;
-        T* dst = op + ((row0 + r) * H + h) * D;
-        const float inv = 1.f / l[i];
-        for (int64_t d = 0; d < D; ++d) dst[d] = static_cast<T>(acc[i * D + d] * inv);
-      }
+      for (int64_t kvh = 0; kvh < Hkv; ++kvh)
+        for (int64_t i = 0; i < nq; ++i) {
+          const int64_t r = i / G, h = kvh * G + i % G, x = kvh * nq_max + i;
+          T* dst = op + ((row0 + r) * H + h) * D;
+          const float inv = 1.f / l[x];
+          for (int64_t d = 0; d < D; ++d) dst[d] = static_cast<T>(acc[x * D + d] * inv);
+        }
     }
   });
 }
