@@ -38,7 +38,7 @@ chaos: models
 # `make bench` also serves W1 with this checkout and with the pinned reference commit BENCH_REF, in one run on
 # this box (bench-results/ref/compare.md: the ratio column is this checkout over the reference). Move BENCH_REF
 # forward when docs/benchmarks.md's tables are redone.
-BENCH_REF ?= e59089a
+BENCH_REF ?= cbd28e6
 
 bench: models
 	mkdir -p bench-results
