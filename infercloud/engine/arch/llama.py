@@ -8,7 +8,9 @@ Weights load from HF safetensors (memory-mapped by safetensors), shards fused on
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -108,7 +110,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos[:, None] + rotated * sin[:, None]
 
 
-def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def linear(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """layer(x), with one bf16 row run as two: a bf16 GEMM gives each row the same bits at any M >= 2, but
     M = 1 takes a GEMV path that sums in another order, and a sequence's tokens must not depend on whether it
     ran alone (int8 layers choose their kernel by M, engine/quant.py)."""
@@ -180,10 +182,8 @@ class LlamaForCausalLM(nn.Module):
         return self.norm(x, self.fused)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.lm_head is None:
-            rows = hidden.repeat(2, 1) if hidden.shape[0] == 1 and hidden.dtype == torch.bfloat16 else hidden
-            return F.linear(rows, self.embed_tokens.weight)[:hidden.shape[0]].float()   # one row as two: linear()
-        return linear(self.lm_head, hidden).float()
+        head = partial(F.linear, weight=self.embed_tokens.weight) if self.lm_head is None else self.lm_head
+        return linear(head, hidden).float()
 
     def prepare_linears(self, quantization: str | None, device: torch.device, dtype: torch.dtype) -> None:
         """Linear layers as the engine runs them: int8 weights (engine/quant.py), or weights packed for oneDNN
