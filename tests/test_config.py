@@ -26,6 +26,7 @@ from infercloud.config import (
     WorkerModelSpec,
     load_config,
     load_worker_config,
+    with_engine,
 )
 from infercloud.config_loader import build
 from infercloud.controller.dedicated import DedicatedReplicas
@@ -415,3 +416,13 @@ def test_a_tenant_checks_its_own_fields_and_its_home_region():
     with pytest.raises(SpecFieldError) as caught:
         TenantSpec("t", regions=("a",), home_region="b").check()
     assert caught.value.field == "home_region" and "is not one of its regions (a)" in caught.value.rule
+
+
+def test_serve_dtype_and_quantization_set_every_chat_model():
+    config = with_engine(load_config(None), dtype="bfloat16", quantization="int8")
+    chat = [m for m in config.models if m.kind == "chat"]
+    assert chat and all(m.engine.dtype == "bfloat16" and m.engine.quantization == "int8" for m in chat)
+    assert all(m.engine.quantization is None for m in config.models if m.kind == "embedding")
+    assert with_engine(config) is config   # nothing given, nothing changed
+    with pytest.raises(ConfigError, match="quantization"):
+        with_engine(load_config(None), quantization="int4")
