@@ -11,6 +11,7 @@ another machine is rebuilt, never run on an instruction set it lacks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -47,15 +48,20 @@ def attention_kernel(attention: str, device: torch.device, block_size: int, head
 
 def cpu_ops(device: torch.device) -> bool:
     """Whether the compiled ops run on `device`, building them on first use."""
-    if device.type != "cpu":
+    return device.type == "cpu" and _loaded()
+
+
+@functools.cache
+def _loaded() -> bool:
+    """Build (or load from the cache) once per process; a failed build is not retried by every engine."""
+    if hasattr(torch.ops.infercloud, "paged_attention"):
+        return True
+    try:
+        _build()
+    except Exception as exc:   # no compiler, a failed build: serve with plain PyTorch instead, and say so
+        log.warning("compiled CPU kernels unavailable (%s: %s); attention runs through SDPA on gathered "
+                    "copies (INFERCLOUD_KERNEL_VERBOSE=1 shows the build)", type(exc).__name__, exc)
         return False
-    if not hasattr(torch.ops.infercloud, "paged_attention"):
-        try:
-            _build()
-        except Exception as exc:   # no compiler, a failed build: serve with plain PyTorch instead, and say so
-            log.warning("compiled CPU kernels unavailable (%s: %s); attention runs through SDPA on gathered "
-                        "copies (INFERCLOUD_KERNEL_VERBOSE=1 shows the build)", type(exc).__name__, exc)
-            return False
     return True
 
 
@@ -79,5 +85,5 @@ def _build() -> None:
     cpp_extension.load(name=f"infercloud_kernels_{tag}", sources=[str(source) for source in SOURCES],
                        extra_cflags=["-O3", "-march=native", *_vector_flags(caps)], is_python_module=False,
                        verbose=bool(os.environ.get("INFERCLOUD_KERNEL_VERBOSE")))
-    log.info("compiled CPU kernels ready in %.1f s (compiled once per machine, then cached in %s)",
-             time.perf_counter() - start, cpp_extension._get_build_directory("", False).rsplit("/", 1)[0])
+    log.info("compiled CPU kernels ready in %.1f s (built once per machine, then loaded from torch's extension "
+             "cache, TORCH_EXTENSIONS_DIR)", time.perf_counter() - start)

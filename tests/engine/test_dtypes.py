@@ -149,3 +149,15 @@ def test_bf16_outputs_do_not_depend_on_the_batch(smollm2_dir, params):
     assert batched == alone * 2
     assert split == alone
     assert engine.stats().prefix_cache_hit_tokens > 0 and chunked.stats().num_steps > len(prompts)
+
+
+def test_plain_pytorch_path_matches_the_compiled_one(smollm2_dir, smollm2_engine):
+    """Where the C++ kernels cannot run (CUDA, no compiler): SDPA on gathered copies and unfused elementwise ops
+    give fp32's greedy tokens, as the compiled path does."""
+    plain = LLMEngine(smollm2_dir, EngineConfig(dtype="float32", num_kv_blocks=512, attention="sdpa"))
+    plain.model.fused = False
+    assert plain.runner.kernel is None and smollm2_engine.model.fused
+    params = SamplingParams(max_tokens=16, temperature=0.0)
+    prompts = parity_prompts(plain.tokenizer)
+    assert [o.outputs[0].token_ids for o in plain.generate(prompts, params)] == \
+        [o.outputs[0].token_ids for o in smollm2_engine.generate(prompts, params)]
