@@ -4,7 +4,8 @@ A step's tokens come as one flat batch: first every decode token (one per sequen
 chunk. Two ways to attend, chosen once per engine (runner.py):
   - the compiled CPU kernel (csrc/paged_attention.cpp, kernels.py): one call per layer for every row of
     the step, reading the cache in place; keys are cached transposed in d-pairs within a block, [num_blocks,
-    num_kv_heads, head_dim / 2, block_size, 2], values [num_blocks, block_size, num_kv_heads, head_dim]. Each
+    num_kv_heads, head_dim / 2, block_size, 2], values in key pairs, [num_blocks, block_size / 2, num_kv_heads,
+    head_dim, 2]: the operands of AVX512_BF16 dot products. Each
     row's result is bitwise independent of the batch and of how its prompt was chunked.
   - SDPA on gathered copies (CUDA, or where the kernel cannot be built), both caches [num_blocks,
     block_size, num_kv_heads, head_dim], planned by `SdpaPlan`:

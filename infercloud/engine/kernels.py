@@ -31,6 +31,7 @@ class KernelUnavailable(RuntimeError):
 
 ATTENTION = ("auto", "kernel", "sdpa")
 VECTOR_MULTIPLE = 16   # block_size and head_dim the kernel takes: whole AVX-512 vectors of fp32
+MAX_BLOCK_SIZE = 256   # a chunk's scores fit the kernel's buffers
 
 
 def attention_kernel(attention: str, device: torch.device, block_size: int, head_dim: int):
@@ -38,11 +39,12 @@ def attention_kernel(attention: str, device: torch.device, block_size: int, head
     kernel = the kernel or KernelUnavailable; sdpa = None."""
     if attention == "sdpa":
         return None
-    fits = block_size % VECTOR_MULTIPLE == 0 and head_dim % VECTOR_MULTIPLE == 0
+    fits = block_size % VECTOR_MULTIPLE == 0 and block_size <= MAX_BLOCK_SIZE and head_dim % VECTOR_MULTIPLE == 0
     op = torch.ops.infercloud.paged_attention.default if fits and cpu_ops(device) else None
     if op is None and attention == "kernel":
         raise KernelUnavailable(f"attention: kernel needs a CPU device, a C++ compiler, and block_size and head_dim "
-                                f"multiples of {VECTOR_MULTIPLE} (got {device.type}, {block_size}, {head_dim})")
+                                f"multiples of {VECTOR_MULTIPLE}, block_size at most {MAX_BLOCK_SIZE} "
+                                f"(got {device.type}, {block_size}, {head_dim})")
     return op
 
 
@@ -80,10 +82,13 @@ def _build() -> None:
     caps = torch.cpu.get_capabilities()
     features = ",".join(sorted(k for k, v in caps.items() if v is True))
     sources = "|".join(source.read_bytes().hex() for source in SOURCES)
-    tag = hashlib.sha256(f"{features}|{sources}".encode()).hexdigest()[:12]  # the ISA built for, the code
+    tag = hashlib.sha256(f"{features}|{sources}|openmp".encode()).hexdigest()[:12]  # the ISA built for, the code
     start = time.perf_counter()
+    # -fopenmp: at::parallel_for is inline and runs on one thread without it; the process already has torch's
+    # libgomp loaded, which the built library then uses (same soname), so there is one thread pool
     cpp_extension.load(name=f"infercloud_kernels_{tag}", sources=[str(source) for source in SOURCES],
-                       extra_cflags=["-O3", "-march=native", *_vector_flags(caps)], is_python_module=False,
+                       extra_cflags=["-O3", "-march=native", "-fopenmp", *_vector_flags(caps)],
+                       extra_ldflags=["-fopenmp"], is_python_module=False,
                        verbose=bool(os.environ.get("INFERCLOUD_KERNEL_VERBOSE")))
     log.info("compiled CPU kernels ready in %.1f s (built once per machine, then loaded from torch's extension "
              "cache, TORCH_EXTENSIONS_DIR)", time.perf_counter() - start)

@@ -25,10 +25,12 @@ class ModelRunner:
         self.block_size = block_size
         self.device = device
         self.kernel = attention_kernel(attention, device, block_size, cfg.head_dim)
-        shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
-        k_shape = (num_blocks, cfg.num_kv_heads, cfg.head_dim // 2, block_size, 2) if self.kernel else shape
+        k_shape = v_shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
+        if self.kernel:   # pairs for bf16 dot products (engine/attention.py)
+            k_shape = (num_blocks, cfg.num_kv_heads, cfg.head_dim // 2, block_size, 2)
+            v_shape = (num_blocks, block_size // 2, cfg.num_kv_heads, cfg.head_dim, 2)
         self.kv_caches = [(torch.zeros(k_shape, device=device, dtype=dtype),
-                           torch.zeros(shape, device=device, dtype=dtype)) for _ in range(cfg.num_layers)]
+                           torch.zeros(v_shape, device=device, dtype=dtype)) for _ in range(cfg.num_layers)]
 
     @staticmethod
     def kv_bytes_per_block(model_cfg, block_size: int, dtype: torch.dtype) -> int:

@@ -100,8 +100,11 @@ def _caches(dtype, kernel_layout, old, block_size=16, num_blocks=32, kv_heads=3,
     for slot, (kk, vv) in zip(old[0::2], old[1::2]):
         k.view(-1, kv_heads, head_dim)[slot] = kk
         v.view(-1, kv_heads, head_dim)[slot] = vv
-    pairs = k.view(num_blocks, block_size, kv_heads, head_dim // 2, 2).permute(0, 2, 3, 1, 4).contiguous()
-    return (pairs if kernel_layout else k), v
+    if not kernel_layout:
+        return k, v
+    k_pairs = k.view(num_blocks, block_size, kv_heads, head_dim // 2, 2).permute(0, 2, 3, 1, 4).contiguous()
+    v_pairs = v.view(num_blocks, block_size // 2, 2, kv_heads, head_dim).permute(0, 1, 3, 4, 2).contiguous()
+    return k_pairs, v_pairs
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
