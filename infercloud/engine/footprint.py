@@ -11,7 +11,7 @@ from safetensors import safe_open
 from infercloud.engine.arch.llama import LlamaArchConfig
 from infercloud.engine.config import EngineConfig
 from infercloud.engine.packed import packs_weights
-from infercloud.engine.quant import int8_weight_bytes
+from infercloud.engine.quant import cpu_has_vnni, int8_weight_bytes
 from infercloud.engine.runner import ModelRunner
 from infercloud.models.local import LocalModel
 
@@ -40,12 +40,16 @@ def model_memory_bytes(model_dir: Path, kind: str, engine: EngineConfig) -> int:
     if kind != "chat":
         return weight_elements(model_dir) * torch.empty((), dtype=dtype).element_size()
     packed = packs_weights(device, dtype, engine.quantization)
-    return chat_weight_bytes(model_dir, dtype, engine.quantization, packed) + kv_cache_bytes(model_dir, engine, dtype)
+    vnni = engine.quantization is not None and cpu_has_vnni(device) and dtype in (torch.float32, torch.bfloat16)
+    return (chat_weight_bytes(model_dir, dtype, engine.quantization, packed, vnni)
+            + kv_cache_bytes(model_dir, engine, dtype))
 
 
-def chat_weight_bytes(model_dir: Path, dtype: torch.dtype, quantization: str | None, packed: bool = False) -> int:
-    """A decoder's weights in `dtype`; with int8, its linear layers (and a tied projection's own copy) in int8;
-    packed for oneDNN, a tied projection's own packed copy besides."""
+def chat_weight_bytes(model_dir: Path, dtype: torch.dtype, quantization: str | None, packed: bool = False,
+                      vnni: bool = False) -> int:
+    """A decoder's weights in `dtype`; with int8, its linear layers (and a tied projection's own copy) in int8,
+    with the VNNI kernel's tables where `vnni` (engine/quant.py; where the kernel then fails to build, the
+    engine holds less than this); packed for oneDNN, a tied projection's own packed copy besides."""
     elem = torch.empty((), dtype=dtype).element_size()
     shapes = weight_shapes(model_dir)
     tied = "lm_head.weight" not in shapes
@@ -55,9 +59,9 @@ def chat_weight_bytes(model_dir: Path, dtype: torch.dtype, quantization: str | N
     total = 0
     for name, shape in shapes.items():
         linear = name.endswith("_proj.weight") or name == "lm_head.weight"
-        total += int8_weight_bytes(shape, dtype) if linear else math.prod(shape) * elem
+        total += int8_weight_bytes(shape, dtype, vnni) if linear else math.prod(shape) * elem
     if tied:   # the int8 projection is a copy of the table
-        total += int8_weight_bytes(_embedding_shape(shapes), dtype)
+        total += int8_weight_bytes(_embedding_shape(shapes), dtype, vnni)
     return total
 
 

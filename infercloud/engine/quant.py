@@ -3,13 +3,16 @@
 Algorithm (quantize once, at load): for each row w of a weight [N, K], scale = max|w| / 127 and
 q = round(w / scale) clamped to [-127, 127]; so w ~= q * scale, and x @ w.T == (x @ q.T) * scale.
 A tied vocabulary projection gets its own int8 copy (the embedding table stays in the model dtype for
-lookups). Activations stay in the model's dtype (bf16 where the CPU has it).
+lookups). Activations stay in the model's dtype (bf16 where the CPU has it) between layers.
 
-Matmul, chosen per call by the number of rows M of the activations (measured on an AVX-512 CPU,
-docs/benchmarks.md): PyTorch's int8 weight-only kernel (`aten._weight_int8pack_mm`, bf16 activations on
-CPU) streams int8 weights and dequantizes in registers, 2-4x faster than a bf16 GEMM for M <= 16 (decode
-at small batches is bound by reading weights); at larger M it is slower than a bf16 GEMM, so there,
-and wherever the kernel is missing (CUDA, fp32 activations, where it is 5-20x slower), the weight is
+Matmul, by the best kernel this machine has (chosen once, `int8_kernel`):
+  - "vnni": csrc/int8_linear.cpp on CPUs with AVX512-VNNI, at any number of rows: activations quantized to
+    int8 in groups of 64 on the fly and multiplied by int8 dot products; weights packed at load as
+    [N/16, K/4, 16, 4], with a per-group correction table. On the development box it streams weights at
+    35-50 GB/s at one row (2-4x a bf16 GEMV) and computes 1.4-1.7x a bf16 GEMM's rate at 64-512 rows.
+  - "aten": PyTorch's int8 weight-only kernel (`aten._weight_int8pack_mm`, bf16 activations on CPU), which
+    dequantizes in registers: 2-4x faster than a bf16 GEMM up to KERNEL_MAX_ROWS rows, slower above.
+Otherwise (above KERNEL_MAX_ROWS for "aten"; CUDA, no compiler, shapes the kernel does not take) the weight is
 dequantized to the activation dtype and goes through the ordinary GEMM: `F.linear(x, q.to(x.dtype)) * scale`.
 """
 
@@ -19,8 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from infercloud.engine.kernels import cpu_ops
+
 QUANTIZATIONS = ("int8",)
-KERNEL_MAX_ROWS = 16   # the fused int8 kernel up to this many rows; dequantize + GEMM above
+KERNEL_MAX_ROWS = 16   # aten's int8 kernel up to this many rows; dequantize + GEMM above
+VNNI_GROUP = 64        # activation values per int8 scale in the VNNI kernel; K must be a multiple
+VNNI_BLOCK = 16        # output channels per packed block; N must be a multiple
 
 
 def check_quantization(quantization: str | None) -> None:
@@ -36,36 +43,62 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale.to(weight.dtype)
 
 
-def has_int8_kernel(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether aten._weight_int8pack_mm runs for these activations (CPU, bf16); probed once per model."""
+def cpu_has_vnni(device: torch.device) -> bool:
+    return device.type == "cpu" and bool(torch.cpu.get_capabilities().get("avx512_vnni"))
+
+
+def vnni_fits(shape: tuple[int, ...]) -> bool:
+    rows, cols = shape
+    return rows % VNNI_BLOCK == 0 and cols % VNNI_GROUP == 0
+
+
+def int8_kernel(device: torch.device, dtype: torch.dtype) -> str | None:
+    """The int8 matmul for small batches here: "vnni", "aten" or None (dequantize); probed once per model."""
+    if cpu_has_vnni(device) and dtype in (torch.float32, torch.bfloat16) and cpu_ops(device):
+        return "vnni"
     if device.type != "cpu" or dtype != torch.bfloat16 or not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
-        return False
+        return None
     try:
         torch.ops.aten._weight_int8pack_mm(torch.zeros(1, 8, dtype=dtype), torch.zeros(8, 8, dtype=torch.int8),
                                            torch.ones(8, dtype=dtype))
     except (RuntimeError, NotImplementedError):
-        return False
-    return True
+        return None
+    return "aten"
 
 
 class Int8Linear(nn.Module):
     """y = x @ (q * scale).T + bias, with q int8 [N, K] and a scale per output channel."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, use_kernel: bool):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kernel: str | None):
         super().__init__()
         q, scale = quantize_int8(weight)
-        self.register_buffer("qweight", q)
-        self.register_buffer("scale", scale)
-        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-        self.use_kernel = use_kernel
         self.out_features, self.in_features = q.shape
+        self.kernel = None if kernel == "vnni" and not vnni_fits(q.shape) else kernel
+        if self.kernel == "vnni":   # [N/16, K/4, 16, 4]: 16 channels x 4 values of K per 64-byte line
+            n, k = q.shape
+            sums = q.view(n, k // VNNI_GROUP, VNNI_GROUP).sum(dim=2, dtype=torch.int32)
+            self.register_buffer("qweight", q.view(n // VNNI_BLOCK, VNNI_BLOCK, k // 4, 4).transpose(1, 2).contiguous())
+            self.register_buffer("comp", (128 * sums).T.contiguous())   # the kernel's unsigned offset, per group
+            self.register_buffer("scale", scale.float())
+        else:
+            self.register_buffer("qweight", q)
+            self.register_buffer("scale", scale)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+
+    def weight_int8(self) -> torch.Tensor:
+        """q [N, K] (a copy, from the packed layout, for "vnni")."""
+        if self.kernel != "vnni":
+            return self.qweight
+        return self.qweight.transpose(1, 2).reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        if self.use_kernel and rows.shape[0] <= KERNEL_MAX_ROWS:
+        if self.kernel == "vnni":
+            y = torch.ops.infercloud.int8_linear(rows.contiguous(), self.qweight, self.comp, self.scale)
+        elif self.kernel == "aten" and rows.shape[0] <= KERNEL_MAX_ROWS:
             y = torch.ops.aten._weight_int8pack_mm(rows.contiguous(), self.qweight, self.scale)
         else:
-            y = F.linear(rows, self.qweight.to(x.dtype)) * self.scale
+            y = (F.linear(rows, self.weight_int8().to(x.dtype)) * self.scale).to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
         return y.view(*x.shape[:-1], self.out_features)
@@ -73,16 +106,19 @@ class Int8Linear(nn.Module):
 
 def quantize_linears(module: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
     """Replace every nn.Linear under `module` by an Int8Linear (in place)."""
-    use_kernel = has_int8_kernel(device, dtype)
+    kernel = int8_kernel(device, dtype)
     for name, child in list(module.named_modules()):
         if isinstance(child, nn.Linear):
             parent_name, _, attr = name.rpartition(".")
             parent = module.get_submodule(parent_name) if parent_name else module
             setattr(parent, attr, Int8Linear(child.weight.data, None if child.bias is None else child.bias.data,
-                                             use_kernel))
+                                             kernel))
 
 
-def int8_weight_bytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
-    """Bytes an Int8Linear holds for a weight of `shape`: one byte per element and a scale per output row."""
+def int8_weight_bytes(shape: tuple[int, ...], dtype: torch.dtype, vnni: bool) -> int:
+    """Bytes an Int8Linear holds for a weight of `shape`: one byte per element and a scale per output row; with
+    the VNNI kernel (where `shape` fits it), fp32 scales and an int32 correction per row and group of 64."""
     rows, cols = shape
+    if vnni and vnni_fits(shape):
+        return rows * cols + rows * 4 + (cols // VNNI_GROUP) * rows * 4
     return rows * cols + rows * torch.empty((), dtype=dtype).element_size()

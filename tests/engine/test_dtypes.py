@@ -12,7 +12,7 @@ from infercloud.engine.config import EngineConfig, cpu_has_bf16
 from infercloud.engine.engine import LLMEngine
 from infercloud.engine.footprint import chat_weight_bytes, model_memory_bytes
 from infercloud.engine.kernels import KernelUnavailable, cpu_ops
-from infercloud.engine.quant import Int8Linear, has_int8_kernel, quantize_int8
+from infercloud.engine.quant import KERNEL_MAX_ROWS, Int8Linear, cpu_has_vnni, int8_kernel, quantize_int8
 from infercloud.engine.sampling import SamplingParams
 
 
@@ -50,24 +50,37 @@ def test_footprint_counts_what_the_engine_holds(smollm2_dir, quantization):
     config = EngineConfig(dtype="bfloat16", quantization=quantization, num_kv_blocks=8)
     engine = LLMEngine(smollm2_dir, config)
     held = sum(t.numel() * t.element_size() for t in [*engine.model.parameters(), *engine.model.buffers()])
-    assert chat_weight_bytes(smollm2_dir, torch.bfloat16, quantization, packed=quantization is None) == held
+    vnni = quantization is not None and cpu_has_vnni(torch.device("cpu"))
+    assert chat_weight_bytes(smollm2_dir, torch.bfloat16, quantization, packed=quantization is None, vnni=vnni) == held
     kv = sum(t.numel() * t.element_size() for pair in engine.runner.kv_caches for t in pair)
     assert model_memory_bytes(smollm2_dir, "chat", config) == held + kv
 
 
-def test_int8_linear_kernel_and_dequantized_paths_agree():
+def test_int8_linear_kernels_and_dequantized_path_agree():
+    """The VNNI kernel (int8 activations in groups of 64), aten's int8 weight-only kernel and the dequantized GEMM
+    give the same products within quantization error, at decode and prefill row counts."""
+    assert int8_kernel(torch.device("cpu"), torch.bfloat16) == ("vnni" if cpu_has_vnni(torch.device("cpu")) else "aten")
     torch.manual_seed(0)
-    weight, bias = torch.randn(96, 64).to(torch.bfloat16), torch.randn(96).to(torch.bfloat16)
+    weight, bias = torch.randn(96, 128).to(torch.bfloat16), torch.randn(96).to(torch.bfloat16)
     q, scale = quantize_int8(weight)
     assert q.dtype == torch.int8 and int(q.abs().max()) == 127
     assert torch.allclose(q.float() * scale.float()[:, None], weight.float(), atol=float(scale.max()) / 2 + 1e-3)
-    kernel = Int8Linear(weight, bias, use_kernel=has_int8_kernel(torch.device("cpu"), torch.bfloat16))
-    fallback = Int8Linear(weight, bias, use_kernel=False)
-    for rows in (1, 5, 40):   # 40: above KERNEL_MAX_ROWS, dequantized in both
-        x = torch.randn(rows, 64).to(torch.bfloat16)
+    layers = {kernel: Int8Linear(weight, bias, kernel) for kernel in ("aten", None)}
+    if cpu_has_vnni(torch.device("cpu")):
+        layers["vnni"] = Int8Linear(weight, bias, "vnni")
+        assert layers["vnni"].qweight.shape == (6, 32, 16, 4) and torch.equal(layers["vnni"].weight_int8(), q)
+    assert Int8Linear(torch.randn(96, 40), None, "vnni").kernel is None   # K not a multiple of 64: dequantized
+    for rows in (1, 5, KERNEL_MAX_ROWS + 24):   # above KERNEL_MAX_ROWS: aten's path is dequantized
+        x = torch.randn(rows, 128).to(torch.bfloat16)
         exact = x.float() @ (q.float() * scale.float()[:, None]).T + bias.float()
-        for layer in (kernel, fallback):
-            assert torch.allclose(layer(x).float(), exact, rtol=0.02, atol=0.1)
+        for kernel, layer in layers.items():
+            y = layer(x)
+            assert y.dtype == torch.bfloat16 and y.shape == (rows, 96)
+            assert (y.float() - exact).norm() / exact.norm() < 0.02, (kernel, rows)
+    if "vnni" in layers:   # fp32 activations go through the same kernel
+        x = torch.randn(3, 128)
+        exact = x @ (q.float() * scale.float()[:, None]).T + bias.float()
+        assert (layers["vnni"](x) - exact).norm() / exact.norm() < 0.02
 
 
 def _random_step(dtype, block_size=16, kv_heads=3, group=3, head_dim=64):

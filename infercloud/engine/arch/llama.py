@@ -19,7 +19,7 @@ from torch import nn
 
 from infercloud.engine.attention import AttentionMetadata, paged_attention
 from infercloud.engine.packed import PackedLinear, pack_linears, packs_weights
-from infercloud.engine.quant import Int8Linear, has_int8_kernel, quantize_linears
+from infercloud.engine.quant import Int8Linear, int8_kernel, quantize_linears
 from infercloud.models.weights import load_safetensors
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
@@ -191,7 +191,7 @@ class LlamaForCausalLM(nn.Module):
         if quantization is not None:
             quantize_linears(self, device, dtype)
             if self.lm_head is None:
-                self.lm_head = Int8Linear(self.embed_tokens.weight.data, None, has_int8_kernel(device, dtype))
+                self.lm_head = Int8Linear(self.embed_tokens.weight.data, None, int8_kernel(device, dtype))
         elif packs_weights(device, dtype, quantization):
             pack_linears(self)
             if self.lm_head is None:
