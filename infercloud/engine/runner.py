@@ -8,6 +8,11 @@ chunk needs no logits, which saves the vocabulary projection on every prompt tok
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import mmap
+import sys
+
 import torch
 
 from infercloud.engine.arch.llama import LlamaForCausalLM
@@ -15,6 +20,20 @@ from infercloud.engine.attention import AttentionMetadata, PrefillChunk, SdpaPla
 from infercloud.engine.kernels import attention_kernel
 from infercloud.engine.request import Request
 from infercloud.engine.scheduler import ScheduledRequest, SchedulerOutput
+
+
+def cache_tensor(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A zeroed KV cache tensor; on Linux CPUs backed by transparent huge pages where the kernel allows them
+    (madvise before the first touch): a decode reads blocks from all over the cache, and with 4 KiB pages
+    every block costs TLB misses (the attention kernel reads ~15% faster at batch 64, docs/benchmarks.md)."""
+    t = torch.empty(shape, device=device, dtype=dtype)
+    huge = 2 << 20
+    if device.type == "cpu" and sys.platform == "linux" and hasattr(mmap, "MADV_HUGEPAGE"):
+        start, end = -(-t.data_ptr() // huge) * huge, (t.data_ptr() + t.numel() * t.element_size()) // huge * huge
+        if end > start:
+            libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+            libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), mmap.MADV_HUGEPAGE)   # advice only
+    return t.zero_()
 
 
 class ModelRunner:
@@ -29,8 +48,8 @@ class ModelRunner:
         if self.kernel:   # pairs for bf16 dot products (engine/attention.py)
             k_shape = (num_blocks, cfg.num_kv_heads, cfg.head_dim // 2, block_size, 2)
             v_shape = (num_blocks, block_size // 2, cfg.num_kv_heads, cfg.head_dim, 2)
-        self.kv_caches = [(torch.zeros(k_shape, device=device, dtype=dtype),
-                           torch.zeros(v_shape, device=device, dtype=dtype)) for _ in range(cfg.num_layers)]
+        self.kv_caches = [(cache_tensor(k_shape, device, dtype), cache_tensor(v_shape, device, dtype))
+                          for _ in range(cfg.num_layers)]
 
     @staticmethod
     def kv_bytes_per_block(model_cfg, block_size: int, dtype: torch.dtype) -> int:
