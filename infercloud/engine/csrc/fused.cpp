@@ -12,26 +12,72 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace {
 
 using Vec = at::vec::Vectorized<float>;
+constexpr int64_t W = Vec::size();
+
+// Two fp32 vectors (2W values) from / to T, and rounded to T and back (what storing in T and loading does):
+// the vector loops below keep the unfused ops' roundings.
+template <typename T>
+inline void load2(const T* p, Vec& a, Vec& b) {
+  if constexpr (std::is_same_v<T, float>) {
+    a = Vec::loadu(p);
+    b = Vec::loadu(p + W);
+  } else {
+    std::tie(a, b) = at::vec::convert_to_float<T>(at::vec::Vectorized<T>::loadu(p));
+  }
+}
+
+template <typename T>
+inline void store2(T* p, const Vec& a, const Vec& b) {
+  if constexpr (std::is_same_v<T, float>) {
+    a.store(p);
+    b.store(p + W);
+  } else {
+    at::vec::convert_from_float<T>(a, b).store(p);
+  }
+}
+
+template <typename T>
+inline void round2(Vec& a, Vec& b) {
+  if constexpr (!std::is_same_v<T, float>) std::tie(a, b) = at::vec::convert_to_float<T>(at::vec::convert_from_float<T>(a, b));
+}
+
+template <typename T>
+inline float as_t(float x) { return static_cast<float>(static_cast<T>(x)); }
 
 template <typename T>
 void norm_rows(const T* x, const T* w, T* out, int64_t rows, int64_t n, double eps) {
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * n;
-      float sum = 0.f;
-      for (int64_t i = 0; i < n; ++i) {
-        const float v = static_cast<float>(xr[i]);
-        sum += v * v;
-      }
-      const float inv = 1.f / std::sqrt(sum / static_cast<float>(n) + static_cast<float>(eps));
       T* o = out + r * n;
-      for (int64_t i = 0; i < n; ++i)
-        o[i] = static_cast<T>(static_cast<float>(w[i]) * static_cast<float>(static_cast<T>(static_cast<float>(xr[i]) * inv)));
+      Vec acc(0.f);
+      int64_t i = 0;
+      for (; i + 2 * W <= n; i += 2 * W) {
+        Vec a, b;
+        load2(xr + i, a, b);
+        acc = at::vec::fmadd(a, a, acc);
+        acc = at::vec::fmadd(b, b, acc);
+      }
+      float sum = at::vec::vec_reduce_all<float>([](Vec& p, Vec& q) { return p + q; }, acc);
+      for (; i < n; ++i) sum += static_cast<float>(xr[i]) * static_cast<float>(xr[i]);
+      const float inv = 1.f / std::sqrt(sum / static_cast<float>(n) + static_cast<float>(eps));
+      for (i = 0; i + 2 * W <= n; i += 2 * W) {   // w * to_dtype(x * inv)
+        Vec a, b, wa, wb;
+        load2(xr + i, a, b);
+        load2(w + i, wa, wb);
+        a = a * Vec(inv);
+        b = b * Vec(inv);
+        round2<T>(a, b);
+        store2(o + i, wa * a, wb * b);
+      }
+      for (; i < n; ++i) o[i] = static_cast<T>(static_cast<float>(w[i]) * as_t<T>(static_cast<float>(xr[i]) * inv));
     }
   });
 }
@@ -66,15 +112,18 @@ at::Tensor add_rms_norm(at::Tensor& x, const at::Tensor& residual, const at::Ten
     T* xp = x.data_ptr<T>();
     const T* rp = residual.data_ptr<T>();
     at::parallel_for(0, x.numel(), 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) xp[i] = static_cast<T>(static_cast<float>(xp[i]) + static_cast<float>(rp[i]));
+      int64_t i = begin;
+      for (; i + 2 * W <= end; i += 2 * W) {
+        Vec a, b, ra, rb;
+        load2(xp + i, a, b);
+        load2(rp + i, ra, rb);
+        store2(xp + i, a + ra, b + rb);
+      }
+      for (; i < end; ++i) xp[i] = static_cast<T>(static_cast<float>(xp[i]) + static_cast<float>(rp[i]));
     });
   });
   return rms_norm(x, w, eps);
 }
-
-inline Vec load(const float* p) { return Vec::loadu(p); }
-inline Vec load(const at::BFloat16* p) { Vec v; at::vec::load_to_float(p, v); return v; }
-inline Vec load(const at::Half* p) { Vec v; at::vec::load_to_float(p, v); return v; }
 
 at::Tensor silu_and_mul(const at::Tensor& gu) {
   TORCH_CHECK(gu.is_contiguous() && gu.size(-1) % 2 == 0, "silu_and_mul: contiguous [.., 2n]");
@@ -87,19 +136,25 @@ at::Tensor silu_and_mul(const at::Tensor& gu) {
     const T* g = gu.data_ptr<T>();
     T* o = out.data_ptr<T>();
     at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
-      std::vector<float> s(n);
       for (int64_t r = begin; r < end; ++r) {
         const T* gate = g + r * 2 * n;
         const T* up = gate + n;
+        T* orow = o + r * n;
         int64_t i = 0;
-        for (; i + Vec::size() <= n; i += Vec::size()) {   // silu in fp32 lanes, as PyTorch's kernel does
-          const Vec a = load(gate + i);
-          (a / (Vec(1.f) + a.neg().exp())).store(s.data() + i);
+        // silu in fp32 lanes (as PyTorch's kernel does), rounded to the dtype, then the product rounded
+        for (; i + 2 * W <= n; i += 2 * W) {
+          Vec a, b, ua, ub;
+          load2(gate + i, a, b);
+          load2(up + i, ua, ub);
+          a = a / (Vec(1.f) + a.neg().exp());
+          b = b / (Vec(1.f) + b.neg().exp());
+          round2<T>(a, b);
+          store2(orow + i, a * ua, b * ub);
         }
-        for (; i < n; ++i) s[i] = static_cast<float>(gate[i]) / (1.f + std::exp(-static_cast<float>(gate[i])));
-        // silu rounded to the dtype, then the product rounded, as the unfused ops do
-        for (i = 0; i < n; ++i)
-          o[r * n + i] = static_cast<T>(static_cast<float>(static_cast<T>(s[i])) * static_cast<float>(up[i]));
+        for (; i < n; ++i) {
+          const float x = static_cast<float>(gate[i]);
+          orow[i] = static_cast<T>(as_t<T>(x / (1.f + std::exp(-x))) * static_cast<float>(up[i]));
+        }
       }
     });
   });
@@ -123,15 +178,32 @@ at::Tensor& rope_(at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
           T* v = xp + t * s0 + h * s1;
           const T* c = cp + t * D;
           const T* s = sp + t * D;
-          for (int64_t i = 0; i < half; ++i) {
-            // x*cos and rotated*sin each rounded to the dtype, then their sum, as the unfused ops do
-            const T a = v[i], b = v[i + half];
-            const T a_cos = static_cast<T>(static_cast<float>(a) * static_cast<float>(c[i]));
-            const T b_sin = static_cast<T>(-static_cast<float>(b) * static_cast<float>(s[i]));
-            const T b_cos = static_cast<T>(static_cast<float>(b) * static_cast<float>(c[i + half]));
-            const T a_sin = static_cast<T>(static_cast<float>(a) * static_cast<float>(s[i + half]));
-            v[i] = static_cast<T>(static_cast<float>(a_cos) + static_cast<float>(b_sin));
-            v[i + half] = static_cast<T>(static_cast<float>(b_cos) + static_cast<float>(a_sin));
+          int64_t i = 0;
+          // x*cos and rotated*sin each rounded to the dtype, then their sum, as the unfused ops do
+          for (; i + 2 * W <= half; i += 2 * W) {
+            Vec a0, a1, b0, b1, cl0, cl1, ch0, ch1, sl0, sl1, sh0, sh1;
+            load2(v + i, a0, a1);
+            load2(v + i + half, b0, b1);
+            load2(c + i, cl0, cl1);
+            load2(c + i + half, ch0, ch1);
+            load2(s + i, sl0, sl1);
+            load2(s + i + half, sh0, sh1);
+            Vec ac0 = a0 * cl0, ac1 = a1 * cl1, bs0 = b0.neg() * sl0, bs1 = b1.neg() * sl1;
+            Vec bc0 = b0 * ch0, bc1 = b1 * ch1, as0 = a0 * sh0, as1 = a1 * sh1;
+            round2<T>(ac0, ac1);
+            round2<T>(bs0, bs1);
+            round2<T>(bc0, bc1);
+            round2<T>(as0, as1);
+            store2(v + i, ac0 + bs0, ac1 + bs1);
+            store2(v + i + half, bc0 + as0, bc1 + as1);
+          }
+          for (; i < half; ++i) {
+            const float a = static_cast<float>(v[i]), b = static_cast<float>(v[i + half]);
+            const float a_cos = as_t<T>(a * static_cast<float>(c[i])), b_sin = as_t<T>(-b * static_cast<float>(s[i]));
+            const float b_cos = as_t<T>(b * static_cast<float>(c[i + half]));
+            const float a_sin = as_t<T>(a * static_cast<float>(s[i + half]));
+            v[i] = static_cast<T>(a_cos + b_sin);
+            v[i + half] = static_cast<T>(b_cos + a_sin);
           }
         }
     });

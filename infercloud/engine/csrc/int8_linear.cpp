@@ -11,7 +11,7 @@
 // Weights are packed at load as [N/16][K/4][16][4] (16 channels x 4 values of K per 64-byte line: one load per
 // vpdpbusd), so a block of channels streams its weights in order; blocks are split over the threads.
 // Activation groups of 64 keep quantization error near llama.cpp's Q8_0 (groups of 32); measured against
-// fp32 by bench/quality.py. A decode step reads each weight byte once for all M rows (up to 4 rows at a time).
+// fp32 by bench/quality.py. A decode step reads each weight byte once for all M rows (up to 6 rows at a time).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -31,7 +31,7 @@ namespace {
 
 constexpr int64_t GROUP = 64;   // activation values per quantization scale
 constexpr int64_t NB = 16;      // output channels per block (one vector of int32/fp32 lanes)
-constexpr int MR = 4;           // rows computed together (each weight line loaded once for them)
+constexpr int MR = 6;           // rows computed together (each weight line loaded once for them)
 constexpr int64_t NBLK = 2;     // blocks computed together (each activation broadcast used for them)
 
 #ifdef INFERCLOUD_VNNI
@@ -136,7 +136,9 @@ void rows_of_blocks(int64_t M, const uint8_t* xq, const float* xs, int64_t K, co
       case 1: block_rows<1, B>(xr, sr, K, w, ws, comp, N, scale, yr); break;
       case 2: block_rows<2, B>(xr, sr, K, w, ws, comp, N, scale, yr); break;
       case 3: block_rows<3, B>(xr, sr, K, w, ws, comp, N, scale, yr); break;
-      default: block_rows<4, B>(xr, sr, K, w, ws, comp, N, scale, yr); break;
+      case 4: block_rows<4, B>(xr, sr, K, w, ws, comp, N, scale, yr); break;
+      case 5: block_rows<5, B>(xr, sr, K, w, ws, comp, N, scale, yr); break;
+      default: block_rows<6, B>(xr, sr, K, w, ws, comp, N, scale, yr); break;
     }
   }
 }
@@ -148,7 +150,9 @@ void int8_linear_impl(const at::Tensor& x, const at::Tensor& w, const at::Tensor
   std::vector<uint8_t> xq(M * K);
   std::vector<float> xs(M * groups);
   const T* xp = x.data_ptr<T>();
-  for (int64_t m = 0; m < M; ++m) quantize_row(xp + m * K, K, xq.data() + m * K, xs.data() + m * groups);
+  at::parallel_for(0, M, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) quantize_row(xp + m * K, K, xq.data() + m * K, xs.data() + m * groups);
+  });
   const int8_t* wp = w.data_ptr<int8_t>();
   const int32_t* cp = comp.data_ptr<int32_t>();
   const float* sp = scale.data_ptr<float>();

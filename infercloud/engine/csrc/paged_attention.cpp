@@ -14,8 +14,8 @@
 //   2. per query, over the keys it may see (causal: keys <= its position): m' = max(m, max s),
 //      p = exp(s - m'), alpha = exp(m - m'), l = l * alpha + sum p;
 //   3. acc = acc * alpha + sum p * v (in bf16: p rounded to bf16, products summed in fp32).
-// Finally out = acc / l. Chunks of 64 keys rather than single blocks spread each step's reductions and
-// rescales over 4x the keys. Loads convert bf16 to fp32 in registers; scores, softmax and sums are fp32.
+// Finally out = acc / l. Chunks of 128 keys rather than single blocks spread each step's reductions and
+// rescales over 8x the keys. Loads convert bf16 to fp32 in registers; scores, softmax and sums are fp32.
 // Each row's arithmetic depends only on its own query, its keys and the fixed chunk order, never on the tile,
 // the group or the batch it is computed in: a sequence gets bitwise the same output however the scheduler
 // batches or chunks it. (Keys a query may not see enter a group's sums as p = 0 times a cached value.)
@@ -45,7 +45,7 @@ using Vec = at::vec::Vectorized<float>;
 constexpr int64_t W = Vec::size();    // fp32 lanes of a vector (16 with AVX-512, 8 with AVX2)
 constexpr int64_t KVEC = 16;          // keys per key vector; block_size and head_dim are multiples (kernels.py)
 constexpr int64_t TILE = 16;          // query rows per work item
-constexpr int64_t CHUNK = 64;         // keys per online-softmax step: whole blocks (one block if it is larger)
+constexpr int64_t CHUNK = 128;        // keys per online-softmax step: whole blocks (one block if it is larger)
 constexpr int64_t MAX_BLOCK = 256;    // largest block_size
 constexpr int64_t MAXVEC = MAX_BLOCK / KVEC;   // key vectors of a chunk, at most
 constexpr int64_t LD = MAXVEC * KVEC;          // a query's row of scores
