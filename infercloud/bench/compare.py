@@ -99,21 +99,22 @@ def run_compare(config: CompareConfig, get_peer: Callable[[str], Peer] | None = 
             print(f"bench compare: {name} skipped: {out.peer_errors[name]}", file=sys.stderr)
             continue
         try:
-            out.results[name] = [_run_one(config, peer, w, c) for w in config.workloads for c in config.concurrencies]
+            out.results[name] = [_run_one(config, peer, name, w, c) for w in config.workloads for c in config.concurrencies]
         finally:
             peer.stop()
     _write_plots(config, out)
     return out
 
 
-def _run_one(config: CompareConfig, peer: Peer, workload: Workload, concurrency: int) -> BenchResult:
+def _run_one(config: CompareConfig, peer: Peer, name: str, workload: Workload, concurrency: int) -> BenchResult:
+    """One run; its file is named by the peer's full name (settings included: two settings of one peer are two files)."""
     extras = config.vllm_extras and getattr(peer, "supports_vllm_extras", True)
     result = run_bench(BenchConfig(peer.base_url, peer.served_model, workload, concurrency=concurrency,
                                    num_requests=config.num_requests, num_warmup=config.num_warmup, slo=config.slo,
                                    seed=run_seed(config.seed, workload.name, concurrency), vllm_extras=extras,
                                    progress=config.progress))
-    write_json(config.out_dir / "runs" / f"{peer.name}-{workload.name}-c{concurrency}.json",
-               {"peer": peer.name, **result.to_json()})
+    stem = name.replace(":", "_").replace("=", "-").replace(",", "_")
+    write_json(config.out_dir / "runs" / f"{stem}-{workload.name}-c{concurrency}.json", {"peer": name, **result.to_json()})
     return result
 
 

@@ -128,12 +128,15 @@ class TextOnlyPeer(BrokenPeer):
 
 def test_compare_runs_each_peer_and_writes_the_side_by_side_table(smollm2_server, tmp_path):
     infercloud = RunningInfercloud(smollm2_server)
-    peers = {"infercloud": infercloud, "broken": BrokenPeer(), "text-only": TextOnlyPeer()}
-    config = CompareConfig((UniformLengths("W1", VOCAB, 16, 4),), (1, 2), ("infercloud", "broken", "text-only"),
+    peers = {"infercloud": infercloud, "broken": BrokenPeer(), "text-only": TextOnlyPeer(),
+             "infercloud:quantization=int8": RunningInfercloud(smollm2_server)}   # a setting: its own run files
+    config = CompareConfig((UniformLengths("W1", VOCAB, 16, 4),), (1, 2),
+                           ("infercloud", "broken", "text-only", "infercloud:quantization=int8"),
                            tmp_path, num_requests=4, num_warmup=1, progress=False)
     compare = run_compare(config, get_peer=peers.__getitem__, free_port=lambda: 1)
     assert infercloud.calls == ["install", "start", "stop"]
-    assert list(compare.results) == ["infercloud"] and "could not build its wheel" in compare.peer_errors["broken"]
+    assert list(compare.results) == ["infercloud", "infercloud:quantization=int8"]
+    assert "could not build its wheel" in compare.peer_errors["broken"]
     assert "token-id prompts" in compare.peer_errors["text-only"]  # skipped before install: never the same tokens
     for c in (1, 2):
         summary = compare.summary("infercloud", "W1", c)
@@ -143,14 +146,16 @@ def test_compare_runs_each_peer_and_writes_the_side_by_side_table(smollm2_server
     assert "| 4 / 0 | 1.00 | 1.00 |" in table
     box = {"gemm_fp32_decode_gflops": 150.0, "memory_gbs": 40.0}
     report = compare_json(config, compare, box)
-    assert [(r["peer"], r["config"]["concurrency"]) for r in report["runs"]] == [("infercloud", 1), ("infercloud", 2)]
+    assert [(r["peer"], r["config"]["concurrency"]) for r in report["runs"]][:2] == [("infercloud", 1), ("infercloud", 2)]
     assert report["box_ceilings"] == box
     seeds = [r["config"]["seed"] for r in report["runs"]]
-    assert seeds == [run_seed(0, "W1", 1), run_seed(0, "W1", 2)] and seeds[0] != seeds[1]   # fresh prompts a level
+    assert seeds[:2] == [run_seed(0, "W1", 1), run_seed(0, "W1", 2)] and seeds[0] != seeds[1]   # fresh prompts a level
     header = markdown_header(config, box)
     assert "fp32_decode 150.0" in header and "memory 40.0" in header
     run_file = json.loads((tmp_path / "runs" / "infercloud-W1-c2.json").read_text())
     assert run_file["peer"] == "infercloud" and len(run_file["requests"]) == 4
+    setting_file = json.loads((tmp_path / "runs" / "infercloud_quantization-int8-W1-c2.json").read_text())
+    assert setting_file["peer"] == "infercloud:quantization=int8"
     assert (tmp_path / "plots" / "throughput_W1.png").read_bytes().startswith(PNG_MAGIC)
     assert (tmp_path / "plots" / "latency_cdf_W1_c1.png").is_file()
 
