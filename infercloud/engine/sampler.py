@@ -89,7 +89,10 @@ def sample(logits: torch.Tensor, requests: Sequence[Request], eos_token_ids: Seq
     greedy_rows = [i for i, r in enumerate(requests)
                    if r.params.is_greedy and not r.params.has_penalties
                    and r.num_output_tokens >= r.params.min_tokens]
-    greedy_ids = logits[greedy_rows].argmax(-1).tolist() if greedy_rows else []
+    if len(greedy_rows) == len(requests):   # all greedy (common): no copy of the rows
+        greedy_ids = logits.argmax(-1).tolist()
+    else:
+        greedy_ids = logits[greedy_rows].argmax(-1).tolist() if greedy_rows else []
     greedy = dict(zip(greedy_rows, greedy_ids))
     for i, req in enumerate(requests):
         p = req.params
