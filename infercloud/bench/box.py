@@ -5,7 +5,8 @@ fraction of what a Xeon with AMX does. So every bench JSON records the CPU model
 (`cpu_description`, cheap), and `bench compare` also measures what this box can do with the threads
 torch has (`ceilings`, about two seconds): GEMM GFLOP/s in fp32 and bf16 at a decode shape (batch 64
 through SmolLM2's 576 x 1536 MLP matrix) and a large square one, int8 weight-only GEMM where torch has
-the kernel, and memory bandwidth (a 256 MB copy, bytes read plus written per second). Results are then
+the kernel, the engine's int8 VNNI kernel (engine/quant.py) at both shapes where the CPU has VNNI, and memory
+bandwidth (a 256 MB copy, bytes read plus written per second). Results are then
 read as fractions of these ceilings.
 """
 
@@ -47,6 +48,8 @@ def ceilings(seconds: float = 0.25) -> dict:
                                       ("fp32_large", LARGE_SHAPE, torch.float32),
                                       ("bf16_large", LARGE_SHAPE, torch.bfloat16))}
     out["gemm_int8_weight_decode_gflops"] = _int8_weight_gemm(DECODE_SHAPE, seconds)
+    out["gemm_int8_vnni_decode_gflops"] = _int8_vnni_gemm(DECODE_SHAPE, seconds)
+    out["gemm_int8_vnni_large_gflops"] = _int8_vnni_gemm(LARGE_SHAPE, seconds)
     out["memory_gbs"] = round(_bandwidth(256 * 2**20, seconds), 1)
     return out
 
@@ -70,6 +73,20 @@ def _int8_weight_gemm(shape: tuple[int, int, int], seconds: float) -> float | No
         return round(2 * m * k * n / _per_call(lambda: kernel(x, w, scales), seconds) / 1e9, 1)
     except RuntimeError:
         return None
+
+
+def _int8_vnni_gemm(shape: tuple[int, int, int], seconds: float) -> float | None:
+    """The engine's int8 kernel (int8 activations and weights, VNNI dot products); None where it does not run."""
+    from infercloud.engine.kernels import cpu_ops
+    from infercloud.engine.quant import Int8Linear, cpu_has_vnni
+
+    cpu = torch.device("cpu")
+    if not (cpu_has_vnni(cpu) and cpu_ops(cpu)):
+        return None
+    m, k, n = shape
+    x = torch.randn(m, k).to(torch.bfloat16)
+    layer = Int8Linear(torch.randn(n, k).to(torch.bfloat16), None, "vnni")
+    return round(2 * m * k * n / _per_call(lambda: layer(x), seconds) / 1e9, 1)
 
 
 def _bandwidth(num_bytes: int, seconds: float) -> float:

@@ -56,14 +56,19 @@ def int8_kernel(device: torch.device, dtype: torch.dtype) -> str | None:
     """The int8 matmul for small batches here: "vnni", "aten" or None (dequantize); probed once per model."""
     if cpu_has_vnni(device) and dtype in (torch.float32, torch.bfloat16) and cpu_ops(device):
         return "vnni"
+    return "aten" if aten_int8_runs(device, dtype) else None
+
+
+def aten_int8_runs(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether aten._weight_int8pack_mm runs for these activations (CPU, bf16)."""
     if device.type != "cpu" or dtype != torch.bfloat16 or not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
-        return None
+        return False
     try:
         torch.ops.aten._weight_int8pack_mm(torch.zeros(1, 8, dtype=dtype), torch.zeros(8, 8, dtype=torch.int8),
                                            torch.ones(8, dtype=dtype))
     except (RuntimeError, NotImplementedError):
-        return None
-    return "aten"
+        return False
+    return True
 
 
 class Int8Linear(nn.Module):

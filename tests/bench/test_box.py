@@ -22,6 +22,7 @@ def test_the_cpu_model_and_only_the_kernel_flags_are_recorded():
 def test_ceilings_are_measured_and_positive():
     measured = ceilings(seconds=0.01)
     assert set(measured) == {"gemm_fp32_decode_gflops", "gemm_bf16_decode_gflops", "gemm_fp32_large_gflops",
-                             "gemm_bf16_large_gflops", "gemm_int8_weight_decode_gflops", "memory_gbs"}
+                             "gemm_bf16_large_gflops", "gemm_int8_weight_decode_gflops",
+                             "gemm_int8_vnni_decode_gflops", "gemm_int8_vnni_large_gflops", "memory_gbs"}
     assert all(v is None or v > 0 for v in measured.values())
     assert measured["gemm_fp32_decode_gflops"] > 0 and measured["memory_gbs"] > 0

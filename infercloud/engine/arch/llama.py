@@ -113,7 +113,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 def linear(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """layer(x), with one bf16 row run as two: a bf16 GEMM gives each row the same bits at any M >= 2, but
     M = 1 takes a GEMV path that sums in another order, and a sequence's tokens must not depend on whether it
-    ran alone (int8 layers choose their kernel by M, engine/quant.py)."""
+    ran alone (int8 layers have their own paths, engine/quant.py)."""
     if x.shape[0] == 1 and x.dtype == torch.bfloat16 and not isinstance(layer, Int8Linear):
         return layer(torch.cat((x, x)))[:1]   # one op (repeat dispatches ~10 at decode's ~30 us per layer)
     return layer(x)
