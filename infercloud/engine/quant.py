@@ -55,7 +55,13 @@ def vnni_fits(shape: tuple[int, ...]) -> bool:
 def int8_kernel(device: torch.device, dtype: torch.dtype) -> str | None:
     """The int8 matmul for small batches here: "vnni", "aten" or None (dequantize); probed once per model."""
     if cpu_has_vnni(device) and dtype in (torch.float32, torch.bfloat16) and cpu_ops(device):
-        return "vnni"
+        try:   # built without VNNI (an old compiler), the op refuses
+            torch.ops.infercloud.int8_linear(torch.zeros(1, VNNI_GROUP, dtype=dtype),
+                                             torch.zeros(1, VNNI_GROUP // 4, VNNI_BLOCK, 4, dtype=torch.int8),
+                                             torch.zeros(1, VNNI_BLOCK, dtype=torch.int32), torch.ones(VNNI_BLOCK))
+            return "vnni"
+        except RuntimeError:
+            pass
     return "aten" if aten_int8_runs(device, dtype) else None
 
 
