@@ -78,7 +78,7 @@ def _add_compare(actions: argparse._SubParsersAction) -> None:
                          help=f"repeatable; one of: {WORKLOAD_HELP}")
     compare.add_argument("--concurrency", type=_int_list, required=True, metavar="C[,C...]",
                          help="closed-loop concurrencies to run each workload at, e.g. 1,16,64")
-    compare.add_argument("--peers", type=_name_list, default=["infercloud", "vllm", "llamacpp", "hf-naive", "hf-static"],
+    compare.add_argument("--peers", type=name_list, default=["infercloud", "vllm", "llamacpp", "hf-naive", "hf-static"],
                          metavar="NAME[,NAME...]",
                          help="servers to run, in order: infercloud, vllm, llamacpp, hf-naive, hf-static (default all)")
     compare.add_argument("--model", default=DEFAULT_MODEL,
@@ -126,7 +126,7 @@ def run_bench_serve(args: argparse.Namespace) -> int:
 def run_bench_compare(args: argparse.Namespace) -> int:
     from infercloud.bench.compare import compare_main
 
-    args.workload = [name for item in args.workload for name in _name_list(item)]
+    args.workload = [name for item in args.workload for name in name_list(item)]
     return compare_main(args)
 
 
@@ -150,8 +150,15 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _name_list(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
+def name_list(text: str) -> list[str]:
+    """Comma-separated names; a part `key=value` with no colon continues the previous name's settings, so
+    `infercloud:quantization=int8,max_num_batched_tokens=2048,vllm` is two peers."""
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if "=" in part and ":" not in part and names and ":" in names[-1]:
+            names[-1] += f",{part}"
+        elif part:
+            names.append(part)
     if not names:
         raise argparse.ArgumentTypeError("expected at least one name")
     return names

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from transformers import AutoTokenizer
 
+from infercloud.bench.cli import name_list
 from infercloud.bench.peers import EXTRA_PEER_NAMES, PEER_NAMES, get_peer
 from infercloud.bench.peers.base import Peer, PeerError
 from infercloud.bench.peers.gguf import extract_gguf, find_wheel
@@ -260,6 +261,9 @@ def test_a_peer_name_carries_its_settings(tmp_path):
     command = vllm.command(8001)
     assert command[command.index("--dtype") + 1] == "bfloat16"
     assert get_peer("vllm", home=tmp_path).command(8001)[command.index("--dtype") + 1] == "float32"
-    infercloud = get_peer("infercloud:quantization=int8,dtype=bfloat16", home=tmp_path)
-    assert infercloud.engine == {"quantization": "int8", "dtype": "bfloat16"}
+    infercloud = get_peer("infercloud:quantization=int8,dtype=bfloat16,max_num_batched_tokens=2048", home=tmp_path)
+    assert infercloud.engine == {"quantization": "int8", "dtype": "bfloat16", "max_num_batched_tokens": 2048}
     assert serve_config("m", 1, infercloud.engine)["models"][0]["engine"]["quantization"] == "int8"
+    # in a --peers list, a setting's own commas do not start a new peer
+    assert name_list("infercloud:quantization=int8,max_num_batched_tokens=2048,vllm:dtype=bfloat16,llamacpp") == [
+        "infercloud:quantization=int8,max_num_batched_tokens=2048", "vllm:dtype=bfloat16", "llamacpp"]

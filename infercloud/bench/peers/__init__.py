@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
 from infercloud.bench.peers.base import Peer, PeerError
 
 PEER_NAMES = ("infercloud", "hf-naive", "hf-static", "llamacpp", "vllm")
@@ -25,7 +27,8 @@ def get_peer(name: str, **options: Any) -> Peer:
     """
     name, _, settings = name.partition(":")
     if settings:
-        pairs = dict(pair.split("=", 1) for pair in settings.split(",") if "=" in pair)
+        pairs = {key: yaml.safe_load(value) for key, value in (pair.split("=", 1) for pair in settings.split(",")
+                                                               if "=" in pair)}   # "2048" -> 2048
         if name.startswith("infercloud"):
             options["engine"] = {**options.get("engine", {}), **pairs}
         else:
