@@ -77,11 +77,9 @@ def _int8_weight_gemm(shape: tuple[int, int, int], seconds: float) -> float | No
 
 def _int8_vnni_gemm(shape: tuple[int, int, int], seconds: float) -> float | None:
     """The engine's int8 kernel (int8 activations and weights, VNNI dot products); None where it does not run."""
-    from infercloud.engine.kernels import cpu_ops
-    from infercloud.engine.quant import Int8Linear, cpu_has_vnni
+    from infercloud.engine.quant import Int8Linear, int8_kernel
 
-    cpu = torch.device("cpu")
-    if not (cpu_has_vnni(cpu) and cpu_ops(cpu)):
+    if int8_kernel(torch.device("cpu"), torch.bfloat16) != "vnni":
         return None
     m, k, n = shape
     x = torch.randn(m, k).to(torch.bfloat16)

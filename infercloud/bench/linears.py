@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 
-from infercloud.engine.kernels import cpu_ops
 from infercloud.engine.packed import PackedLinear
-from infercloud.engine.quant import Int8Linear, aten_int8_runs, cpu_has_vnni
+from infercloud.engine.quant import Int8Linear, aten_int8_runs, int8_kernel
 
 SHAPES = ((960, 576), (3072, 576), (576, 1536), (49152, 576))
 
@@ -31,7 +30,7 @@ def kernels_here() -> dict[str, str | None]:
     paths: dict[str, str | None] = {"bf16": None}
     if aten_int8_runs(cpu, torch.bfloat16):
         paths["int8-aten"] = "aten"
-    if cpu_has_vnni(cpu) and cpu_ops(cpu):
+    if int8_kernel(cpu, torch.bfloat16) == "vnni":
         paths["int8-vnni"] = "vnni"
     return paths
 

@@ -2,7 +2,7 @@
 cached by PyTorch's extension builder across restarts, never in the request path.
 
 csrc/paged_attention.cpp: torch.ops.infercloud.paged_attention; csrc/fused.cpp: rms_norm, add_rms_norm,
-silu_and_mul and rope_. `cpu_ops(device)` says whether they run here (a CPU, and the build succeeded); where
+silu_and_mul and rope_; csrc/int8_linear.cpp: int8_linear (engine/quant.py). `cpu_ops(device)` says whether they run here (a CPU, and the build succeeded); where
 they do not (no compiler, CUDA), the engine runs attention through SDPA on gathered copies
 (engine/attention.py) and the layers' elementwise steps as plain PyTorch ops (arch/llama.py).
 The build targets this CPU (-march=native), so the cache key names the CPU's features: a cache copied to
@@ -82,12 +82,13 @@ def _build() -> None:
     caps = torch.cpu.get_capabilities()
     features = ",".join(sorted(k for k, v in caps.items() if v is True))
     sources = "|".join(source.read_bytes().hex() for source in SOURCES)
-    tag = hashlib.sha256(f"{features}|{sources}|openmp".encode()).hexdigest()[:12]  # the ISA built for, the code
-    start = time.perf_counter()
     # -fopenmp: at::parallel_for is inline and runs on one thread without it; the process already has torch's
     # libgomp loaded, which the built library then uses (same soname), so there is one thread pool
+    cflags = ["-O3", "-march=native", "-fopenmp", *_vector_flags(caps)]
+    tag = hashlib.sha256(f"{features}|{sources}|{cflags}".encode()).hexdigest()[:12]  # the ISA, the code, the flags
+    start = time.perf_counter()
     cpp_extension.load(name=f"infercloud_kernels_{tag}", sources=[str(source) for source in SOURCES],
-                       extra_cflags=["-O3", "-march=native", "-fopenmp", *_vector_flags(caps)],
+                       extra_cflags=cflags,
                        extra_ldflags=["-fopenmp"], is_python_module=False,
                        verbose=bool(os.environ.get("INFERCLOUD_KERNEL_VERBOSE")))
     log.info("compiled CPU kernels ready in %.1f s (built once per machine, then loaded from torch's extension "

@@ -9,7 +9,8 @@ Matmul, by the best kernel this machine has (chosen once, `int8_kernel`):
   - "vnni": csrc/int8_linear.cpp on CPUs with AVX512-VNNI, at any number of rows: activations quantized to
     int8 in groups of 64 on the fly and multiplied by int8 dot products; weights packed at load as
     [N/16, K/4, 16, 4], with a per-group correction table. On the development box it streams weights at
-    35-50 GB/s at one row (2-4x a bf16 GEMV) and computes 1.4-1.7x a bf16 GEMM's rate at 64-512 rows.
+    40-73 GB/s at one row (2.9-3.8x a bf16 GEMV) and computes 1.6-1.9x a bf16 GEMM's rate at 16-512 rows
+    (`python -m infercloud.bench.linears`).
   - "aten": PyTorch's int8 weight-only kernel (`aten._weight_int8pack_mm`, bf16 activations on CPU), which
     dequantizes in registers: 2-4x faster than a bf16 GEMM up to KERNEL_MAX_ROWS rows, slower above.
 Otherwise (above KERNEL_MAX_ROWS for "aten"; CUDA, no compiler, shapes the kernel does not take) the weight is
@@ -53,7 +54,8 @@ def vnni_fits(shape: tuple[int, ...]) -> bool:
 
 
 def int8_kernel(device: torch.device, dtype: torch.dtype) -> str | None:
-    """The int8 matmul for small batches here: "vnni", "aten" or None (dequantize); probed once per model."""
+    """The int8 matmul here: "vnni" (any rows), "aten" (up to KERNEL_MAX_ROWS) or None (dequantize); probed once
+    per model."""
     if cpu_has_vnni(device) and dtype in (torch.float32, torch.bfloat16) and cpu_ops(device):
         try:   # built without VNNI (an old compiler), the op refuses
             torch.ops.infercloud.int8_linear(torch.zeros(1, VNNI_GROUP, dtype=dtype),

@@ -16,6 +16,9 @@
 #include <type_traits>
 #include <vector>
 
+// no multiply-add fused behind the code's back (GCC contracts by default): fp32 rounds as PyTorch's ops do
+#pragma GCC optimize("fp-contract=off")
+
 namespace {
 
 using Vec = at::vec::Vectorized<float>;
