@@ -86,7 +86,8 @@ class Tenancy:
         except Refused as exc:
             raise refusal_error(exc) from exc
 
-    async def admit(self, principal: Principal, facts: RequestFacts, plan: Plan, request_id: str) -> "RequestMeter":
+    async def admit(self, principal: Principal, facts: RequestFacts, plan: Plan, request_id: str,
+                    stage: str | None = None) -> "RequestMeter":
         """Claim the tenant's limits for the request (or raise its 429) with what the plan counts: its prompt
         tokens and the most it may generate. The model, tier and max tokens cap were settled with its facts."""
         prompt, new = plan.route.num_prompt_tokens, plan.new_tokens
@@ -95,7 +96,7 @@ class Tenancy:
                                                 max_cost(prompt, new, self.models[facts.model].price))
         except Refused as exc:
             raise refusal_error(exc) from exc
-        return RequestMeter(self, ticket, request_id, facts.model, facts.path, self.clock())
+        return RequestMeter(self, ticket, request_id, facts.model, facts.path, self.clock(), stage=stage)
 
     def cache_salt(self, principal: Principal, client_salt: object) -> str | None:
         """The salt sent to workers: its tenant's (or cache group's) secret one, or its client's within it
@@ -128,6 +129,7 @@ class RequestMeter:
     model: str
     endpoint: str
     started: float
+    stage: str | None = None          # a pipeline's stage this request is (its rows say so)
     ttft_s: float | None = None
     prompt_billed: bool = False
     billed_cached_tokens: int = 0     # cached prompt tokens of the attempt the prompt was billed on
@@ -166,7 +168,7 @@ class RequestMeter:
         principal = self.ticket.principal
         event = UsageEvent(self.request_id, principal.tenant.id, principal.key.id, self.model, self.endpoint,
                            self.tier, outcome, status, replica, prompt, cached, completion, device_s,
-                           self.ttft_s, self.tenancy.clock() - self.started)
+                           self.ttft_s, self.tenancy.clock() - self.started, stage=self.stage)
         self.events.append(event)
         self.tenancy.ledger.record(event)
         return event

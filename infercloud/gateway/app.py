@@ -99,10 +99,12 @@ class Gateway:
             return False
 
     async def handle(self, request: Request, path: str, body: dict | None = None,
-                     session_id: str | None = None) -> Response:
-        """Serve one API request. `body` and `session_id`: a request the gateway made itself (the chat
-        completion of a Responses API request, infercloud/responses/) with its session key."""
-        request_id, start = _request_id(request), time.perf_counter()
+                     session_id: str | None = None, request_id: str | None = None,
+                     stage: str | None = None) -> Response:
+        """Serve one API request. `body`, `session_id`, `request_id` and `stage`: a request the gateway made
+        itself (the chat completion of a Responses API request, infercloud/responses/, with its session key;
+        a pipeline's stage, infercloud/pipelines/, under the pipeline's request id)."""
+        request_id, start = request_id or _request_id(request), time.perf_counter()
         model, status, meter = "-", 503, None
         try:
             principal = await self.tenancy.authenticate(request.headers.get("authorization")) \
@@ -117,7 +119,7 @@ class Gateway:
             self.traffic.arrived(model)
             plan = self.planner.plan(facts)
             if principal is not None:
-                meter = await self.tenancy.admit(principal, facts, plan, request_id)
+                meter = await self.tenancy.admit(principal, facts, plan, request_id, stage)
             upstream = upstream_for(facts, metered=meter is not None)
             headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
             if meter is not None:

@@ -70,6 +70,7 @@ usage = sa.Table(
     sa.Column("device_cost_usd", sa.Float, nullable=False),  # the operator's: device-seconds x device price
     sa.Column("ended_at", sa.DateTime, nullable=False),
     sa.Column("event_id", sa.String(32), nullable=True),     # the usage event's uuid4 hex; NULL on older rows
+    sa.Column("stage", sa.String(120), nullable=True),       # a pipeline's stage ("rag/generate"); NULL otherwise
     sa.Index("ix_usage_tenant_time", "tenant_id", "ended_at"),
     sa.Index("ux_usage_event_id", "event_id", unique=True),  # a row retried or replayed is never written twice
 )
