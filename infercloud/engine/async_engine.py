@@ -34,6 +34,7 @@ class _Add:
     params: SamplingParams
     priority: int
     cache_salt: str | None
+    deadline_s: float | None
     resume_token_ids: Sequence[int]
     stream: asyncio.Queue
     loop: asyncio.AbstractEventLoop
@@ -79,11 +80,14 @@ class AsyncLLMEngine:
 
     async def generate(self, prompt: str | Sequence[int], params: SamplingParams, *,
                        request_id: str | None = None, priority: int = 0,
-                       cache_salt: str | None = None,
+                       cache_salt: str | None = None, deadline_s: float | None = None,
                        resume_token_ids: Sequence[int] = ()) -> AsyncIterator[RequestOutput]:
         """Stream a request's outputs; raises InvalidParamError before the first output if it cannot run.
 
         `resume_token_ids` continues a request another engine began (see LLMEngine.add_request).
+        `deadline_s`: its first token is due this long after it arrives (a pipeline's generate stage);
+        None: the model's TTFT target (its SLO, else the step loop's default), so one model's requests
+        without deadlines keep their arrival order and a request with a tighter deadline goes first.
         """
         if not self.is_alive:
             raise EngineDeadError(f"engine loop is not running: {self.error!r}")
@@ -91,8 +95,10 @@ class AsyncLLMEngine:
         request_id = request_id or f"req-{next(self._ids)}"
         stream: asyncio.Queue = asyncio.Queue()
         accepted = loop.create_future()
-        self._commands.put(_Add(request_id, prompt, params, priority, cache_salt, resume_token_ids, stream, loop,
-                                 accepted))
+        if deadline_s is None:
+            deadline_s = self.slo.ttft_s if self.slo.ttft_s is not None else self.loop.default_slo.ttft_s
+        self._commands.put(_Add(request_id, prompt, params, priority, cache_salt, deadline_s, resume_token_ids,
+                                stream, loop, accepted))
         self.loop.wake()
         await accepted  # raises the engine's validation error, if any
         finished = False
@@ -153,7 +159,7 @@ class AsyncLLMEngine:
     def _add(self, cmd: _Add) -> None:
         try:
             self.engine.add_request(cmd.request_id, cmd.prompt, cmd.params,
-                                    priority=cmd.priority, cache_salt=cmd.cache_salt,
+                                    priority=cmd.priority, cache_salt=cmd.cache_salt, deadline_s=cmd.deadline_s,
                                     resume_token_ids=cmd.resume_token_ids)
         except Exception as exc:  # noqa: BLE001 - validation errors go back to the caller
             _hand_over(cmd.loop, _set_exception, cmd.accepted, exc)

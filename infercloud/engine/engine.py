@@ -105,7 +105,7 @@ class LLMEngine:
 
     # -- requests ----------------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt: str | Sequence[int], params: SamplingParams | None = None,
-                    *, priority: int = 0, cache_salt: str | None = None,
+                    *, priority: int = 0, cache_salt: str | None = None, deadline_s: float | None = None,
                     arrival_time: float | None = None, resume_token_ids: Sequence[int] = ()) -> list[int]:
         """Queue a request (n sequences). Returns its prompt token ids; raises InvalidParamError if it cannot run.
 
@@ -113,6 +113,8 @@ class LLMEngine:
         mid-stream): they become its first output tokens, counted against max_tokens and by the
         penalties, with the seeded generator and the detokenizer advanced past them, so the tokens and
         text that follow are those the first engine would have produced. Only with n == 1.
+        `deadline_s`: its first token is due this long after arrival (the scheduler serves the earliest due
+        first within a priority class); None: by arrival.
         """
         params = params or SamplingParams()
         child_ids = [f"{request_id}#{i}" for i in range(params.n)] if params.n > 1 else [request_id]
@@ -130,7 +132,7 @@ class LLMEngine:
             gen = torch.Generator(device=self.device).manual_seed(seed)
             req = Request(child_ids[i], ids, params, gen,
                           parent_id=request_id, index=i, priority=priority, cache_salt=cache_salt,
-                          arrival_time=arrival)
+                          arrival_time=arrival, due_time=None if deadline_s is None else arrival + deadline_s)
             if params.structured is not None:
                 req.grammar = self.grammars.matcher(params.structured)
             if resume:

@@ -61,6 +61,8 @@ class Request:
     priority: int = 0                     # vLLM's convention: lower is served first (the gateway's tier)
     cache_salt: str | None = None
     arrival_time: float = field(default_factory=time.monotonic)
+    due_time: float | None = None         # when its first token is due (engine clock): arrival + its deadline, or
+                                          # + the model's TTFT target; None (unit tests' requests): its arrival
     output_token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
     num_computed_tokens: int = 0

@@ -11,9 +11,13 @@ Each step has a token budget (`max_num_batched_tokens`) and a cap on running seq
      prefill in progress. If the KV pool cannot hold the new tokens, the last running request in that
      order (lowest priority, newest) is preempted: its blocks are freed and it goes back to waiting, to
      be recomputed from scratch later (its cached prefix blocks usually survive and make that cheap).
-  2. If nothing was preempted for blocks in 1, waiting requests (higher priority first, FCFS within a class) are
-     admitted while budget, sequence slots and blocks last; each starts after its cached prefix and
-     takes a prefill chunk of at most the remaining budget.
+  2. If nothing was preempted for blocks in 1, waiting requests (higher priority first, earliest due first
+     within a class) are admitted while budget, sequence slots and blocks last; each starts after its
+     cached prefix and takes a prefill chunk of at most the remaining budget.
+"Due" is when a request's first token is due: its arrival plus its own deadline (a pipeline's generate
+stage brings one: what remains of its end-to-end budget) or plus the model's TTFT target. Requests of one
+model without deadlines are therefore served in arrival order; one late in its pipeline goes before a fresh
+one with slack (earliest deadline first). "Older" and "newest" in 1 and 0 mean the same order.
 A request is sampled only when its step's chunk reaches its last known token.
 """
 
@@ -53,13 +57,18 @@ class SchedulerOutput:
         return not self.scheduled
 
 
+def due(req: Request) -> float:
+    """When the request's first token is due (its arrival where no due time was given)."""
+    return req.due_time if req.due_time is not None else req.arrival_time
+
+
 def _waiting_key(req: Request) -> tuple:
-    return (req.priority, req.arrival_time)
+    return (req.priority, due(req))
 
 
 def _running_key(req: Request) -> tuple:
     is_prefilling = req.num_tokens - req.num_computed_tokens > 1
-    return (req.priority, is_prefilling, req.arrival_time)
+    return (req.priority, is_prefilling, due(req))
 
 
 class Scheduler:
@@ -125,7 +134,7 @@ class Scheduler:
         for req in list(self.waiting):  # highest class first
             if len(self.running) < self.max_num_seqs:
                 return
-            victim = max(self.running, key=lambda r: (r.priority, r.arrival_time))  # lowest class, newest
+            victim = max(self.running, key=lambda r: (r.priority, due(r)))  # lowest class, due last
             if victim.priority <= req.priority:
                 return
             self.running.remove(victim)

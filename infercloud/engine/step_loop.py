@@ -6,7 +6,8 @@ work gets a deadline, and the earliest deadline steps next:
 
   base     = the end of the engine's last step (or, if it was idle, the arrival of its oldest request)
   decoding = it has requests that already have a token: they are due one more by base + TPOT target
-  waiting  = requests still without a token: due by their arrival + TTFT target
+  waiting  = requests still without a token: due by their due time (arrival + their own deadline, or + the
+             model's TTFT target: engine/scheduler.py)
   deadline = max(base, min(those due times) - its expected step time)
 
 "slo" (default) uses each model's own targets (`SLO`; a model without one gets `default_ttft_s` and
@@ -180,9 +181,9 @@ class StepLoop:
         """When this engine must step next (the algorithm in the module docstring)."""
         scheduler = member.engine.scheduler
         requests = scheduler.running + scheduler.waiting
-        new = [r.arrival_time for r in requests if r.num_output_tokens == 0]
+        new = [r for r in requests if r.num_output_tokens == 0]
         decoding = len(new) < len(requests)
-        oldest = min(new) if new else None
+        oldest = min(r.arrival_time for r in new) if new else None
         base = timing.last_step_end if timing.last_step_end is not None else self.clock()
         if not decoding and oldest is not None and oldest > base:
             base = oldest
@@ -191,5 +192,6 @@ class StepLoop:
         slo = member.slo
         ttft = slo.ttft_s if slo.ttft_s is not None else self.default_slo.ttft_s
         tpot = slo.tpot_s if slo.tpot_s is not None else self.default_slo.tpot_s
-        dues = ([base + tpot] if decoding else []) + ([oldest + ttft] if oldest is not None else [])
+        first_due = min((r.due_time if r.due_time is not None else r.arrival_time + ttft for r in new), default=None)
+        dues = ([base + tpot] if decoding else []) + ([first_due] if first_due is not None else [])
         return max(base, min(dues, default=base) - timing.step_s)

@@ -18,6 +18,7 @@ metered nor rate limited, and answered by a native replica of the model; /versio
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -100,10 +101,11 @@ class Gateway:
 
     async def handle(self, request: Request, path: str, body: dict | None = None,
                      session_id: str | None = None, request_id: str | None = None,
-                     stage: str | None = None) -> Response:
+                     stage: str | None = None, deadline_s: float | None = None) -> Response:
         """Serve one API request. `body`, `session_id`, `request_id` and `stage`: a request the gateway made
         itself (the chat completion of a Responses API request, infercloud/responses/, with its session key;
-        a pipeline's stage, infercloud/pipelines/, under the pipeline's request id)."""
+        a pipeline's stage, infercloud/pipelines/, under the pipeline's request id, with the deadline of its
+        first token)."""
         request_id, start = request_id or _request_id(request), time.perf_counter()
         model, status, meter = "-", 503, None
         try:
@@ -115,6 +117,8 @@ class Gateway:
                 raw = json.dumps(body).encode()
             facts = self.facts.parse(body, path, len(raw), principal, request.headers.get("x-infercloud-region"),
                                      session_id or request.headers.get("x-session-id"))
+            if deadline_s is not None:
+                facts = dataclasses.replace(facts, deadline_s=deadline_s)
             model = facts.model
             self.traffic.arrived(model)
             plan = self.planner.plan(facts)

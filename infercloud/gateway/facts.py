@@ -16,7 +16,8 @@ metering read it; none of them derives a fact from the body again.
   5. session (the X-Session-Id header, else the body's `user`), cache salt (the tenant's secret one, or its
      client's within it), tenant.
 The upstream bodies come from the facts (`upstream_for`): the client's body without the gateway's own
-fields, and, for native workers, the tier, its priority, the salt and the usage options metering needs.
+fields, and, for native workers, the tier, its priority, the salt, a pipeline stage's deadline and the usage
+options metering needs.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from infercloud.tenancy.store import Tenant
 
 OPEN_TENANT = Tenant(0, TenantSpec("open", tier="interactive"), dt.datetime(1970, 1, 1))  # no-auth mode: any tier
 EMBEDDINGS = "/v1/embeddings"
-_GATEWAY_FIELDS = ("service_tier", "priority", "cache_salt")  # set by the gateway, never passed through
+_GATEWAY_FIELDS = ("service_tier", "priority", "cache_salt", "deadline_s")  # set by the gateway, never passed on
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class RequestFacts:
     session: str | None = None
     salt: str | None = None                   # what the worker hashes the prompt's blocks with
     tenant: str | None = None
+    deadline_s: float | None = None           # a pipeline's generate stage: its first token is due this soon
 
     @classmethod
     def of(cls, body: dict, path: str = "/v1/chat/completions", raw_size: int = 0, **settled) -> "RequestFacts":
@@ -180,6 +182,8 @@ def upstream_for(facts: RequestFacts, metered: bool) -> Upstream:
     native = {**client, "priority": facts.priority, "service_tier": facts.tier}
     if facts.salt is not None:
         native["cache_salt"] = facts.salt
+    if facts.deadline_s is not None:
+        native["deadline_s"] = facts.deadline_s
     external = client
     if metered and facts.stream:
         native["stream_options"] = {**options, "include_usage": True, "continuous_usage_stats": True}

@@ -145,6 +145,8 @@ class _SamplingFields(_Strict):
     resume_token_ids: list[int] | None = None  # infercloud's: continue a stream another replica began (n == 1)
     priority: int = 0                       # vLLM's: lower is scheduled first (the gateway sets it from the tier)
     cache_salt: str | None = None           # vLLM's: prefix-cache blocks are shared only among equal salts
+    deadline_s: float | None = Field(default=None, gt=0, le=86400)  # infercloud's: the first token is due this
+                                            # long after arrival; earliest due first within a priority class
     logit_bias: dict[str, float] | None = None   # token id (as text) -> bias in [-100, 100]
     stop_token_ids: list[int] | None = None      # vLLM's
     service_tier: str | None = None              # echoed; the gateway sets the tier it resolved

@@ -119,7 +119,7 @@ class LLMService:
         request_id = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
         resume = list(body.resume_token_ids or [])
         streams = [self.engine.generate(ids, params, request_id=request_id if len(prompts) == 1 else f"{request_id}-{k}",
-                                        resume_token_ids=resume, priority=body.priority,
+                                        resume_token_ids=resume, priority=body.priority, deadline_s=body.deadline_s,
                                         cache_salt=body.cache_salt or None) for k, ids in enumerate(prompts)]
         firsts = await asyncio.gather(*(s.__anext__() for s in streams), return_exceptions=True)
         failed = next((f for f in firsts if isinstance(f, BaseException)), None)

@@ -18,7 +18,8 @@ def distinct_tokens(request_id: str, num_tokens: int) -> list[int]:
 
 
 def make_request(request_id: str, tokens: int | Sequence[int], *, priority: int = 0, max_tokens: int = 16,
-                 cache_salt: str | None = None, arrival_time: float = 0.0, seed: int = 0) -> Request:
+                 cache_salt: str | None = None, arrival_time: float = 0.0, seed: int = 0,
+                 due_time: float | None = None) -> Request:
     """A Request of `tokens` prompt tokens (a count: ids unique to this request; a list: those ids).
 
     `arrival_time` defaults to 0.0: tests that care about FCFS order pass it explicitly.
@@ -27,4 +28,5 @@ def make_request(request_id: str, tokens: int | Sequence[int], *, priority: int 
     return Request(request_id=request_id, prompt_token_ids=token_ids,
                    params=SamplingParams(max_tokens=max_tokens),
                    generator=torch.Generator(device="cpu").manual_seed(seed),
-                   parent_id=request_id, priority=priority, cache_salt=cache_salt, arrival_time=arrival_time)
+                   parent_id=request_id, priority=priority, cache_salt=cache_salt, arrival_time=arrival_time,
+                   due_time=due_time)

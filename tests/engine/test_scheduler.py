@@ -136,6 +136,25 @@ def test_higher_priority_is_admitted_first_then_fcfs_within_a_class():
     assert ids(sched.waiting) == ["low2"]
 
 
+def test_earliest_due_is_admitted_first_within_a_class_but_never_above_a_higher_one():
+    """A pipeline's request late in its budget (due soon) goes before a fresh one with slack."""
+    sched = make_scheduler(max_num_seqs=2, max_num_batched_tokens=64)
+    add(sched, make_request("fresh", 3, arrival_time=0, due_time=2.0),
+        make_request("late_in_pipeline", 3, arrival_time=1, due_time=1.2),
+        make_request("high", 3, priority=-1, arrival_time=2, due_time=4.0))
+    assert ids(sched.waiting) == ["high", "late_in_pipeline", "fresh"]
+    assert chunks(step(sched)) == [("high", 3), ("late_in_pipeline", 3)]
+
+
+def test_the_request_due_last_gives_up_its_blocks_first():
+    sched = make_scheduler(num_blocks=3, max_num_batched_tokens=64)
+    add(sched, make_request("due_late", 4, max_tokens=8, arrival_time=0, due_time=9.0),
+        make_request("due_soon", 4, max_tokens=8, arrival_time=1, due_time=1.5))
+    assert chunks(step(sched)) == [("due_soon", 4), ("due_late", 4)]
+    out = step(sched)   # each needs a second block for its fifth token: 4 blocks of 3
+    assert ids(out.preempted) == ["due_late"] and chunks(out) == [("due_soon", 1)]
+
+
 def test_higher_priority_running_request_is_scheduled_first():
     sched = make_scheduler(max_num_batched_tokens=4)
     add(sched, make_request("low", 3, arrival_time=0))

@@ -11,6 +11,7 @@ from infercloud.engine.step_loop import SLO, StepLoop, _Timing
 class FakeRequest:
     arrival_time: float
     num_output_tokens: int = 0
+    due_time: float | None = None
 
 
 @dataclass
@@ -62,6 +63,17 @@ def test_deadline_of_a_decoding_engine_is_its_last_step_plus_tpot_less_its_step_
         # an engine without its own targets gets the loop's defaults
         plain = Member("b", SLO(), 0, [])
         assert loop.deadline(plain, _Timing(last_step_end=99.0)) == 99.0 + loop.default_slo.tpot_s
+    finally:
+        loop.shutdown()
+
+
+def test_a_request_with_its_own_deadline_makes_its_engine_due_by_it():
+    loop = StepLoop(clock=lambda: 50.0)
+    try:
+        member = Member("a", SLO(ttft_s=1.0, tpot_s=0.1), 0, [])
+        member.engine.scheduler.running = []
+        member.engine.scheduler.waiting = [FakeRequest(49.5), FakeRequest(49.8, due_time=50.1)]
+        assert loop.deadline(member, _Timing(last_step_end=10.0, step_s=0.2)) == 50.1 - 0.2
     finally:
         loop.shutdown()
 
