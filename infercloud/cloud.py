@@ -38,6 +38,9 @@ from infercloud.internal_token import bearer
 from infercloud.openai.asgi import DrainingServer
 from infercloud.paths import infercloud_home
 from infercloud.router.regions import RegionMap
+from infercloud.cache.response_cache import ResponseCache
+from infercloud.gateway.caching import GatewayCache
+from infercloud.gateway.calls import gateway_embed
 from infercloud.store.database import default_database_url, open_database
 
 log = logging.getLogger("infercloud.gateway")
@@ -64,6 +67,9 @@ def serve_cloud(config: ServerConfig) -> int:
                            max_model_len=lambda model: _max_model_len(fleet, model))
     gateway = Gateway(config, fleet, traffic, book, planner)
     gateway.metrics = GatewayMetrics(fleet, book)
+    if config.cache.is_enabled:
+        gateway.cache = GatewayCache(ResponseCache.from_spec(config.cache), gateway_embed(gateway),
+                                     lambda model, result: gateway.metrics.cache.labels(model, result).inc())
     if config.tenancy is not None:
         database = config.tenancy.database or default_database_url()
         gateway.tenancy = Tenancy(config.tenancy, config.models, open_database(database))
@@ -99,6 +105,8 @@ def serve_cloud(config: ServerConfig) -> int:
             yield
         finally:
             await controller.stop()
+            if gateway.cache is not None:
+                await gateway.cache.close()
             if gateway.tenancy is not None:
                 await gateway.tenancy.close()
             await client.close()

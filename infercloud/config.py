@@ -24,7 +24,9 @@ import yaml
 from infercloud.config_loader import ConfigError, SpecFieldError, build, short_repr
 from infercloud.engine.config import EngineConfig
 from infercloud.engine.step_loop import SLO, Policy
+from infercloud.cache.spec import CacheSpec
 from infercloud.internal_token import MIN_TOKEN_CHARS
+from infercloud.pipelines.spec import PipelineSpec, resolve
 from infercloud.router.base import POLICY_NAMES
 
 
@@ -340,6 +342,7 @@ class ServerSettings:
     load_on_request: bool = True              # False (pool workers): only POST /internal/load loads a model
     multiplex: Policy = "slo"                 # which loaded chat model steps next (engine/step_loop.py)
     responses: ResponsesSpec = field(default_factory=ResponsesSpec)   # the Responses API's stored responses
+    pipelines: tuple[PipelineSpec, ...] = ()  # embed -> retrieve -> rerank -> generate -> check, one deadline
     internal_token: str | None = field(default=None, repr=False)  # the internal plane's token (internal_token.py);
                                               # None: $INFERCLOUD_INTERNAL_TOKEN, else the home's file
     internal_only: bool = False               # set on the workers a cloud starts: every route but /health
@@ -387,6 +390,7 @@ class ServerConfig(ServerSettings):
     gateway: GatewaySpec = field(default_factory=GatewaySpec)
     tenancy: TenancySpec | None = None        # set: API keys required (implies cloud mode)
     regions: tuple[RegionSpec, ...] = ()      # known regions and the latencies between them
+    cache: CacheSpec = field(default_factory=CacheSpec)   # the gateway's exact and semantic response caches
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -419,6 +423,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfi
     data = {**(_read_yaml(path) if path is not None else {}), **{k: v for k, v in overrides.items() if v is not None}}
     config = build(ServerConfig, data, "config")
     _check_models(config)
+    config = _resolve_pipelines(config)
+    config = _resolve_cache(config)
     _check_tenancy(config)
     _check_regions(config)
     return config
@@ -458,6 +464,29 @@ def _check_models(config: ServerConfig) -> None:
         if model.pool is not None and model.pool not in pools:
             raise ConfigError(f"config.models[{i}].pool: unknown pool {model.pool!r} "
                               f"(cluster.pools: {', '.join(sorted(pools)) or 'none'})")
+
+
+def _resolve_pipelines(config: ServerConfig) -> ServerConfig:
+    """Each pipeline's stages get their models (defaults: the first chat and embedding models), checked."""
+    kinds = {m.name: m.kind for m in config.models}
+    resolved = []
+    for i, spec in enumerate(config.pipelines):
+        try:
+            resolved.append(resolve(spec, kinds))
+        except SpecFieldError as exc:
+            raise ConfigError(f"config.pipelines[{i}].{exc.field}: {exc.rule}") from exc
+    return dataclasses.replace(config, pipelines=tuple(resolved))
+
+
+def _resolve_cache(config: ServerConfig) -> ServerConfig:
+    """The caches' models checked (the semantic cache's embedding model: default the first); a gateway's only."""
+    if config.cache.is_enabled and not config.is_cloud:
+        raise ConfigError("config.cache: the response caches are the gateway's; add a `cluster` or `tenancy` "
+                          "section (see examples/cloud.yaml) to serve through one")
+    try:
+        return dataclasses.replace(config, cache=config.cache.resolve({m.name: m.kind for m in config.models}))
+    except SpecFieldError as exc:
+        raise ConfigError(f"config.cache.{exc.field}: {exc.rule}") from exc
 
 
 def _check_regions(config: ServerConfig) -> None:

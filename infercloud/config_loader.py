@@ -100,6 +100,8 @@ def _convert_as(tp: Any, value: Any, where: str, declared: Any) -> Any:
         return _sections(args[0], value, where)
     if origin is tuple:
         return _items(args[0], value, where)
+    if origin is dict and args[1] is Any:
+        return _json_map(value, where)
     if origin is dict:
         return _number_map(args[1], value, where)
     if tp in _SCALARS:
@@ -143,6 +145,13 @@ def _number_map(kind: type, value: Any, where: str) -> dict:
         raise ConfigError(f"{where}: expected a mapping of region names to non-negative "
                           f"{'integers' if kind is int else 'numbers'}, got {short_repr(value)}")
     return {k: kind(v) for k, v in value.items()}
+
+
+def _json_map(value: Any, where: str) -> dict:
+    """A mapping taken as it is (a JSON schema, a metadata filter): keys must be strings."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{where}: expected a mapping with string keys, got {short_repr(value)}")
+    return value
 
 
 def _scalar(tp: type, value: Any, where: str, declared: Any) -> Any:

@@ -173,6 +173,10 @@ class RequestMeter:
         self.tenancy.ledger.record(event)
         return event
 
+    def cache_hit(self, usage: dict) -> UsageEvent:
+        """An answer from the gateway's response cache: the tokens the client is told, no device time."""
+        return self.attempt_ended(None, usage, "cache_hit", 200)
+
     def client_usage(self, usage: dict) -> dict:
         """The usage the client is told, from the current attempt's: the cache hits of the attempt its
         prompt was billed on, and device-seconds over every attempt."""

@@ -53,6 +53,12 @@ from infercloud.openai.asgi import (TOKENIZE_PATHS, RequestGuard, describe_bodie
 from infercloud.openai.errors import APIError, bad_request, forbidden, internal_token_required, model_not_found
 from infercloud.openai.protocol import API_BODIES, USAGE_KEY_HEADER
 from infercloud.openai.tokenize import TOKENIZE_BODIES
+from infercloud.cache.response_cache import CACHE_HEADER
+from infercloud.gateway.caching import GatewayCache
+from infercloud.collections.routes import install_on_gateway as install_collections
+from infercloud.pipelines.install import install_on_gateway as install_pipelines
+from infercloud.pipelines.service import PipelineService
+from infercloud.pipelines.spec import PipelineSpec
 from infercloud.responses.service import install_on_gateway
 from infercloud.router.base import RouteRequest
 
@@ -85,6 +91,8 @@ class Gateway:
     started_at: float = field(default_factory=time.time)
     control_state: Callable[[], dict] | None = None   # targets, pool workers, nodes: the controller's or a copy
     sync: Callable[[SyncReport], SyncReply] | None = None   # set where this gateway runs the controller
+    pipelines: PipelineService | None = None  # pipelines called as models (infercloud/pipelines/), set by build_app
+    cache: GatewayCache | None = None         # response caches (config `cache`), set by build_app when on
 
     @cached_property
     def facts(self) -> FactsParser:
@@ -113,6 +121,9 @@ class Gateway:
                 if self.tenancy is not None else None
             if body is None:
                 raw, body = await read_json_object(request)
+                pipeline = await self._pipeline(path, body)
+                if pipeline is not None:
+                    return await self.pipelines.chat(request, pipeline, body)
             else:
                 raw = json.dumps(body).encode()
             facts = self.facts.parse(body, path, len(raw), principal, request.headers.get("x-infercloud-region"),
@@ -124,7 +135,16 @@ class Gateway:
             plan = self.planner.plan(facts)
             if principal is not None:
                 meter = await self.tenancy.admit(principal, facts, plan, request_id, stage)
-            upstream = upstream_for(facts, metered=meter is not None)
+            lookup = await self.cache.lookup(request, facts, request_id) \
+                if self.cache is not None and stage is None else None
+            if lookup is not None and lookup.hit is not None:
+                response = self.cache.answer_hit(lookup, facts, request_id, meter)
+                status = response.status_code
+                if principal is not None:
+                    response.headers.update(self.tenancy.headers(principal))
+                return response
+            storing = self.cache is not None and self.cache.may_store(request, lookup)
+            upstream = upstream_for(facts, metered=meter is not None or storing)
             headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
             if meter is not None:
                 headers[USAGE_KEY_HEADER] = meter.usage_key
@@ -135,6 +155,10 @@ class Gateway:
             else:
                 response = await until_disconnect(request, self.proxy.unary(plan, path, upstream, headers, meter))
             status = response.status_code
+            if lookup is not None:
+                response.headers[CACHE_HEADER] = lookup.header
+                if storing:
+                    self.cache.store_answer(lookup, response)
             if principal is not None:
                 response.headers.update(self.tenancy.headers(principal))
             return response
@@ -148,6 +172,14 @@ class Gateway:
             if meter is not None:
                 meter.close()
             self._count(model, path, status, start)
+
+    async def _pipeline(self, path: str, body: dict) -> PipelineSpec | None:
+        """The pipeline a client's chat completion names as its model, if it names one (not a served model)."""
+        model = body.get("model")
+        if path != "/v1/chat/completions" or self.pipelines is None or not isinstance(model, str) \
+                or model in self.planner.routes:
+            return None
+        return await self.pipelines.registry.get(model)
 
     async def forward(self, request: Request, path: str) -> Response:
         """/tokenize and /detokenize: authenticated, not metered or rate limited, sent to a native replica."""
@@ -282,7 +314,9 @@ def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
     install_admin_routes(app, gateway)
     install_ops_routes(app, gateway)
     responses_bodies = install_on_gateway(app, gateway)   # the Responses API, over handle() in-process
-    # the workers' bodies (passed on), the Responses API's and the admin API's
-    describe_bodies(app, {**API_BODIES, **TOKENIZE_BODIES, **responses_bodies, **ADMIN_BODIES})
+    collections_bodies = install_collections(app, gateway)   # per tenant, embedded through handle()
+    gateway.pipelines = install_pipelines(app, gateway, app.state.collections)
+    # the workers' bodies (passed on), the Responses API's, the collections' and the admin API's
+    describe_bodies(app, {**API_BODIES, **TOKENIZE_BODIES, **responses_bodies, **collections_bodies, **ADMIN_BODIES})
 
     return RequestGuard(app, gateway)

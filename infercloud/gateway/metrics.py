@@ -49,6 +49,9 @@ class GatewayMetrics:
         self.latency = Histogram("infercloud_gateway_response_start_seconds",
                                  "Time from request to the response head (first byte for streams)",
                                  ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.cache = Counter("infercloud_gateway_cache", "Response-cache lookups by result (hit, semantic-hit, "
+                             "miss, bypass: not cacheable or no-cache) and answers stored (stored)",
+                             ["model", "result"], registry=r)
         r.register(_ReplicaGauges(fleet, book))
 
     def routed(self, replica: Replica) -> None:

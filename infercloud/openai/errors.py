@@ -23,6 +23,14 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+def error_from_answer(status: int, body: object, fallback: str) -> APIError:
+    """The OpenAI error an answer of another endpoint carries (an in-process call's), as the same status, type,
+    code, param and message; `fallback` when its body has no error object."""
+    error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
+    return APIError(status, error.get("message") or fallback, type=error.get("type") or "invalid_request_error",
+                    param=error.get("param"), code=error.get("code"))
+
+
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
 

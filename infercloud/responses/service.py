@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from infercloud.config import ResponsesSpec
 from infercloud.openai.asgi import read_json_object
+from infercloud.openai.sse import ClosingStream
 from infercloud.openai.errors import APIError, bad_request
 from infercloud.openai.protocol import ChatCompletionRequest, validation_error
 from infercloud.openai.responses import RESPONSES_BODIES, ResponsesRequest
@@ -140,7 +141,7 @@ class ResponsesService:
         except StopAsyncIteration:
             first = ""
         translator = StreamTranslator(response_id, body, created_at)
-        return _EventStream(chunks, _events(_prepend(first, chunks), translator, save),
+        return ClosingStream(chunks, _events(_prepend(first, chunks), translator, save),
                             media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
 
     # -- GET/DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items -------------------------
@@ -238,24 +239,6 @@ async def _events(chunks: AsyncIterator, translator: StreamTranslator,
             yield sse(event)
         return
     yield sse(translator.final_event(response))
-
-
-class _EventStream(StreamingResponse):
-    """The translated stream: however it ends (even before its body starts), the chat stream under it is
-    closed too, which ends its request (the engine's, or the gateway relay's with its metering)."""
-
-    def __init__(self, inner: AsyncIterator, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.inner = inner
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            for iterator in (self.body_iterator, self.inner):
-                close = getattr(iterator, "aclose", None)
-                if close is not None:
-                    await close()
 
 
 def install_routes(app: FastAPI, service: ResponsesService) -> None:

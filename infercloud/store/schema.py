@@ -93,3 +93,52 @@ responses = sa.Table(  # stored Responses API responses (infercloud/responses/st
     sa.Column("response", sa.JSON, nullable=False),                  # the Response object as returned
     sa.Index("ix_responses_expires_at", "expires_at"),
 )
+
+
+pipelines = sa.Table(  # pipelines made through the admin API (infercloud/pipelines/registry.py); the config's are not here
+    "pipelines", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("spec", sa.JSON, nullable=False),                      # as posted: PipelineSpec's fields
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+
+collections = sa.Table(  # document collections for retrieval (infercloud/collections/store.py), each of one owner
+    "collections", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("owner", sa.String(120), nullable=False),              # "tenant:<id>", or "open" without tenancy
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("embedding_model", sa.String(200), nullable=False),
+    sa.Column("dimensions", sa.Integer, nullable=True),              # its vectors' size; NULL until the first
+    sa.Column("chunking", sa.JSON, nullable=False),                  # {max_words, overlap_words}
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),                # +1 on every write: stale indexes rebuild
+    sa.Column("num_documents", sa.Integer, nullable=False),
+    sa.Column("num_chunks", sa.Integer, nullable=False),
+    sa.UniqueConstraint("owner", "name", name="ux_collections_owner_name"),
+)
+
+collection_documents = sa.Table(
+    "collection_documents", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("collection_id", sa.Integer, sa.ForeignKey("collections.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("doc_id", sa.String(128), nullable=False),             # the client's id, unique in its collection
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),                  # {str: str | int | float | bool}
+    sa.Column("num_chunks", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),            # of its latest version (an upsert renews it)
+    sa.UniqueConstraint("collection_id", "doc_id", name="ux_collection_documents_doc_id"),
+)
+
+collection_chunks = sa.Table(
+    "collection_chunks", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("collection_id", sa.Integer, sa.ForeignKey("collections.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("document_id", sa.Integer, sa.ForeignKey("collection_documents.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("chunk_index", sa.Integer, nullable=False),            # its place in the document, from 0
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),          # float32 little-endian, unit length
+)

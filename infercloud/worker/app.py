@@ -22,6 +22,8 @@ from infercloud.openai.errors import APIError, bad_request, model_not_found
 from infercloud.openai.protocol import (API_BODIES, ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
                                        validation_error)
 from infercloud.openai.tokenize import TOKENIZE_BODIES, DetokenizeRequest, parse, parse_tokenize
+from infercloud.collections.routes import install_on_worker as install_collections
+from infercloud.pipelines.install import install_on_worker as install_pipelines
 from infercloud.responses.service import install_on_worker
 from infercloud.worker import tokenization
 from infercloud.worker.worker import Worker
@@ -31,6 +33,10 @@ log = logging.getLogger("infercloud.worker")
 
 async def _parse(request: Request, model: type[BaseModel]):
     _, data = await read_json_object(request)
+    return _validate(model, data)
+
+
+def _validate(model: type[BaseModel], data: dict):
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -52,12 +58,23 @@ def build_app(worker: Worker) -> RequestGuard:
 
     install_error_handlers(app, log)
 
+    pipelines = None   # set below, once the collections are installed
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        body = await _parse(request, ChatCompletionRequest)
+        _, data = await read_json_object(request)
+        model = data.get("model")
+        if pipelines is not None and isinstance(model, str) and worker.kind(model) is None:
+            spec = await pipelines.registry.get(model)   # a pipeline called as a model
+            if spec is not None:
+                return await pipelines.chat(request, spec, data)
+        body = _validate(ChatCompletionRequest, data)
         return await (await chat_service(body.model, "/v1/chat/completions")).chat(body, request)
 
     responses_bodies = install_on_worker(app, worker, chat_service)   # the Responses API, over chat in-process
+    collections_bodies = install_collections(app, worker)   # document collections, embedded in-process
+    if not worker.config.internal_only:
+        pipelines = install_pipelines(app, worker, app.state.collections, chat_service)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -123,7 +140,7 @@ def build_app(worker: Worker) -> RequestGuard:
 
     _install_vllm_routes(app, worker)
     install_ops_routes(app, worker)
-    describe_bodies(app, {**API_BODIES, **TOKENIZE_BODIES, **responses_bodies})
+    describe_bodies(app, {**API_BODIES, **TOKENIZE_BODIES, **responses_bodies, **collections_bodies})
 
     return RequestGuard(app, worker)
 

@@ -1,0 +1,94 @@
+"""Where pipelines are served: a gateway (each stage through its own request handling: keys, limits,
+routing, metering per stage) and a single box (each stage in-process). Both take the config's pipelines
+and those made through the admin API (stored in the same database as the collections)."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+from fastapi import FastAPI, Request
+
+from infercloud.collections.embed import CallContext
+from infercloud.internal_token import shows_token
+from infercloud.openai.errors import forbidden, internal_token_required
+from infercloud.pipelines.registry import PipelineRegistry
+from infercloud.pipelines.runner import Calls, Passage
+from infercloud.pipelines.service import PipelineService, install_routes
+
+
+def _retrieve(collections):
+    """A retrieve stage's search: the caller's own collection, best chunk per document."""
+    async def retrieve(ctx: CallContext, name: str, vector: np.ndarray, top_k: int, filter: dict | None):
+        owner = await collections.owner_of(ctx.request)
+        result = await collections.search_by_vector(owner, name, vector, top_k, filter, unique_documents=True)
+        return [Passage(h.document_id, h.chunk_index, h.text, h.score, dict(h.metadata)) for h in result.hits]
+    return retrieve
+
+
+def _database(collections):
+    """The collections' database (admin-made pipelines are kept beside them), opened on first use."""
+    async def database():
+        return (await collections.store()).engine
+    return database
+
+
+def _tpot_of(models):
+    def tpot(name: str) -> float | None:
+        spec = next((m for m in models if m.name == name), None)
+        if spec is None:
+            return None
+        scaling = getattr(spec, "autoscaling", None)
+        return spec.slo.tpot_s or (scaling.tpot_slo_s if scaling is not None else None)
+    return tpot
+
+
+def install_on_gateway(app: FastAPI, gateway, collections) -> PipelineService:
+    from infercloud.gateway.app import _request_id
+    from infercloud.gateway.calls import gateway_chat, gateway_embed
+
+    config = gateway.config
+    calls = Calls(gateway_embed(gateway), gateway_chat(gateway), _retrieve(collections), _tpot_of(config.models))
+    registry = PipelineRegistry(config.pipelines, {m.name: m.kind for m in config.models}, _database(collections))
+    service = PipelineService(registry, calls, _request_id)
+
+    async def authorize_admin(request: Request) -> None:
+        authorization = request.headers.get("authorization")
+        if config.internal_token is not None and shows_token(authorization, config.internal_token):
+            return
+        if gateway.tenancy is None:
+            raise internal_token_required()
+        principal = await gateway.tenancy.authenticate(authorization)
+        if not principal.key.is_admin:
+            raise forbidden("This endpoint needs an admin key.", code="admin_key_required")
+
+    async def authorize_caller(request: Request) -> None:
+        await gateway.principal_of(request)
+
+    install_routes(app, service, authorize_admin, authorize_caller)
+    return service
+
+
+def install_on_worker(app: FastAPI, worker, collections, chat_service) -> PipelineService:
+    from infercloud.worker.calls import worker_chat, worker_embed
+
+    config = worker.config
+    calls = Calls(worker_embed(worker), worker_chat(chat_service), _retrieve(collections), _tpot_of(config.models))
+    registry = PipelineRegistry(config.pipelines, {m.name: m.kind for m in config.models}, _database(collections))
+
+    def request_id_of(request: Request) -> str:
+        given = request.headers.get("x-request-id") or ""
+        return given if 0 < len(given) <= 80 else f"req-{uuid.uuid4().hex}"
+
+    service = PipelineService(registry, calls, request_id_of)
+
+    async def authorize_admin(request: Request) -> None:
+        error = await worker.authorize_internal(request.url.path, request.headers.get("authorization"))
+        if error is not None:
+            raise error
+
+    async def authorize_caller(request: Request) -> None:
+        return None
+
+    install_routes(app, service, authorize_admin, authorize_caller)
+    return service
