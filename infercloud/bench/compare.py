@@ -76,13 +76,13 @@ class CompareResult:
 
 
 def run_compare(config: CompareConfig, get_peer: Callable[[str], Peer] | None = None,
-                free_port: Callable[[], int] | None = None) -> CompareResult:
+                port: Callable[[], int] | None = None) -> CompareResult:
     """Every peer in turn over every workload x concurrency; writes runs/ and plots/ as it goes."""
     for workload in config.workloads:
         if workload.requests(np.random.default_rng(0), 1)[0].send_offset_s is not None:
             raise ValueError(f"{workload.name} runs on its own schedule; compare runs closed-loop workloads only")
     get_peer = get_peer or _registry_get_peer
-    free_port = free_port or _free_port
+    port = port or free_port
     out = CompareResult()
     for name, peer in [(name, get_peer(name)) for name in config.peers]:  # unknown names fail before any run
         if not getattr(peer, "accepts_token_ids", True):
@@ -92,7 +92,7 @@ def run_compare(config: CompareConfig, get_peer: Callable[[str], Peer] | None = 
             continue
         try:
             peer.install()
-            peer.start(free_port())
+            peer.start(port())
         except Exception as exc:  # noqa: BLE001 - one broken peer must not stop the others
             peer.stop()
             out.peer_errors[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
@@ -213,7 +213,7 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

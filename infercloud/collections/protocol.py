@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 DOCUMENT_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
 MAX_DOCUMENTS_PER_CALL = 1000
 MAX_TOP_K = 100
+MAX_VECTOR_DIMENSIONS = 8192
 MAX_QUERY_CHARS = 8000
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 
@@ -33,13 +34,12 @@ class ChunkingBody(_Strict):
     max_words: int = Field(default=200, ge=1, le=4096)
     overlap_words: int = Field(default=40, ge=0)
 
-    @field_validator("overlap_words")
-    @classmethod
-    def _less_than_window(cls, value: int, info) -> int:
-        max_words = info.data.get("max_words")
-        if max_words is not None and value >= max_words:
-            raise ValueError(f"must be less than max_words ({max_words})")
-        return value
+    @model_validator(mode="after")
+    def _less_than_window(self) -> "ChunkingBody":   # after: the default overlap is held to it too
+        if self.overlap_words >= self.max_words:
+            raise ValueError(f"overlap_words must be less than max_words ({self.max_words}), "
+                             f"got {self.overlap_words}")
+        return self
 
 
 class CreateCollectionRequest(_Strict):
@@ -74,10 +74,17 @@ FilterValue = Scalar | InValues
 
 
 class SearchRequest(_Strict):
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    query: str | None = Field(default=None, min_length=1, max_length=MAX_QUERY_CHARS)
+    vector: list[float] | None = Field(default=None, min_length=1, max_length=MAX_VECTOR_DIMENSIONS)
     top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
     filter: dict[MetadataKey, FilterValue] | None = Field(default=None, max_length=MAX_METADATA_PAIRS)
     unique_documents: bool = False
+
+    @model_validator(mode="after")
+    def _query_or_vector(self) -> "SearchRequest":   # a vector: the caller embedded the query itself
+        if (self.query is None) == (self.vector is None):
+            raise ValueError("give exactly one of 'query' (text, embedded here) and 'vector' (already embedded)")
+        return self
 
 
 class FilterBody(_Strict):

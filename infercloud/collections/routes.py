@@ -97,8 +97,12 @@ def install_routes(app: FastAPI, service: CollectionsService) -> None:
     async def search(request: Request):
         owner = await service.owner_of(request)
         body = await _body(request, SearchRequest)
-        found = await service.search(_context(request), owner, request.path_params["name"], body.query, body.top_k,
-                                     filter_json(body.filter), body.unique_documents)
+        name, where = request.path_params["name"], filter_json(body.filter)
+        if body.vector is not None:
+            found = await service.search_by_vector(owner, name, body.vector, body.top_k, where, body.unique_documents)
+        else:
+            found = await service.search(_context(request), owner, name, body.query, body.top_k, where,
+                                         body.unique_documents)
         return {"object": "list", "data": [hit.to_json() for hit in found.hits],
                 "usage": usage_json(found.prompt_tokens)}
 

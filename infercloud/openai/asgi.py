@@ -114,6 +114,10 @@ def describe_bodies(app: FastAPI, bodies: dict[str, type[BaseModel]]) -> None:
             for path, model in bodies.items():
                 operation = schema.setdefault("paths", {}).setdefault(path, {}).setdefault("post", {})
                 operation.setdefault("operationId", path.strip("/").replace("/", "_"))
+                named = {p.get("name") for p in operation.get("parameters", []) if p.get("in") == "path"}
+                operation.setdefault("parameters", []).extend(   # a plain route's path parameters, undeclared
+                    {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                    for n in re.findall(r"{(\w+)}", path) if n not in named)
                 operation["requestBody"] = {"required": True, "content": {"application/json": {
                     "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
                 operation["responses"] = {"200": {"description": "The result (JSON, or SSE when stream is true)"},

@@ -133,7 +133,7 @@ def test_compare_runs_each_peer_and_writes_the_side_by_side_table(smollm2_server
     config = CompareConfig((UniformLengths("W1", VOCAB, 16, 4),), (1, 2),
                            ("infercloud", "broken", "text-only", "infercloud:quantization=int8"),
                            tmp_path, num_requests=4, num_warmup=1, progress=False)
-    compare = run_compare(config, get_peer=peers.__getitem__, free_port=lambda: 1)
+    compare = run_compare(config, get_peer=peers.__getitem__, port=lambda: 1)
     assert infercloud.calls == ["install", "start", "stop"]
     assert list(compare.results) == ["infercloud", "infercloud:quantization=int8"]
     assert "could not build its wheel" in compare.peer_errors["broken"]

@@ -63,6 +63,11 @@ def test_create_add_search_and_delete(api):
     assert best["document_id"] == "paris" and best["chunk_index"] == 0 and best["text"] == DOCS[0]["text"]
     assert best["metadata"] == DOCS[0]["metadata"] and 0 < best["score"] <= 1
     assert [h["score"] for h in found["data"]] == sorted((h["score"] for h in found["data"]), reverse=True)
+    vector = api.post("/embeddings", json={"model": "all-minilm-l6-v2", "input": "Which city has the Eiffel Tower?"}
+                      ).json()["data"][0]["embedding"]
+    by_vector = api.post("/collections/kb/search", json={"vector": vector, "top_k": 3}).json()
+    assert [h["document_id"] for h in by_vector["data"]] == [h["document_id"] for h in found["data"]]
+    assert by_vector["usage"]["prompt_tokens"] == 0   # the caller embedded it
 
     rocks = api.post("/collections/kb/search", json={"query": "lava and eruptions", "filter": {
         "topic": {"$in": ["geography", "software"]}}}).json()["data"]
@@ -129,6 +134,9 @@ def test_bad_requests_get_openai_errors(api):
     assert error(api.post("/collections/errs/documents", json={"documents": [{"text": "  "}]}), 400)["param"] == \
         "documents"
     assert error(api.post("/collections/errs/search", json={"query": "q", "top_k": 101}), 400)["param"] == "top_k"
+    assert "exactly one" in error(api.post("/collections/errs/search", json={"query": "q", "vector": [0.1]}),
+                                  400)["message"]
+    assert "exactly one" in error(api.post("/collections/errs/search", json={"top_k": 3}), 400)["message"]
     assert error(api.post("/collections/errs/search", json={"query": "q", "filter": {"a": {"$gt": 1}}}),
                  400)["param"] == "filter"
     assert error(api.get("/collections/errs/documents", params={"limit": 0}), 400)["param"] == "limit"
