@@ -4,6 +4,11 @@ Algorithm:
   deadline = arrival + slo_s. Each stage runs with timeout = min(its budget_s, deadline - now); one that
   runs out is skipped (on_budget: skip; the pipeline goes on with what it has) or fails the request (504,
   on_budget: fail); a stage whose call fails (a missing collection: 404) fails the request with that error.
+  A stage is not even started when it is expected to run out: when its recent duration (LatencyBook: an
+  average of its last runs; a streamed generate's time to first token) is more than its timeout. Under
+  overload that sheds the requests that would miss anyway before they take the engine's time from those
+  that can still make it; each stage refused this way lowers the estimate a little, so one is let through
+  now and then to measure again.
   embed     the question (the last user message) -> one unit vector
   retrieve  the caller's collection, by that vector -> top_k passages (best chunk per document)
   rerank    cross-encoder where installed, else the chat model's P(Yes) that a passage helps answer the
@@ -55,6 +60,36 @@ Retrieve = Callable[[CallContext, str, np.ndarray, int, "dict | None"], Awaitabl
 
 
 @dataclass
+class LatencyBook:
+    """What each stage (by "pipeline/stage") is expected to take: an exponential average of its durations
+    (weight `alpha` on the newest), lowered by `relief` each time a stage is refused on it."""
+
+    alpha: float = 0.2
+    relief: float = 0.9
+    expected_s: dict[str, float] = field(default_factory=dict)
+
+    def expected(self, key: str) -> float | None:
+        return self.expected_s.get(key)
+
+    def observe(self, key: str, seconds: float) -> None:
+        old = self.expected_s.get(key)
+        self.expected_s[key] = seconds if old is None else (1 - self.alpha) * old + self.alpha * seconds
+
+    def refused(self, key: str) -> None:
+        if key in self.expected_s:
+            self.expected_s[key] *= self.relief
+
+
+def expected_to_miss(book: LatencyBook, key: str, timeout_s: float) -> float | None:
+    """The stage's expected duration when it is more than its timeout (do not start it), else None."""
+    expected = book.expected(key)
+    if expected is not None and expected > timeout_s:
+        book.refused(key)
+        return expected
+    return None
+
+
+@dataclass
 class Calls:
     """What a run calls: the server's own embeddings and chat handling, a collection search, the models'
     TPOT targets (None where a model has none) and whether a cross-encoder is installed (none is yet)."""
@@ -64,6 +99,7 @@ class Calls:
     retrieve: Retrieve
     tpot_of: Callable[[str], "float | None"] = lambda model: None
     clock: Callable[[], float] = time.monotonic
+    latencies: LatencyBook = field(default_factory=LatencyBook)
 
 
 @dataclass
@@ -136,22 +172,32 @@ class PipelineRun:
         return self.started + self.spec.slo_s - self.calls.clock()
 
     def _ctx(self, stage: StageSpec) -> CallContext:
-        return CallContext(self.ctx.request, self.ctx.request_id, f"{self.spec.name}/{stage.name}")
+        return CallContext(self.ctx.request, self.ctx.request_id, self._key(stage))
+
+    def _key(self, stage: StageSpec) -> str:
+        return f"{self.spec.name}/{stage.name}"
+
+    def _out_of_time(self, stage: StageSpec, trace: StageTrace, expected_s: float | None) -> None:
+        """The stage ran out of time (or was expected to): skipped, or StageFailed as it is configured."""
+        trace.status = "skipped" if stage.on_budget == "skip" else "failed"
+        trace.detail["reason"] = "out of time" if expected_s is None else \
+            f"expected to take {expected_s:.3f} s, more than the {trace.timeout_s:.3f} s it has"
+        if trace.status == "failed":
+            raise StageFailed(deadline_exceeded(stage, trace.timeout_s))
 
     async def _run(self, stage: StageSpec, work: Callable[[StageSpec, StageTrace], Awaitable[None]]) -> None:
         trace = StageTrace(stage.name, stage.kind)
         self.trace.append(trace)
         trace.timeout_s = max(0.0, min(stage.budget_s or math.inf, self.remaining_s))
         start = self.calls.clock()
+        expected = expected_to_miss(self.calls.latencies, self._key(stage), trace.timeout_s)
         try:
-            if trace.timeout_s <= 0:
+            if trace.timeout_s <= 0 or expected is not None:
                 raise asyncio.TimeoutError
             await asyncio.wait_for(work(stage, trace), trace.timeout_s)
+            self.calls.latencies.observe(self._key(stage), self.calls.clock() - start)
         except asyncio.TimeoutError:
-            trace.status = "skipped" if stage.on_budget == "skip" else "failed"
-            trace.detail["reason"] = "out of time"
-            if trace.status == "failed":
-                raise StageFailed(deadline_exceeded(stage, trace.timeout_s)) from None
+            self._out_of_time(stage, trace, expected)
         except APIError as exc:
             trace.status = "failed"
             trace.detail["reason"] = exc.message
@@ -277,7 +323,11 @@ class PipelineRun:
         start = self.calls.clock()
         body = self.generate_body(stage, client, stream=True)
         chunks = None
+        key = self._key(stage) + "#first-token"
         try:
+            expected = expected_to_miss(self.calls.latencies, key, trace.timeout_s)
+            if expected is not None:
+                self._out_of_time(stage, trace, expected)
             try:
                 response = await asyncio.wait_for(
                     self.calls.chat(self._ctx(stage), body, self.first_token_deadline(stage, body["max_tokens"])),
@@ -286,6 +336,7 @@ class PipelineRun:
                     raise chat_stream_error(response)
                 chunks = sse_chunks(response)
                 first = await asyncio.wait_for(chunks.__anext__(), max(self.remaining_s, 1e-6))
+                self.calls.latencies.observe(key, self.calls.clock() - start)
             except asyncio.TimeoutError:
                 trace.status, trace.detail["reason"] = "failed", "out of time before its first token"
                 raise StageFailed(deadline_exceeded(stage, trace.timeout_s)) from None

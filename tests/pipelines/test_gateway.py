@@ -81,6 +81,9 @@ def test_a_repeated_deterministic_request_is_an_exact_hit_and_any_change_misses(
         [("cache_hit", 0.0, second[2].usage.prompt_tokens, second[2].usage.completion_tokens)]
     tokens = second[2].usage.prompt_tokens + second[2].usage.completion_tokens
     assert rows[0].cost_usd == pytest.approx(tokens * 0.1 / 1e6)
+    metrics = httpx.get(f"{gw.url}/metrics", headers={"Authorization": f"Bearer {gw.admin_key}"}, timeout=10).text
+    for result in ("hit", "miss", "bypass", "stored"):
+        assert f'infercloud_gateway_cache_total{{model="{SMOL}",result="{result}"}}' in metrics, result
 
 
 def test_a_paraphrase_is_a_semantic_hit_but_not_after_another_history_or_for_another_tenant(gw):
