@@ -47,9 +47,9 @@ class PriceSpec:
     input_per_mtok: float = 0.0               # USD per million prompt tokens not served from the prefix cache
     cached_input_per_mtok: float = 0.0        # USD per million prompt tokens served from the prefix cache
     output_per_mtok: float = 0.0              # USD per million completion tokens
+    device_per_hour: float = 0.0              # USD per hour of the device a replica runs on (operator's cost)
     cache_hit_per_mtok: float = 0.0           # USD per million tokens (prompt + completion) of a reply served
                                               # from the gateway's response cache
-    device_per_hour: float = 0.0              # USD per hour of the device a replica runs on (operator's cost)
 
 
 @dataclass(frozen=True)

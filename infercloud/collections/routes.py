@@ -8,7 +8,6 @@ calls of one request share one request id: the client's X-Request-Id, else a new
 from __future__ import annotations
 
 import calendar
-import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -20,13 +19,9 @@ from infercloud.collections.protocol import (COLLECTIONS_BODIES, AddDocumentsReq
 from infercloud.collections.rows import CollectionRow, DocumentRow
 from infercloud.collections.service import OPEN_OWNER, CollectionsService
 from infercloud.gateway.calls import gateway_embed
-from infercloud.openai.asgi import read_json_object
-from infercloud.openai.errors import bad_request
+from infercloud.openai.asgi import no_query, page_of, read_json_object, request_id_of
 from infercloud.openai.protocol import validation_error
 from infercloud.worker.calls import worker_embed
-
-MAX_LIST_LIMIT = 100
-MAX_REQUEST_ID = 80
 
 
 def unix(moment) -> int:
@@ -55,7 +50,7 @@ def listing(data: list[dict], has_more: bool = False) -> dict:
 
 
 async def _body(request: Request, model: type[BaseModel]):
-    _no_query(request, ())
+    no_query(request)
     _, data = await read_json_object(request)
     try:
         return model.model_validate(data)
@@ -63,19 +58,8 @@ async def _body(request: Request, model: type[BaseModel]):
         raise validation_error(exc) from exc
 
 
-def _no_query(request: Request, known: tuple[str, ...]) -> None:
-    """A query parameter this API does not take is a 400 naming it, never silently ignored."""
-    for name in request.query_params:
-        if name not in known:
-            raise bad_request(f"Unsupported query parameter: '{name[:50]}'. infercloud does not support it.",
-                              param=name[:50], code="unsupported_parameter")
-
-
 def _context(request: Request) -> CallContext:
-    request_id = request.headers.get("x-request-id") or ""
-    if not 0 < len(request_id) <= MAX_REQUEST_ID:
-        request_id = f"req-{uuid.uuid4().hex}"
-    return CallContext(request, request_id)
+    return CallContext(request, request_id_of(request))
 
 
 def install_routes(app: FastAPI, service: CollectionsService) -> None:
@@ -113,47 +97,39 @@ def install_routes(app: FastAPI, service: CollectionsService) -> None:
     @app.get("/v1/collections")
     async def list_collections(request: Request):
         owner = await service.owner_of(request)
-        _no_query(request, ())
+        no_query(request)
         return listing([collection_json(row) for row in await service.list_collections(owner)])
 
     @app.get("/v1/collections/{name}")
     async def get_collection(name: str, request: Request):
         owner = await service.owner_of(request)
-        _no_query(request, ())
+        no_query(request)
         return collection_json(await service.get(owner, name))
 
     @app.delete("/v1/collections/{name}")
     async def delete_collection(name: str, request: Request):
         owner = await service.owner_of(request)
-        _no_query(request, ())
+        no_query(request)
         await service.delete(owner, name)
         return {"id": name, "object": "collection.deleted", "deleted": True}
 
     @app.get("/v1/collections/{name}/documents")
     async def list_documents(name: str, request: Request):
         owner = await service.owner_of(request)
-        _no_query(request, ("limit", "after", "order"))
-        query = request.query_params
-        order = query.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise bad_request(f"Invalid value for 'order': {order[:20]!r}; use 'asc' or 'desc'.", param="order")
-        raw_limit = query.get("limit", "20")
-        if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIST_LIMIT):
-            raise bad_request(f"Invalid value for 'limit': use an integer from 1 to {MAX_LIST_LIMIT}.", param="limit")
-        rows, has_more = await service.list_documents(owner, name, int(raw_limit), query.get("after"),
-                                                      order == "desc")
+        page = page_of(request)
+        rows, has_more = await service.list_documents(owner, name, page.limit, page.after, page.newest_first)
         return listing([document_json(row) for row in rows], has_more)
 
     @app.get("/v1/collections/{name}/documents/{doc_id}")
     async def get_document(name: str, doc_id: str, request: Request):
         owner = await service.owner_of(request)
-        _no_query(request, ())
+        no_query(request)
         return document_json(await service.get_document(owner, name, doc_id))
 
     @app.delete("/v1/collections/{name}/documents/{doc_id}")
     async def delete_document(name: str, doc_id: str, request: Request):
         owner = await service.owner_of(request)
-        _no_query(request, ())
+        no_query(request)
         await service.delete_document(owner, name, doc_id)
         return {"id": doc_id, "object": "collection.document.deleted", "deleted": True}
 

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -49,7 +48,7 @@ from infercloud.models.catalog import resolve_model
 from infercloud.models.random_model import is_random_weights
 from infercloud.tenancy.admission import Principal
 from infercloud.openai.asgi import (TOKENIZE_PATHS, RequestGuard, describe_bodies, install_error_handlers,
-                                   install_ops_routes, read_json_object, until_disconnect)
+                                   install_ops_routes, read_json_object, request_id_of, until_disconnect)
 from infercloud.openai.errors import APIError, bad_request, forbidden, internal_token_required, model_not_found
 from infercloud.openai.protocol import API_BODIES, USAGE_KEY_HEADER
 from infercloud.openai.tokenize import TOKENIZE_BODIES
@@ -65,17 +64,6 @@ from infercloud.router.base import RouteRequest
 log = logging.getLogger("infercloud.gateway")
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
-MAX_REQUEST_ID = 80  # a longer X-Request-Id is replaced by one of the gateway's
-
-
-def _request_id(request: Request) -> str:
-    """The client's X-Request-Id, or a new one when it sent none or one too long."""
-    request_id = request.headers.get("x-request-id") or ""
-    if not 0 < len(request_id) <= MAX_REQUEST_ID:  # the ledger keys rows by it
-        request_id = f"req-{uuid.uuid4().hex}"
-    return request_id
-
-
 @dataclass
 class Gateway:
     config: ServerConfig
@@ -114,7 +102,7 @@ class Gateway:
         itself (the chat completion of a Responses API request, infercloud/responses/, with its session key;
         a pipeline's stage, infercloud/pipelines/, under the pipeline's request id, with the deadline of its
         first token)."""
-        request_id, start = request_id or _request_id(request), time.perf_counter()
+        request_id, start = request_id or request_id_of(request), time.perf_counter()
         model, status, meter = "-", 503, None
         try:
             principal = await self.tenancy.authenticate(request.headers.get("authorization")) \
@@ -183,7 +171,7 @@ class Gateway:
 
     async def forward(self, request: Request, path: str) -> Response:
         """/tokenize and /detokenize: authenticated, not metered or rate limited, sent to a native replica."""
-        request_id, start = _request_id(request), time.perf_counter()
+        request_id, start = request_id_of(request), time.perf_counter()
         model, status = "-", 503
         try:
             principal = await self.principal_of(request)

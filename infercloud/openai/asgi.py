@@ -9,6 +9,8 @@ import logging
 import re
 import threading
 import time
+import uuid
+from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI
@@ -256,3 +258,43 @@ class DrainingServer(uvicorn.Server):
         if self.worker.in_flight:
             log.warning("drain timeout: %d requests still in flight are cut", self.worker.in_flight)
         self.should_exit = True
+
+
+MAX_REQUEST_ID = 80     # a longer X-Request-Id is replaced (the ledger keys rows by it)
+MAX_LIST_LIMIT = 100    # a list route's `limit` at most
+
+
+def request_id_of(request: Request) -> str:
+    """The client's X-Request-Id, or a new one when it sent none or one too long."""
+    request_id = request.headers.get("x-request-id") or ""
+    return request_id if 0 < len(request_id) <= MAX_REQUEST_ID else f"req-{uuid.uuid4().hex}"
+
+
+def no_query(request: Request, known: tuple[str, ...] = ()) -> None:
+    """A query parameter a route does not take is a 400 naming it, never silently ignored."""
+    for name in request.query_params:
+        if name not in known:
+            raise bad_request(f"Unsupported query parameter: '{name[:50]}'. infercloud does not support it.",
+                              param=name[:50], code="unsupported_parameter")
+
+
+@dataclass(frozen=True)
+class Page:
+    """A list route's query, as OpenAI's lists take it: order (newest first by default), limit, after."""
+
+    newest_first: bool
+    limit: int
+    after: str | None
+
+
+def page_of(request: Request, default_limit: int = 20) -> Page:
+    """The page a list request asks for; another parameter or a bad value is a 400 naming it."""
+    no_query(request, ("order", "limit", "after"))
+    query = request.query_params
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise bad_request(f"Invalid value for 'order': {order[:20]!r}; use 'asc' or 'desc'.", param="order")
+    raw_limit = query.get("limit", str(default_limit))
+    if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIST_LIMIT):
+        raise bad_request(f"Invalid value for 'limit': use an integer from 1 to {MAX_LIST_LIMIT}.", param="limit")
+    return Page(order == "desc", int(raw_limit), query.get("after"))

@@ -4,13 +4,12 @@ and those made through the admin API (stored in the same database as the collect
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 from fastapi import FastAPI, Request
 
 from infercloud.collections.embed import CallContext
 from infercloud.internal_token import shows_token
+from infercloud.openai.asgi import request_id_of
 from infercloud.openai.errors import forbidden, internal_token_required
 from infercloud.pipelines.registry import PipelineRegistry
 from infercloud.pipelines.runner import Calls, Passage
@@ -44,13 +43,12 @@ def _tpot_of(models):
 
 
 def install_on_gateway(app: FastAPI, gateway, collections) -> PipelineService:
-    from infercloud.gateway.app import _request_id
     from infercloud.gateway.calls import gateway_chat, gateway_embed
 
     config = gateway.config
     calls = Calls(gateway_embed(gateway), gateway_chat(gateway), _retrieve(collections), _tpot_of(config.models))
     registry = PipelineRegistry(config.pipelines, {m.name: m.kind for m in config.models}, _database(collections))
-    service = PipelineService(registry, calls, _request_id)
+    service = PipelineService(registry, calls, request_id_of)
 
     async def authorize_admin(request: Request) -> None:
         authorization = request.headers.get("authorization")
@@ -75,10 +73,6 @@ def install_on_worker(app: FastAPI, worker, collections, chat_service) -> Pipeli
     config = worker.config
     calls = Calls(worker_embed(worker), worker_chat(chat_service), _retrieve(collections), _tpot_of(config.models))
     registry = PipelineRegistry(config.pipelines, {m.name: m.kind for m in config.models}, _database(collections))
-
-    def request_id_of(request: Request) -> str:
-        given = request.headers.get("x-request-id") or ""
-        return given if 0 < len(given) <= 80 else f"req-{uuid.uuid4().hex}"
 
     service = PipelineService(registry, calls, request_id_of)
 

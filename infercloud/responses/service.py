@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from infercloud.config import ResponsesSpec
-from infercloud.openai.asgi import read_json_object
+from infercloud.openai.asgi import no_query, page_of, read_json_object
 from infercloud.openai.sse import ClosingStream
 from infercloud.openai.errors import APIError, bad_request
 from infercloud.openai.protocol import ChatCompletionRequest, validation_error
@@ -43,7 +43,6 @@ ChatCall = Callable[[Request, dict, str], Awaitable[Response]]   # (request, cha
 OwnerOf = Callable[[Request], Awaitable[str]]                    # the caller's owner key (a 401 when unknown)
 
 OPEN_OWNER = "open"           # the owner of every response where there is no tenancy
-MAX_LIST_LIMIT = 100
 _DROPPED_HEADERS = {"content-length", "content-type"}   # the chat answer's headers not passed on
 
 
@@ -147,37 +146,30 @@ class ResponsesService:
     # -- GET/DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items -------------------------
     async def retrieve(self, request: Request, response_id: str) -> dict:
         owner = await self.owner_of(request)
-        _no_query(request, ())
+        no_query(request)
         return (await self._own(response_id, owner)).response
 
     async def delete(self, request: Request, response_id: str) -> dict:
         owner = await self.owner_of(request)
-        _no_query(request, ())
+        no_query(request)
         if not await self._db("delete", response_id, owner):
             raise not_found(response_id)
         return {"id": response_id, "object": "response.deleted", "deleted": True}
 
     async def list_input_items(self, request: Request, response_id: str) -> dict:
         owner = await self.owner_of(request)
-        query = request.query_params
-        _no_query(request, ("order", "limit", "after"))
-        order = query.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise bad_request(f"Invalid value for 'order': {order[:20]!r}; use 'asc' or 'desc'.", param="order")
-        raw_limit = query.get("limit", "20")
-        if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIST_LIMIT):
-            raise bad_request(f"Invalid value for 'limit': use an integer from 1 to {MAX_LIST_LIMIT}.", param="limit")
+        wanted = page_of(request)
         items = list((await self._own(response_id, owner)).input_items)
-        if order == "desc":
+        if wanted.newest_first:
             items.reverse()
-        after = query.get("after")
+        after = wanted.after
         if after is not None:
             ids = [item.get("id") for item in items]
             if after not in ids:
                 raise bad_request(f"No input item {after[:100]!r} in response {response_id[:100]!r}.",
                                   param="after")
             items = items[ids.index(after) + 1:]
-        page = items[:int(raw_limit)]
+        page = items[:wanted.limit]
         return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
                 "last_id": page[-1]["id"] if page else None, "has_more": len(items) > len(page)}
 
@@ -186,14 +178,6 @@ class ResponsesService:
         if found is None:
             raise not_found(response_id)
         return found
-
-
-def _no_query(request: Request, known: tuple[str, ...]) -> None:
-    """A query parameter infercloud does not take is a 400 naming it, never silently ignored."""
-    for name in request.query_params:
-        if name not in known:
-            raise bad_request(f"Unsupported query parameter: '{name[:50]}'. infercloud does not support it.",
-                              param=name[:50], code="unsupported_parameter")
 
 
 async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
