@@ -12,7 +12,8 @@ from infercloud.internal_token import shows_token
 from infercloud.openai.asgi import request_id_of
 from infercloud.openai.errors import forbidden, internal_token_required
 from infercloud.pipelines.registry import PipelineRegistry
-from infercloud.pipelines.runner import Calls, Passage
+from infercloud.pipelines.runner import Calls
+from infercloud.pipelines.trace import Passage
 from infercloud.pipelines.service import PipelineService, install_routes
 
 

@@ -27,7 +27,6 @@ stage's name, so the ledger books each stage's usage; the client is told the sam
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,56 +36,15 @@ import numpy as np
 from starlette.responses import Response
 
 from infercloud.collections.embed import CallContext, Embed
-from infercloud.openai.errors import APIError, error_from_answer
+from infercloud.openai.errors import APIError
+from infercloud.pipelines.answers import chat_answer, chat_stream_error, prepend, sse_chunks
 from infercloud.pipelines.checks import CheckResult, check_groundedness, check_json_schema, check_regex, sentences
+from infercloud.pipelines.latency import LatencyBook, expected_to_miss
 from infercloud.pipelines.spec import PipelineSpec, StageSpec
-
-
-@dataclass(frozen=True)
-class Passage:
-    document_id: str
-    chunk_index: int
-    text: str
-    score: float
-    metadata: dict = field(default_factory=dict)
-
-    def as_source(self) -> dict:
-        return {"document_id": self.document_id, "chunk_index": self.chunk_index, "score": round(self.score, 4),
-                "text": self.text, "metadata": self.metadata}
-
+from infercloud.pipelines.trace import Passage, StageFailed, StageTrace, deadline_exceeded
 
 Chat = Callable[[CallContext, dict, "float | None"], Awaitable[Response]]   # (ctx, body, first-token deadline_s)
 Retrieve = Callable[[CallContext, str, np.ndarray, int, "dict | None"], Awaitable[list[Passage]]]
-
-
-@dataclass
-class LatencyBook:
-    """What each stage (by "pipeline/stage") is expected to take: an exponential average of its durations
-    (weight `alpha` on the newest), lowered by `relief` each time a stage is refused on it."""
-
-    alpha: float = 0.2
-    relief: float = 0.9
-    expected_s: dict[str, float] = field(default_factory=dict)
-
-    def expected(self, key: str) -> float | None:
-        return self.expected_s.get(key)
-
-    def observe(self, key: str, seconds: float) -> None:
-        old = self.expected_s.get(key)
-        self.expected_s[key] = seconds if old is None else (1 - self.alpha) * old + self.alpha * seconds
-
-    def refused(self, key: str) -> None:
-        if key in self.expected_s:
-            self.expected_s[key] *= self.relief
-
-
-def expected_to_miss(book: LatencyBook, key: str, timeout_s: float) -> float | None:
-    """The stage's expected duration when it is more than its timeout (do not start it), else None."""
-    expected = book.expected(key)
-    if expected is not None and expected > timeout_s:
-        book.refused(key)
-        return expected
-    return None
 
 
 @dataclass
@@ -100,40 +58,6 @@ class Calls:
     tpot_of: Callable[[str], "float | None"] = lambda model: None
     clock: Callable[[], float] = time.monotonic
     latencies: LatencyBook = field(default_factory=LatencyBook)
-
-
-@dataclass
-class StageTrace:
-    name: str
-    kind: str
-    status: str = "ok"                  # ok | skipped | failed
-    elapsed_s: float = 0.0
-    timeout_s: float = 0.0              # what it was allowed: min(budget, what remained)
-    detail: dict = field(default_factory=dict)
-    usage: dict | None = None           # {"model", "prompt_tokens", "completion_tokens"}
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "status": self.status, "elapsed_s": round(self.elapsed_s, 4),
-                "timeout_s": round(self.timeout_s, 4), **({"usage": self.usage} if self.usage else {}), **self.detail}
-
-
-class StageFailed(Exception):
-    def __init__(self, error: APIError):
-        super().__init__(error.message)
-        self.error = error
-
-
-def deadline_exceeded(stage: StageSpec, timeout_s: float) -> APIError:
-    return APIError(504, f"Pipeline stage '{stage.name}' ran out of time ({timeout_s:.3f} s: its budget or what "
-                    "remained of the pipeline's deadline) and is set to fail (on_budget: fail).",
-                    type="timeout_error", code="pipeline_deadline_exceeded")
-
-
-def chat_answer(response: Response) -> dict:
-    body = json.loads(bytes(response.body))
-    if response.status_code != 200:
-        raise error_from_answer(response.status_code, body, "The chat model failed.")
-    return body
 
 
 def _usage(model: str, usage: dict | None) -> dict:
@@ -343,7 +267,7 @@ class PipelineRun:
             except APIError as exc:
                 trace.status, trace.detail["reason"] = "failed", exc.message
                 raise StageFailed(exc) from None
-            async for chunk in _prepend(first, chunks):
+            async for chunk in prepend(first, chunks):
                 if chunk.get("usage") and not chunk.get("choices"):
                     trace.usage = _usage(stage.model, chunk["usage"])
                     continue
@@ -378,35 +302,3 @@ _CLIENT_SAMPLING = ("temperature", "top_p", "max_tokens", "max_completion_tokens
                     "frequency_penalty", "response_format", "user", "top_k", "min_p", "repetition_penalty")
 
 
-def chat_stream_error(response: Response) -> APIError:
-    return error_from_answer(response.status_code, json.loads(bytes(response.body)), "The chat model failed.")
-
-
-async def sse_chunks(response) -> AsyncIterator[dict]:
-    """The JSON chunks of an SSE answer (a StreamingResponse), until `[DONE]`; an error event is raised."""
-    buffer = ""
-    iterator = response.body_iterator
-    try:
-        async for piece in iterator:
-            buffer += piece.decode() if isinstance(piece, (bytes, bytearray)) else piece
-            while "\n\n" in buffer:
-                event, buffer = buffer.split("\n\n", 1)
-                for line in event.splitlines():
-                    if not line.startswith("data: "):
-                        continue
-                    data = line[6:]
-                    if data == "[DONE]":
-                        return
-                    chunk = json.loads(data)
-                    if "error" in chunk:   # the model's stream broke after it began
-                        raise error_from_answer(502, chunk, "The chat model's stream failed.")
-                    yield chunk
-    finally:
-        if hasattr(iterator, "aclose"):
-            await iterator.aclose()
-
-
-async def _prepend(first: dict, rest: AsyncIterator[dict]) -> AsyncIterator[dict]:
-    yield first
-    async for item in rest:
-        yield item

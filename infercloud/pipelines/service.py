@@ -32,7 +32,8 @@ from infercloud.openai.errors import APIError, bad_request
 from infercloud.openai.protocol import ChatCompletionRequest, validation_error
 from infercloud.openai.sse import ClosingStream, sse_done, sse_event
 from infercloud.pipelines.registry import PipelineRegistry, describe, not_found
-from infercloud.pipelines.runner import Calls, PipelineRun, StageFailed
+from infercloud.pipelines.runner import Calls, PipelineRun
+from infercloud.pipelines.trace import StageFailed
 from infercloud.pipelines.spec import PipelineSpec
 
 Authorize = Callable[[Request], Awaitable[None]]   # raises 401/403 unless the caller may change pipelines

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infercloud.pipelines.runner import LatencyBook, expected_to_miss
+from infercloud.pipelines.latency import LatencyBook, expected_to_miss
 
 
 def test_the_estimate_is_an_exponential_average_of_durations():
