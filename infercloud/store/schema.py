@@ -142,3 +142,20 @@ collection_chunks = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("embedding", sa.LargeBinary, nullable=False),          # float32 little-endian, unit length
 )
+
+audit = sa.Table(  # governance: every policy decision and every admin change (infercloud/policy/audit.py)
+    "audit", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),                # policy | admin
+    sa.Column("tenant_id", sa.Integer, nullable=True, index=True),   # whose request (policy) or whom it changed
+    sa.Column("key_id", sa.Integer, nullable=True),                  # the key that made the request or change
+    sa.Column("request_id", sa.String(80), nullable=True),
+    sa.Column("rule", sa.String(100), nullable=True),                # policy: the rule's name
+    sa.Column("mode", sa.String(20), nullable=True),                 # policy: enforce | log_only
+    sa.Column("action", sa.String(40), nullable=False),              # refuse | strip | redact | create | revoke ...
+    sa.Column("what", sa.String(300), nullable=False),               # what matched / what changed, never a secret
+    sa.Column("before", sa.JSON, nullable=True),                     # admin: the object before and after
+    sa.Column("after", sa.JSON, nullable=True),
+    sa.Index("ix_audit_at", "at"),
+)
