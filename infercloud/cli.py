@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from infercloud import __version__
 from infercloud.bench.cli import add_bench_parser
+from infercloud.evaluation.cli import add_evaluation_parsers
 from infercloud.models.catalog import (
     CATALOG,
     ModelNotFoundError,
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_chat_parser(commands)
     add_bench_parser(commands)
     add_tenancy_parsers(commands)
+    add_evaluation_parsers(commands)
     return parser
 
 

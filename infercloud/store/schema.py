@@ -92,6 +92,7 @@ responses = sa.Table(  # stored Responses API responses (infercloud/responses/st
     sa.Column("usage", sa.JSON, nullable=True),
     sa.Column("response", sa.JSON, nullable=False),                  # the Response object as returned
     sa.Index("ix_responses_expires_at", "expires_at"),
+    sa.Index("ix_responses_root_id", "root_id"),                     # a conversation's responses (its limits)
 )
 
 
@@ -158,4 +159,27 @@ audit = sa.Table(  # governance: every policy decision and every admin change (i
     sa.Column("before", sa.JSON, nullable=True),                     # admin: the object before and after
     sa.Column("after", sa.JSON, nullable=True),
     sa.Index("ix_audit_at", "at"),
+)
+
+policies = sa.Table(  # policy rules made through the admin API (infercloud/policy/book.py); the config's are not here
+    "policies", metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("spec", sa.JSON, nullable=False),                      # as posted: PolicySpec's fields
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+eval_scores = sa.Table(  # continuous evaluation: one row per score of a sampled answer (infercloud/evaluation/store.py)
+    "eval_scores", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime, nullable=False),                    # when the answer was given
+    sa.Column("target", sa.String(200), nullable=False),             # the spec's target: a model or a pipeline
+    sa.Column("model", sa.String(200), nullable=False),              # the model the answer names
+    sa.Column("evaluator", sa.String(64), nullable=False),           # the evaluator's configured name
+    sa.Column("value", sa.Float, nullable=False),                    # in [0, 1], higher is better
+    sa.Column("passed", sa.Boolean, nullable=False),
+    sa.Column("tenant_id", sa.Integer, nullable=True),
+    sa.Column("request_id", sa.String(80), nullable=False, index=True),
+    sa.Column("detail", sa.String(300), nullable=False),             # short; never the answer's text
+    sa.Index("ix_eval_scores_at", "at"),
+    sa.Index("ix_eval_scores_target_evaluator", "target", "evaluator"),
 )
