@@ -33,6 +33,7 @@ from infercloud.gateway.planner import Plan
 from infercloud.metering.events import UsageEvent, max_cost
 from infercloud.metering.ledger import Ledger
 from infercloud.metering.reports import spent_usd
+from infercloud.policy.audit import AuditLog, AuditWriter
 from infercloud.store.database import utcnow
 from infercloud.tenancy.admission import Admission, Authenticator, Principal, Ticket
 from infercloud.tenancy.cache_salt import CacheSalts
@@ -60,6 +61,7 @@ class Tenancy:
         self.admission = Admission(_limiter(spec, clock), self.budgets, self._load_spent, now_utc)
         self.ledger = Ledger(engine, {m.name: m.price for m in models}, spec.ledger_flush_s)
         self.ledger.listeners.append(lambda event, cost: self.budgets.charge(event.tenant_id, cost))
+        self.audit = AuditWriter(AuditLog(engine), spec.ledger_flush_s)   # policy decisions, admin changes
         self._background: set[asyncio.Task] = set()
 
     async def start(self) -> None:
@@ -67,12 +69,14 @@ class Tenancy:
             await asyncio.to_thread(self.store.upsert_tenant, tenant)
         await self.ledger.replay()  # usage rows spilled by a shutdown during a database outage
         self.ledger.start()
+        self.audit.start()
 
     async def close(self) -> None:
         while self._background:  # usage lookups and limit releases, and any spawned while waiting
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.admission.limiter.close()
         await self.ledger.close()
+        await self.audit.close()
 
     async def _load_spent(self, tenant_id: int, since: dt.datetime | None) -> float:
         await self.ledger.flush()  # rows priced but not yet written are counted once, in the table

@@ -10,7 +10,9 @@
   GET  /v1/usage?since=&until=&by=model|day   the caller's own tenant only
 
 Bodies are strict (gateway/admin_bodies.py) and kept to the ranges of TenantSpec.check and the store:
-a bad field is a 400 naming it (`param`), an unknown tenant or key a 404, never a 500.
+a bad field is a 400 naming it (`param`), an unknown tenant or key a 404, never a 500. Every change is
+in the audit log (policy/audit.py): the admin key that made it and the object before and after, never a
+key's secret or hash; `/admin/audit` reads it (gateway/audit_routes.py).
 """
 
 from __future__ import annotations
@@ -29,26 +31,46 @@ from infercloud.gateway.errors import tenancy_error
 from infercloud.metering.reports import (GROUPS, device_utilization, parse_time, period_start, spent_usd,
                                          usage_report)
 from infercloud.openai.asgi import read_json_object
-from infercloud.openai.errors import APIError, bad_request, forbidden
+from infercloud.internal_token import shows_token
+from infercloud.openai.errors import APIError, bad_request, forbidden, internal_token_required
 from infercloud.openai.protocol import validation_error
+from infercloud.policy.audit import admin_change
 from infercloud.store.database import utcnow
 from infercloud.tenancy.admission import Principal
 from infercloud.tenancy.store import TenancyError, key_expiry
 
 
-def install_admin_routes(app: FastAPI, gateway) -> None:
-    def tenancy() -> Tenancy:
-        if gateway.tenancy is None:
-            raise APIError(404, "Tenancy is not configured on this gateway (no `tenancy` section).",
-                           code="tenancy_disabled")
-        return gateway.tenancy
+def tenancy_of(gateway) -> Tenancy:
+    """The gateway's tenancy, or the 404 `tenancy_disabled` of a gateway without one."""
+    if gateway.tenancy is None:
+        raise APIError(404, "Tenancy is not configured on this gateway (no `tenancy` section).",
+                       code="tenancy_disabled")
+    return gateway.tenancy
 
+
+async def admin_principal(gateway, request: Request) -> tuple[Tenancy, Principal]:
+    """The tenancy and the caller, whose key must be an admin key (else its 401 or 403)."""
+    t = tenancy_of(gateway)
+    principal = await t.authenticate(request.headers.get("authorization"))
+    if not principal.key.is_admin:
+        raise forbidden("This endpoint needs an admin key.", code="admin_key_required")
+    return t, principal
+
+
+async def operator_principal(gateway, request: Request) -> Principal | None:
+    """An operator: an admin key (its Principal) or, also without tenancy, the internal token (None)."""
+    authorization = request.headers.get("authorization")
+    token = gateway.config.internal_token
+    if token is not None and shows_token(authorization, token):
+        return None
+    if gateway.tenancy is None:
+        raise internal_token_required()
+    return (await admin_principal(gateway, request))[1]
+
+
+def install_admin_routes(app: FastAPI, gateway) -> None:
     async def admin(request: Request) -> Tenancy:
-        t = tenancy()
-        principal = await t.authenticate(request.headers.get("authorization"))
-        if not principal.key.is_admin:
-            raise forbidden("This endpoint needs an admin key.", code="admin_key_required")
-        return t
+        return (await admin_principal(gateway, request))[0]
 
     async def run(fn, *args, param: str | None = None):
         """`fn(*args)` in a thread; a TenancyError becomes a 400 or 404 naming its field, else `param`."""
@@ -64,7 +86,7 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
 
     @app.post("/admin/tenants")
     async def create_tenant(request: Request):
-        t = await admin(request)
+        t, who = await admin_principal(gateway, request)
         _, body = await read_json_object(request)
         if "salt_prefix_cache" in body:
             raise bad_request(f"{SALT_PREFIX_CACHE_REMOVED}.", param="salt_prefix_cache")
@@ -83,6 +105,8 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
             raise bad_request(f"Unknown region {unknown_regions[0]!r} (known: {', '.join(sorted(declared))}).",
                               param="regions")
         tenant = await run(t.store.create_tenant, spec, param="name")
+        t.audit.record([admin_change(who, "create_tenant", f"create tenant {tenant.name} (tier {spec.tier})",
+                                     tenant_id=tenant.id, after=tenant.describe())])
         return JSONResponse(tenant.describe(), status_code=201)
 
     @app.get("/admin/tenants/{name}")
@@ -105,7 +129,7 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
 
     @app.post("/admin/keys")
     async def create_key(request: Request):
-        t = await admin(request)
+        t, who = await admin_principal(gateway, request)
         _, data = await read_json_object(request)
         body = _parse(KeyBody, data)
         try:
@@ -113,13 +137,19 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
         except TenancyError as exc:
             raise tenancy_error(exc) from exc
         key, record = await run(t.store.create_key, body.tenant, body.name, body.admin, expires, param="tenant")
+        t.audit.record([admin_change(who, "create_key", f"create {record.label()} for tenant {body.tenant}",
+                                     tenant_id=record.tenant_id, after=record.describe())])
         return JSONResponse({**record.describe(), "key": key}, status_code=201)
 
     @app.post("/admin/keys/{prefix}/revoke")
     async def revoke_key(prefix: str, request: Request):
-        t = await admin(request)
+        t, who = await admin_principal(gateway, request)
+        before = await run(t.store.find_key, prefix, param="prefix")
         record = await run(t.store.revoke_key, prefix, param="prefix")
         t.auth.forget(key_id=record.id)
+        t.audit.record([admin_change(who, "revoke_key", f"revoke {record.label()}", tenant_id=record.tenant_id,
+                                     before=before.describe() if before is not None else None,
+                                     after=record.describe())])
         return record.describe()
 
     @app.get("/admin/usage")
@@ -131,7 +161,7 @@ def install_admin_routes(app: FastAPI, gateway) -> None:
 
     @app.get("/v1/usage")
     async def own_usage(request: Request):
-        t = tenancy()
+        t = tenancy_of(gateway)
         principal: Principal = await t.authenticate(request.headers.get("authorization"))
         asked = request.query_params.get("tenant")
         if asked and asked != principal.tenant.name:
@@ -145,7 +175,7 @@ async def _report(t: Tenancy, gateway, request: Request, tenant_id: int | None) 
     by = q.get("by", "model")
     if by not in GROUPS:
         raise bad_request(f"by must be one of {', '.join(GROUPS)}.", param="by")
-    since, until = _time_param(q, "since"), _time_param(q, "until")
+    since, until = time_param(q, "since"), time_param(q, "until")
     await t.ledger.flush()
     rows = await asyncio.to_thread(usage_report, t.engine, by, tenant_id, since, until)
     report = {"object": "list", "by": by, "since": q.get("since"), "until": q.get("until"), "data": rows}
@@ -165,7 +195,8 @@ def _parse(model: type[BaseModel], data: dict):
         raise validation_error(exc) from exc
 
 
-def _time_param(query, name: str) -> dt.datetime | None:
+def time_param(query, name: str) -> dt.datetime | None:
+    """A `since`/`until` query parameter as a naive UTC datetime; a 400 naming it when it is no time."""
     try:
         return parse_time(query.get(name))
     except (ValueError, OverflowError) as exc:  # OverflowError: so many days ago that no date is

@@ -1,10 +1,11 @@
 """Ledger: prices usage events and writes them to the SQL `usage` table, many rows per transaction.
 
 `record(event)` prices the event and queues its row at once (the caller never waits for SQL); a
-writer task inserts whatever is queued in one transaction every `flush_s` (group commit: at low load
-one row per transaction, under load hundreds). Rows that fail because the database is unreachable
-stay queued and are tried again (so an outage loses nothing while the gateway runs); a row the
-database refuses is logged whole and does not hold back the others; `close()` writes the rest.
+writer task inserts whatever is queued in one transaction every `flush_s` (store/group_commit.py:
+group commit, at low load one row per transaction, under load hundreds). Rows that fail because the
+database is unreachable stay queued and are tried again (so an outage loses nothing while the gateway
+runs); a row the database refuses is logged whole and does not hold back the others; `close()` writes
+the rest.
 Listeners hear of every priced row (budgets count spend from them before the row is written).
 
 No row is lost at shutdown, none is written twice:
@@ -35,6 +36,7 @@ import sqlalchemy as sa
 from infercloud.config import PriceSpec
 from infercloud.metering.events import UsageEvent, billed_cost, device_cost
 from infercloud.metering.spill import read_spill, spill_dir_for, spill_files, write_spill
+from infercloud.store.group_commit import GroupCommit
 from infercloud.store.schema import usage
 
 log = logging.getLogger("infercloud.metering")
@@ -49,120 +51,59 @@ class Ledger:
                  spill_dir: Path | None = None):
         self.engine = engine
         self.prices = prices
-        self.flush_s = flush_s
         self.spill_dir = spill_dir or spill_dir_for(engine.url)  # default: under the infercloud home
         self.listeners: list[Listener] = []
-        self._queued: list[dict] = []
-        self._writer: asyncio.Task | None = None
-        self._wake: asyncio.Event | None = None
-        self._lock: asyncio.Lock | None = None
-        self._stopping: asyncio.Event | None = None
-        self.num_written = 0
+        self.rows = GroupCommit("ledger", self._insert, _is_refused, lambda row: row, flush_s)
         self.num_spilled = 0
+
+    @property
+    def num_written(self) -> int:
+        return self.rows.num_written
+
+    @property
+    def num_queued(self) -> int:
+        return len(self.rows)
 
     def record(self, event: UsageEvent) -> dict:
         """Price the event and queue its row; returns the row."""
         price = self.prices.get(event.model, PriceSpec())
         row = {**dataclasses.asdict(event), "cost_usd": billed_cost(event, price),
                "device_cost_usd": device_cost(event, price)}
-        self._queued.append(row)
+        self.rows.add([row])
         for listener in self.listeners:
             listener(event, row["cost_usd"])
-        if self._wake is not None:
-            self._wake.set()
         return row
 
-    # -- writing -----------------------------------------------------------------------------------
+    # -- writing (store/group_commit.py) -----------------------------------------------------------
     def start(self) -> None:
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="ledger-writer")
-
-    async def _write_loop(self) -> None:
-        while not self._stopping.is_set():
-            await self._wake.wait()
-            self._wake.clear()
-            await self._pause(self.flush_s)  # let a burst of ends share one transaction
-            if not await self.flush():
-                await self._pause(min(1.0, self.flush_s * 10))  # the database is down: back off
-                self._wake.set()
-
-    async def _pause(self, seconds: float) -> None:
-        """Sleep, but wake at once when close() is called."""
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
+        self.rows.start()
 
     async def flush(self) -> bool:
-        """Write every queued row now, in a thread (SQL never blocks the event loop); False if some could
-        not be written (they stay queued). Flushes run one at a time, so once this returns, every row
-        recorded before the call is in the table or still queued, none half way."""
-        async with self._flush_lock():
-            rows, self._queued = self._queued, []
-            if not rows:
-                return True
-            kept = await asyncio.shield(asyncio.to_thread(self._write, rows))
-            self._queued[:0] = kept
-            return not kept
+        """Write every queued row now, in a thread; False if some could not be written (they stay queued)."""
+        return await self.rows.flush()
 
-    def _flush_lock(self) -> asyncio.Lock:
-        if getattr(self, "_lock", None) is None:
-            self._lock = asyncio.Lock()
-        return self._lock
-
-    def _write(self, rows: list[dict]) -> list[dict]:
-        """Insert the rows in one transaction; if that fails, one by one. Returns the rows to try again.
-
-        A row the database refuses on its own (a constraint, a bad value) cannot block the rest: it is
-        logged whole, as JSON, for the operator to repair and replay, and dropped from the queue. Rows
-        that fail for any other reason (unreachable, locked, no table) are kept.
-        """
-        try:
-            self._insert(rows)
-            return []
-        except sa.exc.SQLAlchemyError as exc:
-            if not _is_refused(exc):
-                log.error("ledger: cannot write (%s); %d usage rows kept, will retry", exc, len(rows))
-                return rows
-        kept = []
-        for row in rows:
-            try:
-                self._insert([row])
-            except sa.exc.SQLAlchemyError as exc:
-                if not _is_refused(exc):
-                    kept.append(row)
-                else:
-                    log.error("ledger: the database refused a usage row (%s); row: %s", exc.__class__.__name__,
-                              json.dumps(row, default=str))
-        return kept
-
-    def _insert(self, rows: list[dict]) -> None:
-        """Insert, in one transaction, the rows whose event ids are not in the table yet."""
+    def _insert(self, rows: list[dict]) -> int:
+        """Insert, in one transaction, the rows whose event ids are not in the table yet; how many."""
         with self.engine.begin() as conn:
             fresh = _not_yet_written(conn, rows)
             if fresh:
                 conn.execute(usage.insert(), fresh)
-        self.num_written += len(fresh)
+        return len(fresh)
 
     async def close(self) -> None:
         """Stop the writer after its current flush (never in the middle of one), write the rest, and spill
         what cannot be written to disk for the next start."""
-        if self._writer is not None:
-            self._stopping.set()
-            self._wake.set()
-            await asyncio.gather(self._writer, return_exceptions=True)
-            self._writer = None
+        await self.rows.stop()
         if not await self.flush():
-            async with self._flush_lock():
+            async with self.rows.lock:
                 await self._spill()
 
     async def _spill(self) -> None:
-        rows, self._queued = self._queued, []
+        rows = self.rows.take()
         try:
             path = await asyncio.to_thread(write_spill, self.spill_dir, rows)
         except OSError as exc:  # the last resort: the rows are in the log, for the operator to replay
-            self._queued[:0] = rows
+            self.rows.queued.extendleft(reversed(rows))
             log.error("ledger: %d usage rows could not be written at shutdown nor spilled (%s): %s", len(rows),
                       exc, json.dumps(rows, default=str))
             return
@@ -174,7 +115,7 @@ class Ledger:
     async def replay(self) -> None:
         """Write every spill of this database into it, deleting each once its rows are in the table (in a
         thread: SQL never blocks the event loop). Call before `start`."""
-        async with self._flush_lock():
+        async with self.rows.lock:
             await asyncio.to_thread(self._replay_all)
 
     def _replay_all(self) -> None:
@@ -188,17 +129,13 @@ class Ledger:
             log.error("ledger: cannot read the usage spill %s (%s); left in place", path, exc)
             return
         written_before = self.num_written
-        if self._write(rows):
+        if self.rows.write(rows):
             log.warning("ledger: the usage spill %s cannot be written now; kept for the next start", path)
             return
         path.unlink(missing_ok=True)
         num_new = self.num_written - written_before
         log.info("ledger: replayed the usage spill %s: %d rows written, %d already in the table", path, num_new,
                  len(rows) - num_new)
-
-    @property
-    def num_queued(self) -> int:
-        return len(self._queued)
 
 
 def _not_yet_written(conn: sa.Connection, rows: list[dict]) -> list[dict]:

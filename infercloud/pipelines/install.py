@@ -8,13 +8,12 @@ import numpy as np
 from fastapi import FastAPI, Request
 
 from infercloud.collections.embed import CallContext
-from infercloud.internal_token import shows_token
 from infercloud.openai.asgi import request_id_of
-from infercloud.openai.errors import forbidden, internal_token_required
 from infercloud.pipelines.registry import PipelineRegistry
 from infercloud.pipelines.runner import Calls
 from infercloud.pipelines.trace import Passage
 from infercloud.pipelines.service import PipelineService, install_routes
+from infercloud.policy.audit import admin_change
 
 
 def _retrieve(collections):
@@ -44,6 +43,7 @@ def _tpot_of(models):
 
 
 def install_on_gateway(app: FastAPI, gateway, collections) -> PipelineService:
+    from infercloud.gateway.admin import operator_principal
     from infercloud.gateway.calls import gateway_chat, gateway_embed
 
     config = gateway.config
@@ -51,20 +51,20 @@ def install_on_gateway(app: FastAPI, gateway, collections) -> PipelineService:
     registry = PipelineRegistry(config.pipelines, {m.name: m.kind for m in config.models}, _database(collections))
     service = PipelineService(registry, calls, request_id_of)
 
-    async def authorize_admin(request: Request) -> None:
-        authorization = request.headers.get("authorization")
-        if config.internal_token is not None and shows_token(authorization, config.internal_token):
-            return
-        if gateway.tenancy is None:
-            raise internal_token_required()
-        principal = await gateway.tenancy.authenticate(authorization)
-        if not principal.key.is_admin:
-            raise forbidden("This endpoint needs an admin key.", code="admin_key_required")
+    async def authorize_admin(request: Request):
+        """The caller's admin Principal; None for the internal token."""
+        return await operator_principal(gateway, request)
 
     async def authorize_caller(request: Request) -> None:
         await gateway.principal_of(request)
 
-    install_routes(app, service, authorize_admin, authorize_caller)
+    def audit(who, action: str, what: str, before: dict | None, after: dict | None) -> None:
+        """Pipelines made and deleted, in the audit log (with tenancy: without it there is none)."""
+        if gateway.tenancy is not None:
+            what = what if who is not None else f"internal token: {what}"
+            gateway.tenancy.audit.record([admin_change(who, action, what, before=before, after=after)])
+
+    install_routes(app, service, authorize_admin, authorize_caller, audit)
     return service
 
 

@@ -36,7 +36,8 @@ from infercloud.pipelines.runner import Calls, PipelineRun
 from infercloud.pipelines.trace import StageFailed
 from infercloud.pipelines.spec import PipelineSpec
 
-Authorize = Callable[[Request], Awaitable[None]]   # raises 401/403 unless the caller may change pipelines
+Authorize = Callable[[Request], Awaitable[object]]   # raises 401/403 unless the caller may; returns who asked
+Changed = Callable[[object, str, str, dict | None, dict | None], None]   # (who, action, what, before, after)
 
 CHAT_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens",
                          "temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty", "user",
@@ -169,8 +170,9 @@ class PipelineService:
 
 
 def install_routes(app: FastAPI, service: PipelineService, authorize_admin: Authorize,
-                   authorize_caller: Authorize) -> None:
-    """/v1/pipelines (callers: `authorize_caller`) and /admin/pipelines (`authorize_admin`)."""
+                   authorize_caller: Authorize, on_change: Changed | None = None) -> None:
+    """/v1/pipelines (callers: `authorize_caller`) and /admin/pipelines (`authorize_admin`, whose answer, who
+    asked, `on_change` hears with each pipeline made or deleted: the gateway's audit log)."""
     registry = service.registry
 
     @app.post("/v1/pipelines/{name}")
@@ -190,12 +192,19 @@ def install_routes(app: FastAPI, service: PipelineService, authorize_admin: Auth
 
     @app.post("/admin/pipelines")
     async def admin_create(request: Request):
-        await authorize_admin(request)
+        who = await authorize_admin(request)
         _, body = await read_json_object(request)
-        return describe(await registry.create(body))
+        made = describe(await registry.create(body))
+        if on_change is not None:
+            on_change(who, "create_pipeline", f"create pipeline {made['id']}", None, made)
+        return made
 
     @app.delete("/admin/pipelines/{name}")
     async def admin_delete(name: str, request: Request):
-        await authorize_admin(request)
+        who = await authorize_admin(request)
+        before = await registry.get(name) if on_change is not None else None
         await registry.delete(name)
+        if on_change is not None:
+            on_change(who, "delete_pipeline", f"delete pipeline {name}",
+                      describe(before) if before is not None else None, None)
         return {"id": name, "object": "pipeline.deleted", "deleted": True}

@@ -1,17 +1,21 @@
-"""`infercloud tenants|keys|usage`: manage tenants and API keys, and read the ledger, straight from SQL.
+"""`infercloud tenants|keys|usage|audit`: manage tenants and API keys, read the ledger and the audit log,
+straight from SQL.
 
 Each command opens the database a config names (`--config`, its tenancy.database), or `--database URL`,
-or the default SQLite file, so it works with or without a running gateway. A key is printed once.
+or the default SQLite file, so it works with or without a running gateway. A key is printed once. Every
+change made here is in the audit log (key id none, what prefixed `cli:`).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 
 from infercloud.config import BUDGET_PERIODS, SALT_PREFIX_CACHE_REMOVED, TIERS, TenantSpec, load_config
 from infercloud.metering.reports import GROUPS, parse_time, usage_report
+from infercloud.policy.audit import KINDS, MAX_QUERY_LIMIT, AuditLog, admin_change
 from infercloud.store.database import open_database, utcnow
 from infercloud.tables import format_table
 from infercloud.tenancy.store import Tenant, TenancyError, TenantStore, key_expiry
@@ -71,6 +75,21 @@ def add_tenancy_parsers(commands: argparse._SubParsersAction) -> None:
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
     usage.set_defaults(run=run_usage)
 
+    audit = _database_options(commands.add_parser(
+        "audit", help="policy decisions and admin changes from the audit log",
+        description="Read the audit log, newest first: every policy decision (rule, mode, action, tenant, key, "
+                    "request, what matched) and every admin change (who, what, before and after)."))
+    audit.add_argument("--tenant", default=None, help="only this tenant's rows (its decisions, changes to it)")
+    audit.add_argument("--kind", choices=KINDS, default=None, help="only policy decisions or only admin changes")
+    audit.add_argument("--rule", default=None, help="only the decisions of this policy rule")
+    audit.add_argument("--request-id", default=None, help="only the decisions on this request (its X-Request-Id)")
+    audit.add_argument("--since", default=None, help="ISO date or time (UTC), or 7d / 12h ago")
+    audit.add_argument("--until", default=None, help="ISO date or time (UTC), or 7d / 12h ago; rows before it")
+    audit.add_argument("--limit", type=int, default=100, help=f"at most this many rows, 1 to {MAX_QUERY_LIMIT} "
+                                                              "(default 100)")
+    audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    audit.set_defaults(run=run_audit)
+
 
 
 def _database_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -93,7 +112,10 @@ def run_tenants_create(args: argparse.Namespace) -> int:
     spec = TenantSpec(args.name, args.tier, _names(args.models), args.rpm, args.tpm, args.max_concurrent,
                       args.max_tokens, args.budget, args.budget_period, cache_group=args.cache_group,
                       home_region=args.home_region, regions=_names(args.regions))
-    tenant = _store(args).create_tenant(spec)
+    store = _store(args)
+    tenant = store.create_tenant(spec)
+    _audit(store, "create_tenant", f"create tenant {tenant.name} (tier {spec.tier})", tenant.id,
+           after=tenant.describe())
     print(json.dumps(tenant.describe(), indent=2))
     return 0
 
@@ -119,7 +141,10 @@ def run_tenants_show(args: argparse.Namespace) -> int:
 
 def run_keys_create(args: argparse.Namespace) -> int:
     expires = key_expiry(args.expires_in_days, utcnow())
-    key, record = _store(args).create_key(args.tenant, args.name, args.admin, expires)
+    store = _store(args)
+    key, record = store.create_key(args.tenant, args.name, args.admin, expires)
+    _audit(store, "create_key", f"create {record.label()} for tenant {args.tenant}", record.tenant_id,
+           after=record.describe())
     print(key)
     print(f"(shown once; stored as a hash. prefix {record.describe()['prefix']}"
           f"{', admin' if record.is_admin else ''}{', expires ' + record.describe()['expires_at'] if expires else ''})",
@@ -138,7 +163,11 @@ def run_keys_list(args: argparse.Namespace) -> int:
 
 
 def run_keys_revoke(args: argparse.Namespace) -> int:
-    record = _store(args).revoke_key(args.key)
+    store = _store(args)
+    before = store.find_key(args.key)
+    record = store.revoke_key(args.key)
+    _audit(store, "revoke_key", f"revoke {record.label()}", record.tenant_id,
+           before=before.describe() if before is not None else None, after=record.describe())
     print(f"revoked {record.describe()['prefix']} at {record.describe()['revoked_at']}")
     return 0
 
@@ -166,6 +195,42 @@ def run_usage(args: argparse.Namespace) -> int:
         table.append(line)
     print(format_table(header, table))
     return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= MAX_QUERY_LIMIT:
+        raise ValueError(f"--limit must be 1 to {MAX_QUERY_LIMIT}, got {args.limit}")
+    store = _store(args)
+    tenant_id = store.tenant(args.tenant).id if args.tenant else None
+    rows = AuditLog(store.engine).query(tenant_id, args.kind, args.rule, _time(args.since, "--since"),
+                                        _time(args.until, "--until"), args.limit, args.request_id)
+    names = {t.id: t.name for t in store.list_tenants()}
+    if args.json:
+        print(json.dumps([row.describe(names.get(row.tenant_id)) for row in rows], indent=2))
+        return 0
+    table = [[row.describe()["at"], row.kind, names.get(row.tenant_id) or _or_dash(row.tenant_id),
+              _or_dash(row.key_id), row.rule or "-", row.mode or "-", row.action,
+              row.request_id or "-", row.what] for row in rows]
+    print(format_table(["AT", "KIND", "TENANT", "KEY", "RULE", "MODE", "ACTION", "REQUEST", "WHAT"], table))
+    return 0
+
+
+def _or_dash(value: object) -> str:
+    return str(value) if value is not None else "-"
+
+
+def _time(text: str | None, option: str) -> dt.datetime | None:
+    """A --since/--until value (see parse_time); a ValueError naming the option when it is no time."""
+    try:
+        return parse_time(text)
+    except (ValueError, OverflowError) as exc:   # OverflowError: so many days ago that no date is
+        raise ValueError(f"{option}: not a date or time (use 2026-11-01, 2026-11-01T12:00 or 7d)") from exc
+
+
+def _audit(store: TenantStore, action: str, what: str, tenant_id: int, before: dict | None = None,
+           after: dict | None = None) -> None:
+    """A change made here, in the audit log: no key made it (key id none), its line says `cli:`."""
+    AuditLog(store.engine).write([admin_change(None, action, f"cli: {what}", tenant_id, before, after)])
 
 
 def _tenant_row(t: Tenant) -> list[str]:

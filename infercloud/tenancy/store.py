@@ -74,6 +74,10 @@ class ApiKey:
     def is_valid(self, now: dt.datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
+    def label(self) -> str:
+        """The key as the audit log names it: by its prefix (never its secret), admin or not."""
+        return f"{'admin ' if self.is_admin else ''}key {KEY_PREFIX}{self.prefix}"
+
     def describe(self) -> dict:
         def iso(t: dt.datetime | None) -> str | None:
             return t.isoformat() + "Z" if t is not None else None
@@ -151,6 +155,10 @@ class TenantStore:
             query = query.where(api_keys.c.tenant_id == self.tenant(tenant).id)
         with self.engine.connect() as conn:
             return [_key(row) for row in conn.execute(query)]
+
+    def find_key(self, prefix_or_id: str | int) -> ApiKey | None:
+        """The key with this prefix (with or without `sk-ic-`) or id, revoked or not; None if there is none."""
+        return self._key_by(_key_condition(prefix_or_id))
 
     def revoke_key(self, prefix_or_id: str | int) -> ApiKey:
         condition = _key_condition(prefix_or_id)
