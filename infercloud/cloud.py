@@ -12,6 +12,7 @@ flight finish), then every worker is drained and stopped, and the process exits 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -40,10 +41,15 @@ from infercloud.paths import infercloud_home
 from infercloud.router.regions import RegionMap
 from infercloud.cache.response_cache import ResponseCache
 from infercloud.gateway.caching import GatewayCache
-from infercloud.gateway.calls import gateway_embed
+from infercloud.gateway.calls import gateway_embed, gateway_judge
+from infercloud.gateway.sampling import Sampler
+from infercloud.evaluation.service import Evaluation
+from infercloud.gateway.governance import Governance
+from infercloud.policy.book import PolicyBook
 from infercloud.store.database import default_database_url, open_database
 
 log = logging.getLogger("infercloud.gateway")
+EVALUATION_DRAIN_S = 10.0
 
 
 def http_client() -> aiohttp.ClientSession:
@@ -73,6 +79,12 @@ def serve_cloud(config: ServerConfig) -> int:
     if config.tenancy is not None:
         database = config.tenancy.database or default_database_url()
         gateway.tenancy = Tenancy(config.tenancy, config.models, open_database(database))
+        gateway.governance = Governance(PolicyBook(config.policies, gateway.tenancy.engine,
+                                                   config.tenancy.auth_cache_s), gateway.tenancy.audit)
+    if config.evaluations:
+        engine = gateway.tenancy.engine if gateway.tenancy is not None else open_database(default_database_url())
+        gateway.sampler = Sampler(Evaluation(config.evaluations, engine, gateway_judge(gateway), random.Random(),
+                                             registry=gateway.metrics.registry))
     backend = make_backend(config) if gw.controller_url is None else None
 
     @asynccontextmanager
@@ -82,6 +94,8 @@ def serve_cloud(config: ServerConfig) -> int:
                               RegionMap.from_specs(config.regions), bearer(config.internal_token))
         if gateway.tenancy is not None:
             await gateway.tenancy.start()
+        if gateway.sampler is not None:
+            gateway.sampler.evaluation.start()
         if backend is not None:
             controller = Controller(config, backend, fleet, traffic, client)
             traffic.on_want, gateway.sync = controller.wake, controller.sync
@@ -104,6 +118,11 @@ def serve_cloud(config: ServerConfig) -> int:
         try:
             yield
         finally:
+            if gateway.sampler is not None:   # what is queued is scored, for a while
+                try:
+                    await asyncio.wait_for(gateway.sampler.evaluation.close(), EVALUATION_DRAIN_S)
+                except asyncio.TimeoutError:
+                    log.warning("evaluation: samples still queued at shutdown were not scored")
             await controller.stop()
             if gateway.cache is not None:
                 await gateway.cache.close()

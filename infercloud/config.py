@@ -25,6 +25,8 @@ from infercloud.config_loader import ConfigError, SpecFieldError, build, short_r
 from infercloud.engine.config import EngineConfig
 from infercloud.engine.step_loop import SLO, Policy
 from infercloud.cache.spec import CacheSpec
+from infercloud.policy.spec import EVERY_TENANT, PolicySpec
+from infercloud.evaluation.spec import EvaluationSpec, check_targets
 from infercloud.internal_token import MIN_TOKEN_CHARS
 from infercloud.pipelines.spec import PipelineSpec, resolve
 from infercloud.router.base import POLICY_NAMES
@@ -391,6 +393,8 @@ class ServerConfig(ServerSettings):
     tenancy: TenancySpec | None = None        # set: API keys required (implies cloud mode)
     regions: tuple[RegionSpec, ...] = ()      # known regions and the latencies between them
     cache: CacheSpec = field(default_factory=CacheSpec)   # the gateway's exact and semantic response caches
+    policies: tuple[PolicySpec, ...] = ()     # governance rules the gateway enforces per tenant (infercloud/policy/)
+    evaluations: tuple[EvaluationSpec, ...] = ()   # sampled scoring of live answers (infercloud/evaluation/)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -426,6 +430,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfi
     config = _resolve_pipelines(config)
     config = _resolve_cache(config)
     _check_tenancy(config)
+    _check_policies(config)
+    _check_evaluations(config)
     _check_regions(config)
     return config
 
@@ -487,6 +493,53 @@ def _resolve_cache(config: ServerConfig) -> ServerConfig:
         return dataclasses.replace(config, cache=config.cache.resolve({m.name: m.kind for m in config.models}))
     except SpecFieldError as exc:
         raise ConfigError(f"config.cache.{exc.field}: {exc.rule}") from exc
+
+
+def _check_policies(config: ServerConfig) -> None:
+    """Rules are checked, named once, and apply to tenants the config declares (or to every tenant, "*")."""
+    if config.policies and config.tenancy is None:
+        raise ConfigError("config.policies: policies apply per tenant; add a `tenancy` section (see "
+                          "examples/tenancy.yaml)")
+    declared = {t.name for t in config.tenancy.tenants} if config.tenancy else set()
+    seen: set[str] = set()
+    for i, spec in enumerate(config.policies):
+        try:
+            spec.check()
+        except SpecFieldError as exc:
+            raise ConfigError(f"config.policies[{i}].{exc.field}: {exc.rule}") from exc
+        if spec.name in seen:
+            raise ConfigError(f"config.policies[{i}].name: {spec.name!r} is declared twice")
+        seen.add(spec.name)
+        unknown = sorted(set(spec.tenants) - declared - {EVERY_TENANT})
+        if unknown:
+            raise ConfigError(f"config.policies[{i}].tenants: unknown tenant {unknown[0]!r} (declare it under "
+                              "tenancy.tenants, or use \"*\" for every tenant)")
+
+
+def _check_evaluations(config: ServerConfig) -> None:
+    """Evaluations are the gateway's; each names a served model or a pipeline, once; judges are served chat
+    models."""
+    if config.evaluations and not config.is_cloud:
+        raise ConfigError("config.evaluations: live traffic is evaluated at the gateway; add a `cluster` or "
+                          "`tenancy` section (see examples/cloud.yaml) to serve through one")
+    chat = {m.name for m in config.models if m.kind == "chat"}
+    targets = {m.name for m in config.models} | {p.name for p in config.pipelines}
+    try:
+        check_targets(config.evaluations)
+    except SpecFieldError as exc:
+        raise ConfigError(f"config.evaluations.{exc.field}: {exc.rule}") from exc
+    for i, spec in enumerate(config.evaluations):
+        try:
+            spec.check()
+        except SpecFieldError as exc:
+            raise ConfigError(f"config.evaluations[{i}].{exc.field}: {exc.rule}") from exc
+        if spec.target not in targets:
+            raise ConfigError(f"config.evaluations[{i}].target: {spec.target!r} is neither a served model nor a "
+                              "pipeline")
+        for j, evaluator in enumerate(spec.evaluators):
+            if evaluator.kind == "judge" and evaluator.model not in chat:
+                raise ConfigError(f"config.evaluations[{i}].evaluators[{j}].model: {evaluator.model!r} is not a "
+                                  "served chat model")
 
 
 def _check_regions(config: ServerConfig) -> None:

@@ -37,7 +37,10 @@ from infercloud.fleet.replicas import ReplicaSet
 from infercloud.fleet.traffic import Traffic
 from infercloud.gateway.accounting import Tenancy
 from infercloud.gateway.admin import install_admin_routes
+from infercloud.gateway.audit_routes import install_audit_routes
 from infercloud.gateway.admin_bodies import ADMIN_BODIES
+from infercloud.gateway.admin_policies import POLICY_BODIES, install_policy_routes
+from infercloud.gateway.admin_evaluations import install_evaluation_routes
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import Plan, RoutePlanner
 from infercloud.gateway.load_book import LoadBook
@@ -54,6 +57,8 @@ from infercloud.openai.protocol import API_BODIES, USAGE_KEY_HEADER
 from infercloud.openai.tokenize import TOKENIZE_BODIES
 from infercloud.cache.response_cache import CACHE_HEADER
 from infercloud.gateway.caching import GatewayCache
+from infercloud.gateway.governance import Governance
+from infercloud.gateway.sampling import Sampler
 from infercloud.collections.routes import install_on_gateway as install_collections
 from infercloud.pipelines.install import install_on_gateway as install_pipelines
 from infercloud.pipelines.service import PipelineService
@@ -81,6 +86,8 @@ class Gateway:
     sync: Callable[[SyncReport], SyncReply] | None = None   # set where this gateway runs the controller
     pipelines: PipelineService | None = None  # pipelines called as models (infercloud/pipelines/), set by build_app
     cache: GatewayCache | None = None         # response caches (config `cache`), set by build_app when on
+    governance: Governance | None = None      # policy rules per tenant (infercloud/policy/), set with tenancy
+    sampler: Sampler | None = None            # hands answers to continuous evaluation (config `evaluations`)
 
     @cached_property
     def facts(self) -> FactsParser:
@@ -111,13 +118,17 @@ class Gateway:
                 raw, body = await read_json_object(request)
                 pipeline = await self._pipeline(path, body)
                 if pipeline is not None:
-                    return await self.pipelines.chat(request, pipeline, body)
+                    return self._sampled(pipeline.name, body, principal, request_id,
+                                         await self.pipelines.chat(request, pipeline, body))
             else:
                 raw = json.dumps(body).encode()
             facts = self.facts.parse(body, path, len(raw), principal, request.headers.get("x-infercloud-region"),
                                      session_id or request.headers.get("x-session-id"))
             if deadline_s is not None:
                 facts = dataclasses.replace(facts, deadline_s=deadline_s)
+            watch = None
+            if self.governance is not None and principal is not None:
+                facts, watch = await self.governance.screen(principal, facts, request_id)
             model = facts.model
             self.traffic.arrived(model)
             plan = self.planner.plan(facts)
@@ -127,6 +138,9 @@ class Gateway:
                 if self.cache is not None and stage is None else None
             if lookup is not None and lookup.hit is not None:
                 response = self.cache.answer_hit(lookup, facts, request_id, meter)
+                if watch is not None:
+                    response = self.governance.guard(response, watch)
+                response = self._sampled(model, facts.body, principal, request_id, response, stage)
                 status = response.status_code
                 if principal is not None:
                     response.headers.update(self.tenancy.headers(principal))
@@ -142,11 +156,14 @@ class Gateway:
                     meter = None  # the stream's relay closes it when the stream ends
             else:
                 response = await until_disconnect(request, self.proxy.unary(plan, path, upstream, headers, meter))
-            status = response.status_code
             if lookup is not None:
                 response.headers[CACHE_HEADER] = lookup.header
                 if storing:
                     self.cache.store_answer(lookup, response)
+            if watch is not None:
+                response = self.governance.guard(response, watch)
+            response = self._sampled(model, facts.body, principal, request_id, response, stage)
+            status = response.status_code
             if principal is not None:
                 response.headers.update(self.tenancy.headers(principal))
             return response
@@ -160,6 +177,14 @@ class Gateway:
             if meter is not None:
                 meter.close()
             self._count(model, path, status, start)
+
+    def _sampled(self, target: str, body: dict, principal: Principal | None, request_id: str, response: Response,
+                 stage: str | None = None) -> Response:
+        """A client's answer, handed to continuous evaluation when drawn (a pipeline's stages are not: the
+        pipeline's answer is)."""
+        if self.sampler is None or stage is not None:
+            return response
+        return self.sampler.watch(target, body, principal.tenant.id if principal else None, request_id, response)
 
     async def _pipeline(self, path: str, body: dict) -> PipelineSpec | None:
         """The pipeline a client's chat completion names as its model, if it names one (not a served model)."""
@@ -238,7 +263,10 @@ class Gateway:
         for spec in self.config.models:
             replicas = self.fleet.of(spec.name)
             models[spec.name] = {"ready": sum(r.is_ready for r in replicas), "replicas": len(replicas)}
-        status = "draining" if self.draining else "ok" if all(m["ready"] for m in models.values()) else "degraded"
+        for target, evaluators in (self.sampler.evaluation.degraded() if self.sampler else {}).items():
+            models.setdefault(target, {})["degraded_evaluators"] = evaluators   # a model's or a pipeline's
+        healthy = all(m.get("ready", True) and "degraded_evaluators" not in m for m in models.values())
+        status = "draining" if self.draining else "ok" if healthy else "degraded"
         return not self.draining, {"status": status, "draining": self.draining, "models": models}
 
     def state(self) -> dict:
@@ -300,11 +328,15 @@ def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
         return gateway.sync(report).model_dump()
 
     install_admin_routes(app, gateway)
+    install_policy_routes(app, gateway)
+    install_evaluation_routes(app, gateway)
+    install_audit_routes(app, gateway)
     install_ops_routes(app, gateway)
     responses_bodies = install_on_gateway(app, gateway)   # the Responses API, over handle() in-process
     collections_bodies = install_collections(app, gateway)   # per tenant, embedded through handle()
     gateway.pipelines = install_pipelines(app, gateway, app.state.collections)
     # the workers' bodies (passed on), the Responses API's, the collections' and the admin API's
-    describe_bodies(app, {**API_BODIES, **TOKENIZE_BODIES, **responses_bodies, **collections_bodies, **ADMIN_BODIES})
+    describe_bodies(app, {**API_BODIES, **TOKENIZE_BODIES, **responses_bodies, **collections_bodies, **ADMIN_BODIES,
+                         **POLICY_BODIES})
 
     return RequestGuard(app, gateway)

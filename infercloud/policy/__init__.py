@@ -1,4 +1,7 @@
-"""Governance rules evaluated at the gateway (issue 20). So far, pure and tested but not yet wired into the
-gateway: personal-data detectors and their redaction of whole texts and of streams (detectors.py, redact.py),
-tool rules: allow-lists with conditions on call arguments, by mode (tools.py), and the audit log in SQL
-(audit.py). Rule specs in the config, the gateway hook, /admin/audit and evaluation are not built yet."""
+"""Governance rules evaluated at the gateway: one file per kind, each a pure function of a typed view of a
+request or reply (view.py): tools.py (allow-lists with conditions on call arguments), guards.py (personal
+data, detectors.py, blocked or redacted; streams by redact.py), conversation.py (turns, tool calls and
+tokens of a conversation). decision.py is what every rule returns; rules.py and stream.py apply a tenant's
+compiled rules (spec.py) to a request, a reply and a stream; book.py holds the config's rules and those
+made through the admin API; audit.py records every decision and admin change in SQL. The gateway's hook is
+infercloud/gateway/governance.py. See docs/governance.md."""

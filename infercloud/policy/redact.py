@@ -6,7 +6,8 @@ On each chunk, the detectors run over `pending`; everything up to `len(pending) 
 ends within `pending` (it spans at most `hold + 1` characters), so it is complete and is redacted whole; a
 match that starts later waits for more text. `flush()` releases the rest at the stream's end. Across chunks
 the output is the same as redacting the whole text at once (tested), and nothing is held longer than `hold`
-characters.
+characters. Matches of kinds outside `replaced` are found and reported (`matches`) but left in the text (a
+rule in log_only mode).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def _replace(text: str, matches: list[Match]) -> str:
 @dataclass
 class StreamRedactor:
     detectors: Sequence[Detector]
+    replaced: frozenset[str] | None = None                # kinds replaced (None: all); others only reported
     pending: str = ""
     matches: list[Match] = field(default_factory=list)   # every match so far, positions in the whole stream
     released: int = 0                                    # characters of the stream released so far
@@ -61,7 +63,7 @@ class StreamRedactor:
         found = [m for m in detect(self.pending, self.detectors) if m.start < upto]
         if found:
             upto = max(upto, found[-1].end)
-        text = _replace(self.pending[:upto], found)
+        text = _replace(self.pending[:upto], [m for m in found if self.replaced is None or m.kind in self.replaced])
         self.matches += [Match(m.kind, m.start + self.released, m.end + self.released) for m in found]
         self.pending, self.released = self.pending[upto:], self.released + upto
         return text

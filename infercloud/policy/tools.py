@@ -16,7 +16,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Mode = Literal["enforce", "log_only"]
+from infercloud.policy.decision import Decision, Mode, enforced
+
 Action = Literal["refuse", "strip"]
 
 
@@ -36,15 +37,6 @@ class ToolRule:
                 unknown = set(test) - {"max", "min", "in", "required"}
                 if unknown:
                     raise ValueError(f"rule {self.name!r}: {function}.{arg}: unknown test {sorted(unknown)[0]!r}")
-
-
-@dataclass(frozen=True)
-class Decision:
-    rule: str
-    mode: Mode
-    action: Action
-    what: str                    # "offered delete_account", "call transfer: amount above max"
-    index: int | None = None     # the tool's or call's position
 
 
 def check_offered(rule: ToolRule, functions: list[str]) -> list[Decision]:
@@ -91,12 +83,10 @@ def _broken(rule: ToolRule, name: str, arguments: str) -> str | None:
     return None
 
 
-def enforced(decisions: list[Decision]) -> list[Decision]:
-    """The decisions that change the request or reply (enforce mode); log_only ones are only recorded."""
-    return [d for d in decisions if d.mode == "enforce"]
-
-
 def strip_calls(calls: list, decisions: list[Decision]) -> list:
-    """The calls without those an enforced `strip` decision names."""
+    """The calls (or offered tools) without those an enforced `strip` decision names."""
     dropped = {d.index for d in enforced(decisions) if d.action == "strip"}
     return [call for i, call in enumerate(calls) if i not in dropped]
+
+
+__all__ = ["Decision", "ToolRule", "check_calls", "check_offered", "enforced", "strip_calls"]

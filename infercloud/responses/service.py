@@ -1,7 +1,8 @@
 """The Responses API routes, served through a chat completion call that the server hands in.
 
 POST /v1/responses validates the body, loads the conversation of `previous_response_id` (the caller's
-own, else 404), translates to a chat completion and calls `chat(request, body, session)`: on the
+own, else 404; on a gateway with conversation limits, refused with a 400 `policy_violation` once the
+conversation is past them: infercloud/policy/conversation.py), translates to a chat completion and calls `chat(request, body, session)`: on the
 single-box worker that is the chat endpoint's own code, in-process; on the gateway it is the gateway's
 handling of a chat completion (auth, admission, metering, routing, failover, stream migration), with
 the conversation's root response id as the session key (so `session` routing keeps a conversation on one
@@ -26,11 +27,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from infercloud.config import ResponsesSpec
-from infercloud.openai.asgi import no_query, page_of, read_json_object
+from infercloud.openai.asgi import no_query, page_of, read_json_object, request_id_of
 from infercloud.openai.sse import ClosingStream
 from infercloud.openai.errors import APIError, bad_request
 from infercloud.openai.protocol import ChatCompletionRequest, validation_error
 from infercloud.openai.responses import RESPONSES_BODIES, ResponsesRequest
+from infercloud.policy.conversation import Conversation
 from infercloud.responses.store import ResponseStore, StoredResponse
 from infercloud.responses.stream import StreamFailed, StreamTranslator, sse
 from infercloud.responses.translate import (chat_body, continuation, input_items, map_error, map_error_body, new_id,
@@ -41,6 +43,7 @@ log = logging.getLogger("infercloud.responses")
 
 ChatCall = Callable[[Request, dict, str], Awaitable[Response]]   # (request, chat body, session key) -> its answer
 OwnerOf = Callable[[Request], Awaitable[str]]                    # the caller's owner key (a 401 when unknown)
+Limits = Callable[[Request, Conversation], Awaitable[None]]      # a continuation's conversation: refused past limits
 
 OPEN_OWNER = "open"           # the owner of every response where there is no tenancy
 _DROPPED_HEADERS = {"content-length", "content-type"}   # the chat answer's headers not passed on
@@ -57,7 +60,7 @@ def store_unavailable() -> APIError:
 
 class ResponsesService:
     def __init__(self, spec: ResponsesSpec, chat: ChatCall, owner_of: OwnerOf, engine: sa.Engine | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, limits: Limits | None = None):
         """`engine`: the database to use (the gateway's tenancy database) unless `spec.database` names one;
         without either, the SQLite file under the infercloud home, opened on first use."""
         self.spec = spec
@@ -65,6 +68,7 @@ class ResponsesService:
         self.owner_of = owner_of
         self.engine = None if spec.database else engine
         self.clock = clock
+        self.limits = limits           # the gateway's conversation limits (policy rules), where there are any
         self._store: ResponseStore | None = None
         self._opening = asyncio.Lock()
 
@@ -105,6 +109,9 @@ class ResponsesService:
             if previous is None:
                 raise not_found(body.previous_response_id, param="previous_response_id")
             history, root = previous.messages, previous.root_id
+            if self.limits is not None:
+                turns, calls, tokens = await self._db("conversation", root, owner)
+                await self.limits(request, Conversation(turns + 1, calls, tokens))
         items = input_items(body)
         created_at = int(self.clock())
         try:
@@ -275,6 +282,11 @@ def install_on_gateway(app: FastAPI, gateway) -> dict:
         principal = await gateway.principal_of(request)
         return OPEN_OWNER if principal is None else f"tenant:{principal.tenant.id}"
 
+    async def limits(request: Request, conversation: Conversation) -> None:
+        principal = await gateway.principal_of(request)
+        if gateway.governance is not None and principal is not None:
+            await gateway.governance.conversation(principal, conversation, request_id_of(request))
+
     engine = gateway.tenancy.engine if gateway.tenancy is not None else None
-    install_routes(app, ResponsesService(gateway.config.responses, chat, owner_of, engine))
+    install_routes(app, ResponsesService(gateway.config.responses, chat, owner_of, engine, limits=limits))
     return dict(RESPONSES_BODIES)

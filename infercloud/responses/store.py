@@ -75,6 +75,17 @@ class ResponseStore:
             return None
         return StoredResponse(**row._mapping)
 
+    def conversation(self, root_id: str, owner: str) -> tuple[int, int, int]:
+        """The owner's stored conversation under `root_id` (every unexpired response continuing it): how many
+        responses, function calls in their outputs, and tokens they used."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(responses.c.output, responses.c.usage).where(
+                responses.c.root_id == root_id, responses.c.owner == owner, responses.c.expires_at > self.now())).all()
+        calls = sum(1 for r in rows for item in r.output or [] if isinstance(item, dict)
+                    and item.get("type") == "function_call")
+        tokens = sum(int((r.usage or {}).get("total_tokens") or 0) for r in rows)
+        return len(rows), calls, tokens
+
     def delete(self, response_id: str, owner: str) -> bool:
         """Delete the owner's unexpired response; False when there is none by that id."""
         if not isinstance(response_id, str) or not ID_PATTERN.fullmatch(response_id):
