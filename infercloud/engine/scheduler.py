@@ -14,6 +14,9 @@ Each step has a token budget (`max_num_batched_tokens`) and a cap on running seq
   2. If nothing was preempted for blocks in 1, waiting requests (higher priority first, earliest due first
      within a class) are admitted while budget, sequence slots and blocks last; each starts after its
      cached prefix and takes a prefill chunk of at most the remaining budget.
+  In 1 and 2, prompt work of a class waits while a higher class has prompt tokens to compute (waiting, or
+  running and not yet prefilled): such a step holds only the higher class's prefill and everyone's
+  decodes, so batch work (an evaluation's judge) never shares a step with an interactive first token.
 "Due" is when a request's first token is due: its arrival plus its own deadline (a pipeline's generate
 stage brings one: what remains of its end-to-end budget) or plus the model's TTFT target. Requests of one
 model without deadlines are therefore served in arrival order; one late in its pipeline goes before a fresh
@@ -66,9 +69,12 @@ def _waiting_key(req: Request) -> tuple:
     return (req.priority, due(req))
 
 
+def _is_prefilling(req: Request) -> bool:
+    return req.num_tokens - req.num_computed_tokens > 1
+
+
 def _running_key(req: Request) -> tuple:
-    is_prefilling = req.num_tokens - req.num_computed_tokens > 1
-    return (req.priority, is_prefilling, due(req))
+    return (req.priority, _is_prefilling(req), due(req))
 
 
 class Scheduler:
@@ -111,9 +117,24 @@ class Scheduler:
         self._free_slots_for_higher_priority(out)
         num_for_slots = len(out.preempted)
         self.running.sort(key=_running_key)
+        first_class = self._first_prefill_class()
+        held = {id(r) for r in self.running if _is_prefilling(r) and r.priority > first_class}
+        budget = self._schedule_running(out, budget, skip=held)
+        if len(out.preempted) == num_for_slots:
+            budget = self._admit_waiting(out, budget, first_class)
+        if held and not any(_is_prefilling(s.request) and s.request.priority == first_class for s in out.scheduled):
+            # the higher class's prompt could not go (no blocks): the held prefills go on, never deadlocked
+            self._schedule_running(out, budget, skip={id(r) for r in self.running if id(r) not in held})
+        return out
+
+    def _schedule_running(self, out: SchedulerOutput, budget: int, skip: set[int]) -> int:
+        """Step 1 for the running requests not in `skip` (ids); the budget left."""
         i = 0
         while i < len(self.running) and budget > 0:
             req = self.running[i]
+            if id(req) in skip:
+                i += 1
+                continue
             num_new = min(req.num_tokens - req.num_computed_tokens, budget)
             while self.kv.allocate_slots(req, num_new) is None:
                 victim = self.running.pop()
@@ -126,9 +147,14 @@ class Scheduler:
             out.scheduled.append(ScheduledRequest(req, num_new, self.kv.block_ids(req)))
             budget -= num_new
             i += 1
-        if len(out.preempted) == num_for_slots:
-            budget = self._admit_waiting(out, budget)
-        return out
+        return budget
+
+    def _first_prefill_class(self) -> int | None:
+        """The highest class (lowest priority number) with prompt tokens still to compute."""
+        classes = [r.priority for r in self.running if _is_prefilling(r)]
+        if self.waiting:
+            classes.append(self.waiting[0].priority)
+        return min(classes, default=None)
 
     def _free_slots_for_higher_priority(self, out: SchedulerOutput) -> None:
         for req in list(self.waiting):  # highest class first
@@ -141,9 +167,11 @@ class Scheduler:
             self._preempt(victim)
             out.preempted.append(victim)
 
-    def _admit_waiting(self, out: SchedulerOutput, budget: int) -> int:
+    def _admit_waiting(self, out: SchedulerOutput, budget: int, first_class: int | None) -> int:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             req = self.waiting[0]
+            if first_class is not None and req.priority > first_class:
+                break
             computed = self.kv.get_computed_blocks(req) if req.num_computed_tokens == 0 else []
             num_hit = len(computed) * self.kv.block_size
             num_new = min(req.num_tokens - num_hit, budget)

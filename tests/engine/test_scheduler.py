@@ -132,8 +132,30 @@ def test_higher_priority_is_admitted_first_then_fcfs_within_a_class():
     add(sched, make_request("low1", 3, arrival_time=0), make_request("high1", 3, priority=-1, arrival_time=1),
         make_request("low2", 3, arrival_time=2), make_request("high2", 3, priority=-1, arrival_time=3))
     assert ids(sched.waiting) == ["high1", "high2", "low1", "low2"]
-    assert chunks(step(sched)) == [("high1", 3), ("high2", 3), ("low1", 3)]
+    assert chunks(step(sched)) == [("high1", 3), ("high2", 3)]   # a lower class's prompt waits a step
+    assert chunks(step(sched)) == [("high1", 1), ("high2", 1), ("low1", 3)]
     assert ids(sched.waiting) == ["low2"]
+
+
+def test_a_lower_class_prompt_never_shares_a_step_with_a_higher_class_prompt():
+    """Batch work (an evaluation's judge) and an interactive first token: the judge's prefill is held, its
+    decodes are not."""
+    sched = make_scheduler(max_num_batched_tokens=8, num_blocks=32)
+    add(sched, make_request("judge_decoding", 3, priority=2, arrival_time=0),
+        make_request("judge_long", 20, priority=2, arrival_time=1))
+    assert chunks(step(sched)) == [("judge_decoding", 3), ("judge_long", 5)]
+    add(sched, make_request("user", 6, priority=0, arrival_time=2))
+    assert chunks(step(sched)) == [("judge_decoding", 1), ("user", 6)]   # judge_long's prompt is held
+    assert chunks(step(sched)) == [("user", 1), ("judge_decoding", 1), ("judge_long", 6)]
+
+
+def test_a_held_prompt_goes_on_when_the_higher_class_cannot_get_blocks():
+    sched = make_scheduler(max_num_batched_tokens=12, num_blocks=4)
+    add(sched, make_request("batch", 14, priority=2, arrival_time=0))
+    assert chunks(step(sched)) == [("batch", 12)]
+    add(sched, make_request("user", 8, priority=0, arrival_time=1))   # needs 2 blocks: 1 is free
+    assert chunks(step(sched)) == [("batch", 2)]                       # not deadlocked behind it
+    assert ids(sched.waiting) == ["user"]
 
 
 def test_earliest_due_is_admitted_first_within_a_class_but_never_above_a_higher_one():
@@ -143,7 +165,8 @@ def test_earliest_due_is_admitted_first_within_a_class_but_never_above_a_higher_
         make_request("late_in_pipeline", 3, arrival_time=1, due_time=1.2),
         make_request("high", 3, priority=-1, arrival_time=2, due_time=4.0))
     assert ids(sched.waiting) == ["high", "late_in_pipeline", "fresh"]
-    assert chunks(step(sched)) == [("high", 3), ("late_in_pipeline", 3)]
+    assert chunks(step(sched)) == [("high", 3)]
+    assert chunks(step(sched)) == [("high", 1), ("late_in_pipeline", 3)]
 
 
 def test_the_request_due_last_gives_up_its_blocks_first():
@@ -232,8 +255,8 @@ def test_lower_priority_request_is_preempted_even_if_older():
     low = make_request("low", 7, arrival_time=0)
     high = make_request("high", 7, priority=-1, arrival_time=1)
     add(sched, low, high)
+    assert [(s.request.request_id, s.block_ids) for s in step(sched).scheduled] == [("high", [0, 1])]
     assert [(s.request.request_id, s.block_ids) for s in step(sched).scheduled] == [("high", [0, 1]), ("low", [2, 3])]
-    step(sched)
     out = step(sched)
     assert out.preempted == [low] and chunks(out) == [("high", 1)]
     assert out.scheduled[0].block_ids == [0, 1, 3]
