@@ -3,16 +3,21 @@
 Layout: `build_parser()` asks one `add_<command>_parser(commands)` function per top-level
 command to register itself; each (sub)command runs in its own `run_<command>(args) -> int`
 function, set as `args.run`. `main()` turns the errors a user can cause (unknown model,
-failed pull, file-system trouble) into one line on stderr and exit status 1.
+failed pull, file-system trouble, a port in use) into one line on stderr and exit status 1.
+
+The parsers are built from light modules only: torch, transformers, tokenizers, numpy and SQLAlchemy are
+imported by the command that needs them, as it runs, so `--help`, `models list` and the like answer at once
+(tests/test_cli_startup.py holds this).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 from collections.abc import Sequence
-
-from sqlalchemy.exc import SQLAlchemyError
+from pathlib import Path
 
 from infercloud import __version__
 from infercloud.bench.cli import add_bench_parser
@@ -20,6 +25,7 @@ from infercloud.evaluation.cli import add_evaluation_parsers
 from infercloud.models.catalog import (
     CATALOG,
     ModelNotFoundError,
+    find_entry,
     models_dir,
     resolve_model,
 )
@@ -29,6 +35,8 @@ from infercloud.models.inventory import (
     models_on_disk,
     remove_model,
 )
+from infercloud.models.local import LocalModel
+from infercloud.models.marker import read_marker
 from infercloud.models.pull import PullError, pull
 from infercloud.models.random_model import (
     DEFAULT_VOCAB_FROM,
@@ -38,9 +46,9 @@ from infercloud.models.random_model import (
 from infercloud.tables import format_table
 from infercloud.tenancy.cli import add_tenancy_parsers
 
-# Errors that mean "the user asked for something that cannot be done", not a bug.
-USER_ERRORS = (ModelNotFoundError, PullError, OSError, ValueError,  # ConfigError, TenancyError are ValueErrors
-               SQLAlchemyError)
+# Errors that mean "the user asked for something that cannot be done", not a bug (ConfigError and TenancyError
+# are ValueErrors); SQLAlchemy's too, once a command has imported it (user_errors()).
+USER_ERRORS = (ModelNotFoundError, PullError, OSError, ValueError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -48,13 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         message = " ".join(str(exc).split())  # one line, whatever the error carried
         print(f"infercloud: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("infercloud: interrupted", file=sys.stderr)
         return 130
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """USER_ERRORS, with SQLAlchemy's errors when the command loaded it (one that opens no database never does)."""
+    sqlalchemy_exc = sys.modules.get("sqlalchemy.exc")
+    return USER_ERRORS + ((sqlalchemy_exc.SQLAlchemyError,) if sqlalchemy_exc is not None else ())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,16 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_serve_parser(commands: argparse._SubParsersAction) -> None:
-    """`infercloud serve`: the OpenAI-compatible server for the configured models."""
+    """`infercloud serve [NAME_OR_PATH]`: the OpenAI-compatible server for one model or the configured ones."""
     serve = commands.add_parser(
         "serve",
         help="serve models behind an OpenAI-compatible API",
-        description="Serve the configured models (default: smollm2-135m-instruct for chat and completions, "
-        "all-minilm-l6-v2 for embeddings), pulling them first if needed. With a config that has a `cluster` "
+        description="Serve NAME_OR_PATH alone, or the models of --config (default: smollm2-135m-instruct for chat "
+        "and completions, all-minilm-l6-v2 for embeddings), pulling catalog models first if needed. "
+        "The port is checked before anything loads: one in use is an error at once. With a config that has a `cluster` "
         "section (see examples/cloud.yaml), run a gateway on --port that routes to worker processes it starts "
         "(replicas per model, routing policy per model). SIGTERM drains: new requests get 503, "
         "requests in flight finish (up to drain_timeout_s), then the server exits 0.",
     )
+    serve.add_argument("model", nargs="?", default=None, metavar="NAME_OR_PATH",
+                       help="serve this one model, without a config: a catalog name (see `models list`) or a local "
+                       "model folder, as chat or embedding model as the catalog or the folder says")
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port to bind (default 8000)")
     serve.add_argument("--config", default=None, help="YAML config file (see examples/serve.yaml)")
@@ -101,7 +119,11 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from infercloud.config import load_config, with_engine
 
-    config = load_config(args.config, host=args.host, port=args.port)
+    if args.model is not None and args.config is not None:
+        raise ValueError(f"serve: give a model (NAME_OR_PATH {args.model}) or --config ({args.config}), not both")
+    models = [_model_to_serve(args.model)] if args.model is not None else None
+    config = load_config(args.config, host=args.host, port=args.port, models=models)
+    check_port_free(config.host, config.port)   # before a model loads or a worker starts
     config = _with_internal_token(with_engine(config, dtype=args.dtype, quantization=args.quantization))
     if config.is_cloud:
         from infercloud.cloud import serve_cloud
@@ -110,6 +132,46 @@ def run_serve(args: argparse.Namespace) -> int:
     from infercloud.worker.server import serve
 
     return serve(config.worker())
+
+
+def _model_to_serve(name_or_path: str) -> dict[str, str]:
+    """`serve NAME_OR_PATH`'s model, as an entry of a config's `models`: a catalog model by its name (pulled at
+    start when it is not yet), else a model folder (a path, or a name under the models directory) served under
+    the folder's name."""
+    entry = find_entry(name_or_path)
+    if entry is not None:
+        return {"name": entry.name, "kind": entry.kind}
+    folder = resolve_model(name_or_path).resolve()
+    return {"name": folder.name, "kind": _folder_kind(folder), "path": str(folder)}
+
+
+def _folder_kind(folder: Path) -> str:
+    """A model folder's kind: as its pull marker says, else embedding for a BERT (engine/arch/bert.py), else chat."""
+    marker = read_marker(folder)
+    if marker is not None:
+        return marker.kind
+    return "embedding" if LocalModel.open(folder).hf_config.get("model_type") == "bert" else "chat"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """OSError (one line) unless a server can listen on host:port now, bound as uvicorn binds it (every address
+    `host` resolves to, SO_REUSEADDR: a port an earlier server left in TIME_WAIT is free)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot bind {host}:{port}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(f"port {port} on {host} is in use (another server, or an infercloud still "
+                                  "running?); stop it or choose another with --port") from None
+                raise OSError(f"cannot bind {host}:{port}: {exc.strerror}") from None
 
 
 def add_worker_parser(commands: argparse._SubParsersAction) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:   # torch is imported where a device or dtype is made, not by whoever reads a config
+    import torch
 
-from infercloud.engine.kernels import ATTENTION
-from infercloud.engine.quant import check_quantization
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION = ("auto", "kernel", "sdpa")   # the compiled CPU kernel or SDPA (engine/kernels.py)
+QUANTIZATIONS = ("int8",)                # weight-only int8 linear layers (engine/quant.py)
 
 
 @dataclass(frozen=True)
@@ -33,22 +34,30 @@ class EngineConfig:
             raise ValueError("block_size, max_num_seqs and max_num_batched_tokens must be positive")
         if self.dtype != "auto" and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        check_quantization(self.quantization)
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)} or unset, "
+                             f"got {self.quantization!r}")
         if self.attention not in ATTENTION:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, got {self.attention!r}")
 
     def torch_device(self) -> torch.device:
+        import torch
+
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
     def torch_dtype(self, device: torch.device) -> torch.dtype:
+        import torch
+
         if self.dtype == "auto":
             return torch.bfloat16 if device.type == "cuda" or cpu_has_bf16() else torch.float32
-        return DTYPES[self.dtype]
+        return getattr(torch, self.dtype)
 
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes in bf16 natively (AVX512_BF16 or AMX-BF16); elsewhere bf16 is emulated, slower than fp32."""
+    import torch
+
     caps = torch.cpu.get_capabilities()
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))

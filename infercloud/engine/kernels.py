@@ -29,7 +29,6 @@ class KernelUnavailable(RuntimeError):
     """A compiled kernel the config asks for cannot be built here."""
 
 
-ATTENTION = ("auto", "kernel", "sdpa")
 VECTOR_MULTIPLE = 16   # block_size and head_dim the kernel takes: whole AVX-512 vectors of fp32
 MAX_BLOCK_SIZE = 256   # a chunk's scores fit the kernel's buffers
 

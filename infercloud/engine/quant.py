@@ -25,15 +25,9 @@ from torch import nn
 
 from infercloud.engine.kernels import cpu_ops
 
-QUANTIZATIONS = ("int8",)
 KERNEL_MAX_ROWS = 16   # aten's int8 kernel up to this many rows; dequantize + GEMM above
 VNNI_GROUP = 64        # activation values per int8 scale in the VNNI kernel; K must be a multiple
 VNNI_BLOCK = 16        # output channels per packed block; N must be a multiple
-
-
-def check_quantization(quantization: str | None) -> None:
-    if quantization is not None and quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)} or unset, got {quantization!r}")
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

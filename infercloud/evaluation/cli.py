@@ -2,6 +2,7 @@
 
 It opens the database a config names (`--config`, its tenancy.database: where a gateway writes its
 scores), or `--database URL`, or the default SQLite file, so it works with or without a running gateway.
+The SQL side is imported by the command as it runs, not by the parser (`infercloud --help` stays quick).
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from infercloud.evaluation.report import GROUPS, evaluation_report
-from infercloud.metering.reports import parse_time
-from infercloud.store.database import open_database
 from infercloud.tables import format_table
+
+# What `--by` offers, owned by infercloud/evaluation/report.py (GROUPS; tests/test_cli_startup.py checks they agree).
+REPORT_GROUPS = ("model", "evaluator", "day", "target")
 
 
 def add_evaluation_parsers(commands: argparse._SubParsersAction) -> None:
@@ -24,11 +25,11 @@ def add_evaluation_parsers(commands: argparse._SubParsersAction) -> None:
                                 "(each group split by evaluator).")
     report.add_argument("--config", default=None, help="config whose tenancy.database to use")
     report.add_argument("--database", default=None, help="SQLAlchemy URL (default: the SQLite file)")
-    report.add_argument("--by", choices=GROUPS, default="evaluator")
+    report.add_argument("--by", choices=REPORT_GROUPS, default="evaluator", help="group by (default evaluator)")
     report.add_argument("--target", default=None, help="one target's scores only (a model or pipeline name)")
     report.add_argument("--evaluator", default=None, help="one evaluator's scores only")
     report.add_argument("--since", default=None, help="ISO date or time (UTC), or 7d / 12h ago")
-    report.add_argument("--until", default=None)
+    report.add_argument("--until", default=None, help="ISO date or time (UTC), or 7d / 12h ago; scores before it")
     report.add_argument("--json", action="store_true", help="print JSON instead of a table")
     report.set_defaults(run=run_eval_report)
 
@@ -43,6 +44,10 @@ def _database_url(args: argparse.Namespace) -> str | None:
 
 
 def run_eval_report(args: argparse.Namespace) -> int:
+    from infercloud.evaluation.report import evaluation_report
+    from infercloud.metering.reports import parse_time
+    from infercloud.store.database import open_database
+
     rows = evaluation_report(open_database(_database_url(args)), args.by, args.target, parse_time(args.since),
                              parse_time(args.until), args.evaluator)
     if args.json:

@@ -23,8 +23,6 @@ from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any, Iterator
 
-from tqdm.auto import tqdm
-
 # Config keys that describe where the GGUF came from, not the model.
 _DROPPED_CONFIG_KEYS = ("quantization_config", "_name_or_path", "_model_name_or_path")
 # Tokenizer config keys that record how this process loaded the file, not the tokenizer.
@@ -60,6 +58,7 @@ def write_weights(model: Any, out_dir: Path, *, progress: bool) -> None:
     """Save the model's state dict as fp32 `model.safetensors`, dropping a tied lm_head."""
     import torch
     from safetensors.torch import save_file
+    from tqdm.auto import tqdm
 
     state = model.state_dict()
     if model.config.tie_word_embeddings:

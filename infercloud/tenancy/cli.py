@@ -4,6 +4,9 @@ straight from SQL.
 Each command opens the database a config names (`--config`, its tenancy.database), or `--database URL`,
 or the default SQLite file, so it works with or without a running gateway. A key is printed once. Every
 change made here is in the audit log (key id none, what prefixed `cli:`).
+
+The parsers are built from light modules only; the SQL side (SQLAlchemy, the stores, the reports) is imported
+by the command that runs, so `infercloud --help` and the commands that open no database do not load it.
 """
 
 from __future__ import annotations
@@ -12,13 +15,18 @@ import argparse
 import datetime as dt
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from infercloud.config import BUDGET_PERIODS, SALT_PREFIX_CACHE_REMOVED, TIERS, TenantSpec, load_config
-from infercloud.metering.reports import GROUPS, parse_time, usage_report
-from infercloud.policy.audit import KINDS, MAX_QUERY_LIMIT, AuditLog, admin_change
-from infercloud.store.database import open_database, utcnow
+from infercloud.config import BUDGET_PERIODS, SALT_PREFIX_CACHE_REMOVED, TIERS, TenantSpec
 from infercloud.tables import format_table
-from infercloud.tenancy.store import Tenant, TenancyError, TenantStore, key_expiry
+
+if TYPE_CHECKING:
+    from infercloud.tenancy.store import Tenant, TenantStore
+
+# What the parsers offer, owned by modules that import SQLAlchemy; tests/test_cli_startup.py checks they agree.
+USAGE_GROUPS = ("model", "day", "tenant")     # infercloud/metering/reports.py GROUPS
+AUDIT_KINDS = ("policy", "admin")             # infercloud/policy/audit.py KINDS
+AUDIT_MAX_ROWS = 1000                         # infercloud/policy/audit.py MAX_QUERY_LIMIT
 
 
 def add_tenancy_parsers(commands: argparse._SubParsersAction) -> None:
@@ -26,52 +34,53 @@ def add_tenancy_parsers(commands: argparse._SubParsersAction) -> None:
                                   description="Manage tenants in the tenancy database.")
     actions = tenants.add_subparsers(dest="tenants_command", required=True, metavar="ACTION")
     create = _database_options(actions.add_parser("create", help="create a tenant"))
-    create.add_argument("name")
+    create.add_argument("name", help="the tenant's name (letters, digits, '.', '_', '-')")
     create.add_argument("--tier", choices=TIERS, default=TenantSpec.tier,
                         help=f"highest tier (default {TenantSpec.tier})")
     create.add_argument("--models", default=None, help="comma-separated models it may call (default: all)")
     create.add_argument("--rpm", type=int, default=None, help="requests per minute")
     create.add_argument("--tpm", type=int, default=None, help="tokens per minute (prompt + max_tokens)")
-    create.add_argument("--max-concurrent", type=int, default=None)
+    create.add_argument("--max-concurrent", type=int, default=None, help="requests in flight at once")
     create.add_argument("--max-tokens", type=int, default=None, help="cap on max_tokens per request")
     create.add_argument("--budget", type=float, default=None, help="USD per budget period")
-    create.add_argument("--budget-period", choices=BUDGET_PERIODS, default=TenantSpec.budget_period)
+    create.add_argument("--budget-period", choices=BUDGET_PERIODS, default=TenantSpec.budget_period,
+                        help=f"calendar period (UTC) of --budget (default {TenantSpec.budget_period})")
     create.add_argument("--cache-group", default=None,
                         help="share cached prompt blocks with the tenants of this group (default: none; "
                              "every tenant's prefix cache is its own)")
     create.add_argument("--salt-prefix-cache", action="store_true", help=argparse.SUPPRESS)  # gone: refused
-    create.add_argument("--home-region", default=None)
+    create.add_argument("--home-region", default=None, help="the region its requests are served in first")
     create.add_argument("--regions", default=None,
                         help="comma-separated regions its requests may be served in (data residency)")
     create.set_defaults(run=run_tenants_create)
     listing = _database_options(actions.add_parser("list", help="list tenants"))
     listing.set_defaults(run=run_tenants_list)
     show = _database_options(actions.add_parser("show", help="show a tenant and its keys"))
-    show.add_argument("name")
+    show.add_argument("name", help="the tenant's name")
     show.set_defaults(run=run_tenants_show)
 
     keys = commands.add_parser("keys", help="create, list and revoke API keys",
                                description="Manage API keys. A new key is printed once; only its hash is kept.")
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = _database_options(actions.add_parser("create", help="create a key for a tenant (printed once)"))
-    create.add_argument("--tenant", required=True)
+    create.add_argument("--tenant", required=True, help="the tenant the key belongs to")
     create.add_argument("--name", default=None, help="a label for the key")
     create.add_argument("--admin", action="store_true", help="may call /admin")
-    create.add_argument("--expires-in-days", type=float, default=None)
+    create.add_argument("--expires-in-days", type=float, default=None, help="the key expires then (default: never)")
     create.set_defaults(run=run_keys_create)
     listing = _database_options(actions.add_parser("list", help="list keys (prefixes only)"))
-    listing.add_argument("--tenant", default=None)
+    listing.add_argument("--tenant", default=None, help="only this tenant's keys")
     listing.set_defaults(run=run_keys_list)
     revoke = _database_options(actions.add_parser("revoke", help="revoke a key by its prefix (sk-ic-xxxxxxxx) or id"))
-    revoke.add_argument("key")
+    revoke.add_argument("key", help="the key's prefix (sk-ic-xxxxxxxx) or id")
     revoke.set_defaults(run=run_keys_revoke)
 
     usage = _database_options(commands.add_parser("usage", help="usage and cost from the ledger",
                                                   description="Sum the usage ledger by model, day or tenant."))
-    usage.add_argument("--tenant", default=None)
+    usage.add_argument("--tenant", default=None, help="only this tenant's usage")
     usage.add_argument("--since", default=None, help="ISO date or time (UTC), or 7d / 12h ago")
-    usage.add_argument("--until", default=None)
-    usage.add_argument("--by", choices=GROUPS, default="model")
+    usage.add_argument("--until", default=None, help="ISO date or time (UTC), or 7d / 12h ago; usage before it")
+    usage.add_argument("--by", choices=USAGE_GROUPS, default="model", help="group by (default model)")
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
     usage.set_defaults(run=run_usage)
 
@@ -80,12 +89,12 @@ def add_tenancy_parsers(commands: argparse._SubParsersAction) -> None:
         description="Read the audit log, newest first: every policy decision (rule, mode, action, tenant, key, "
                     "request, what matched) and every admin change (who, what, before and after)."))
     audit.add_argument("--tenant", default=None, help="only this tenant's rows (its decisions, changes to it)")
-    audit.add_argument("--kind", choices=KINDS, default=None, help="only policy decisions or only admin changes")
+    audit.add_argument("--kind", choices=AUDIT_KINDS, default=None, help="only policy decisions or only admin changes")
     audit.add_argument("--rule", default=None, help="only the decisions of this policy rule")
     audit.add_argument("--request-id", default=None, help="only the decisions on this request (its X-Request-Id)")
     audit.add_argument("--since", default=None, help="ISO date or time (UTC), or 7d / 12h ago")
     audit.add_argument("--until", default=None, help="ISO date or time (UTC), or 7d / 12h ago; rows before it")
-    audit.add_argument("--limit", type=int, default=100, help=f"at most this many rows, 1 to {MAX_QUERY_LIMIT} "
+    audit.add_argument("--limit", type=int, default=100, help=f"at most this many rows, 1 to {AUDIT_MAX_ROWS} "
                                                               "(default 100)")
     audit.add_argument("--json", action="store_true", help="print JSON instead of a table")
     audit.set_defaults(run=run_audit)
@@ -99,6 +108,10 @@ def _database_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 
 def _store(args: argparse.Namespace) -> TenantStore:
+    from infercloud.config import load_config
+    from infercloud.store.database import open_database
+    from infercloud.tenancy.store import TenantStore
+
     url = args.database
     if url is None and args.config is not None:
         tenancy = load_config(args.config).tenancy
@@ -107,6 +120,8 @@ def _store(args: argparse.Namespace) -> TenantStore:
 
 
 def run_tenants_create(args: argparse.Namespace) -> int:
+    from infercloud.tenancy.store import TenancyError
+
     if args.salt_prefix_cache:
         raise TenancyError(f"--salt-prefix-cache: {SALT_PREFIX_CACHE_REMOVED} (--cache-group NAME)")
     spec = TenantSpec(args.name, args.tier, _names(args.models), args.rpm, args.tpm, args.max_concurrent,
@@ -140,6 +155,9 @@ def run_tenants_show(args: argparse.Namespace) -> int:
 
 
 def run_keys_create(args: argparse.Namespace) -> int:
+    from infercloud.store.database import utcnow
+    from infercloud.tenancy.store import key_expiry
+
     expires = key_expiry(args.expires_in_days, utcnow())
     store = _store(args)
     key, record = store.create_key(args.tenant, args.name, args.admin, expires)
@@ -173,6 +191,8 @@ def run_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def run_usage(args: argparse.Namespace) -> int:
+    from infercloud.metering.reports import parse_time, usage_report
+
     store = _store(args)
     tenant_id = store.tenant(args.tenant).id if args.tenant else None
     rows = usage_report(store.engine, args.by, tenant_id, parse_time(args.since), parse_time(args.until))
@@ -198,6 +218,8 @@ def run_usage(args: argparse.Namespace) -> int:
 
 
 def run_audit(args: argparse.Namespace) -> int:
+    from infercloud.policy.audit import MAX_QUERY_LIMIT, AuditLog
+
     if not 1 <= args.limit <= MAX_QUERY_LIMIT:
         raise ValueError(f"--limit must be 1 to {MAX_QUERY_LIMIT}, got {args.limit}")
     store = _store(args)
@@ -221,6 +243,8 @@ def _or_dash(value: object) -> str:
 
 def _time(text: str | None, option: str) -> dt.datetime | None:
     """A --since/--until value (see parse_time); a ValueError naming the option when it is no time."""
+    from infercloud.metering.reports import parse_time
+
     try:
         return parse_time(text)
     except (ValueError, OverflowError) as exc:   # OverflowError: so many days ago that no date is
@@ -230,6 +254,8 @@ def _time(text: str | None, option: str) -> dt.datetime | None:
 def _audit(store: TenantStore, action: str, what: str, tenant_id: int, before: dict | None = None,
            after: dict | None = None) -> None:
     """A change made here, in the audit log: no key made it (key id none), its line says `cli:`."""
+    from infercloud.policy.audit import AuditLog, admin_change
+
     AuditLog(store.engine).write([admin_change(None, action, f"cli: {what}", tenant_id, before, after)])
 
 

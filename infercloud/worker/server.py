@@ -41,9 +41,13 @@ def serve(config: WorkerConfig) -> int:
     else:
         print("auth: OFF - the API needs no key, so it binds loopback only "
               "(a config with a `tenancy` section requires API keys)", flush=True)
-    print(f"try: curl {url}/v1/chat/completions -H 'Content-Type: application/json' -d "
-          f"'{{\"model\": \"{next(iter(worker.chat), 'MODEL')}\", \"messages\": [{{\"role\": \"user\", "
-          f"\"content\": \"Hello!\"}}]}}'", flush=True)
+    if worker.chat:
+        print(f"try: curl {url}/v1/chat/completions -H 'Content-Type: application/json' -d "
+              f"'{{\"model\": \"{next(iter(worker.chat))}\", \"max_tokens\": 32, \"messages\": [{{\"role\": "
+              f"\"user\", \"content\": \"What is the capital of France?\"}}]}}'", flush=True)
+    elif worker.embeddings:
+        print(f"try: curl {url}/v1/embeddings -H 'Content-Type: application/json' -d "
+              f"'{{\"model\": \"{next(iter(worker.embeddings))}\", \"input\": \"Hello!\"}}'", flush=True)
     try:
         server.run()
     finally:
