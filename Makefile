@@ -1,17 +1,44 @@
 # Two commands: `make run` serves the default models, `make test` runs the tests.
 # `make run PORT=9000` serves on another port.
-# Both create .venv and install the pinned dependencies on first use.
+# Both create .venv and install the pinned dependencies on first use: torch first, on its own, then the package.
+#
+# Which torch build (docs/deploy.md): TORCH=auto (the default) takes the CUDA build where `nvidia-smi` exists,
+# else the CPU build. CPU: PyTorch's CPU index (TORCH_CPU_INDEX) is added as an extra index when this machine
+# reaches it (a 5 s check), so pip takes torch==2.13.0+cpu rather than PyPI's Linux build, which is the CUDA
+# one; unreached, pip uses only its own indexes and find-links (where a local CPU wheel may lie).
+# CUDA: PyPI's build. Overrides: `make run TORCH=cpu`, `make run TORCH=cuda`, or `TORCH_INDEX=URL` (an extra
+# index taken as given, e.g. https://download.pytorch.org/whl/cu128). The choice is made once, when .venv is
+# created: `make clean` first to switch. `make check-wheel` installs the built wheel into a fresh venv (CI).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test fuzz chaos models bench clean
+TORCH ?= auto
+TORCH_VERSION := 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+
+.PHONY: run test fuzz chaos models bench check-wheel install-torch clean
+
+# $(call install_torch,PIP): torch==$(TORCH_VERSION), the build that TORCH and TORCH_INDEX pick, with that pip.
+define install_torch
+	@set -e; variant='$(TORCH)'; index='$(TORCH_INDEX)'; \
+	if [ "$$variant" = auto ]; then \
+	  if command -v nvidia-smi >/dev/null 2>&1; then variant=cuda; else variant=cpu; fi; fi; \
+	case "$$variant" in cpu|cuda) ;; *) echo "TORCH must be auto, cpu or cuda, not '$$variant'" >&2; exit 2;; esac; \
+	if [ -z "$$index" ] && [ "$$variant" = cpu ]; then \
+	  if $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5).close()' \
+	      '$(TORCH_CPU_INDEX)/' >/dev/null 2>&1; then index='$(TORCH_CPU_INDEX)'; \
+	  else echo "torch: $(TORCH_CPU_INDEX) not reached; pip's own indexes and find-links only"; fi; fi; \
+	echo "torch==$(TORCH_VERSION), $$variant build$${index:+, extra index $$index}"; \
+	$(1) install -q $${index:+--extra-index-url "$$index"} torch==$(TORCH_VERSION)
+endef
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
+	$(call install_torch,$(BIN)/pip)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -45,6 +72,26 @@ bench: models
 	$(BIN)/python -m infercloud.bench.offline --workload all --out bench-results/offline.json
 	$(BIN)/infercloud bench compare --workload W1 --concurrency 16,64 --num-requests 64 \
 		--peers infercloud,infercloud@$(BENCH_REF) --no-progress --out bench-results/ref
+
+# The wheel, installed into a fresh venv (torch as above, then the wheel with its dependencies), runs outside
+# the checkout: `infercloud --version`, `models list`, and the serving modules and package data import.
+check-wheel:
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	$(PYTHON) -m venv "$$dir/venv"; \
+	"$$dir/venv/bin/pip" install -q --upgrade pip; \
+	rm -rf build; "$$dir/venv/bin/pip" wheel -q --no-deps -w "$$dir/dist" .; \
+	$(MAKE) --no-print-directory install-torch PIP="$$dir/venv/bin/pip"; \
+	"$$dir/venv/bin/pip" install -q "$$dir"/dist/infercloud-*.whl; \
+	cd "$$dir"; \
+	venv/bin/infercloud --version; \
+	venv/bin/infercloud models list; \
+	venv/bin/python -c 'import infercloud.cloud, infercloud.worker.server, infercloud.pipelines.service; \
+	from infercloud.engine.kernels import SOURCES; from infercloud.bench.quality import TEXTS; \
+	assert SOURCES and TEXTS.is_file(), "package data missing"; print("wheel check: ok")'
+
+# torch alone, into the venv whose pip is PIP (check-wheel's).
+install-torch:
+	$(call install_torch,$(PIP))
 
 clean:
 	rm -rf $(VENV) build *.egg-info
