@@ -31,6 +31,7 @@ class ModelState(Contract):
     kv_blocks_total: int = 0
     prefix_cache_hit_rate: float | None = None
     prefix_cache_hit_tokens: int = 0
+    prefix_cache_queried_tokens: int = 0
     num_preemptions: int = 0
     step_time_s: float | None = None
     generated_tokens: int = 0

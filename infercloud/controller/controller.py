@@ -53,6 +53,7 @@ class Controller:
         self.models = {m.name: m for m in config.models}
         self.targets = {m.name: m.replicas for m in config.models}
         self.decisions: dict[str, ScalingDecision] = {}
+        self.on_decision: Callable[[str, str, int], None] | None = None   # (model, action, target): metrics
         self.num_restarts = 0
         self.nodes: list[NodeView] = []
         self._observations: dict[str, deque[Observation]] = {m.name: deque(maxlen=720) for m in config.models}
@@ -195,6 +196,11 @@ class Controller:
         if decision.target_replicas != self.targets[model.name]:
             log.info("autoscaler: %s %d -> %d replicas (%s)", model.name, self.targets[model.name],
                      decision.target_replicas, decision.reason)
+        if self.on_decision is not None:
+            current = self.targets[model.name]
+            action = "scale_up" if decision.target_replicas > current else \
+                "scale_down" if decision.target_replicas < current else "hold"
+            self.on_decision(model.name, action, decision.target_replicas)
         self.targets[model.name] = decision.target_replicas
         self.decisions[model.name] = decision
 
