@@ -45,6 +45,7 @@ from infercloud.gateway.calls import gateway_embed, gateway_judge
 from infercloud.gateway.sampling import Sampler
 from infercloud.evaluation.service import Evaluation
 from infercloud.gateway.governance import Governance
+from infercloud.observability.tracing import Tracing
 from infercloud.policy.book import PolicyBook
 from infercloud.store.database import default_database_url, open_database
 
@@ -72,7 +73,9 @@ def serve_cloud(config: ServerConfig) -> int:
                            gw.prefix_margin_ratio, tokenize_all=config.tenancy is not None,
                            max_model_len=lambda model: _max_model_len(fleet, model))
     gateway = Gateway(config, fleet, traffic, book, planner)
-    gateway.metrics = GatewayMetrics(fleet, book)
+    gateway.metrics = GatewayMetrics(fleet, book, config.models)
+    traffic.on_stream_done = gateway.metrics.stream_done
+    gateway.tracing = Tracing.of(config.tracing, "infercloud-gateway")
     if config.cache.is_enabled:
         gateway.cache = GatewayCache(ResponseCache.from_spec(config.cache), gateway_embed(gateway),
                                      lambda model, result: gateway.metrics.cache.labels(model, result).inc())
@@ -91,13 +94,14 @@ def serve_cloud(config: ServerConfig) -> int:
     async def lifespan(_app):
         client = http_client()
         gateway.proxy = Proxy(fleet, book, traffic, planner, client, gw, gateway.metrics,
-                              RegionMap.from_specs(config.regions), bearer(config.internal_token))
+                              RegionMap.from_specs(config.regions), bearer(config.internal_token), gateway.tracing)
         if gateway.tenancy is not None:
             await gateway.tenancy.start()
         if gateway.sampler is not None:
             gateway.sampler.evaluation.start()
         if backend is not None:
             controller = Controller(config, backend, fleet, traffic, client)
+            controller.on_decision = gateway.metrics.autoscaler_decision
             traffic.on_want, gateway.sync = controller.wake, controller.sync
             gateway.control_state = lambda: controller.control_state().model_dump()
             await controller.start()
@@ -129,6 +133,8 @@ def serve_cloud(config: ServerConfig) -> int:
             if gateway.tenancy is not None:
                 await gateway.tenancy.close()
             await client.close()
+            if gateway.tracing is not None:
+                gateway.tracing.shutdown()
 
     app = build_app(gateway, lifespan)
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",

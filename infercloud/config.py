@@ -28,6 +28,7 @@ from infercloud.cache.spec import CacheSpec
 from infercloud.policy.spec import EVERY_TENANT, PolicySpec
 from infercloud.evaluation.spec import EvaluationSpec, check_targets
 from infercloud.internal_token import MIN_TOKEN_CHARS
+from infercloud.observability.tracing_spec import TracingSpec
 from infercloud.pipelines.spec import PipelineSpec, resolve
 from infercloud.router.base import POLICY_NAMES
 
@@ -349,6 +350,7 @@ class ServerSettings:
                                               # None: $INFERCLOUD_INTERNAL_TOKEN, else the home's file
     internal_only: bool = False               # set on the workers a cloud starts: every route but /health
                                               # needs the internal token (only the gateway may call them)
+    tracing: TracingSpec = field(default_factory=TracingSpec)   # OpenTelemetry spans over OTLP (off by default)
 
     def __post_init__(self) -> None:
         _require(0 < self.port < 65536, "port", "must be between 1 and 65535")
@@ -415,11 +417,11 @@ class ServerConfig(ServerSettings):
 
     def cloud_worker(self, models: tuple[WorkerModelSpec, ...], **residency: Any) -> WorkerConfig:
         """A worker this cloud's controller starts: `models`, with `residency` settings (memory budget, preload,
-        load_on_request, multiplex) and this config's request limits, drain time and internal token; internal
+        load_on_request, multiplex) and this config's request limits, drain time, internal token and tracing; internal
         only (only the gateway calls it). Its backend sets host, port and worker_id."""
         return WorkerConfig(models=models, max_body_bytes=self.max_body_bytes, max_waiting=self.max_waiting,
                             drain_timeout_s=self.drain_timeout_s, internal_token=self.internal_token,
-                            internal_only=True, **residency)
+                            internal_only=True, tracing=self.tracing, **residency)
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> ServerConfig:

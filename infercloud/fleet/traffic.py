@@ -90,6 +90,7 @@ class Traffic:
         self.clock = clock
         self.window_s = window_s
         self.on_want: Callable[[str], None] | None = None   # the controller's wake, or a link's want
+        self.on_stream_done: Callable[[str, float | None, float | None], None] | None = None  # gateway metrics
         self._models: dict[str, ModelTraffic] = {}
 
     def _of(self, model: str) -> ModelTraffic:
@@ -118,11 +119,20 @@ class Traffic:
             self.on_want(model)
 
     def stream_done(self, model: str, ttft_s: float | None, tpot_s: float | None) -> None:
+        """A stream through this gateway finished (other gateways' come in through `absorb`)."""
         self._of(model).stream_done(ttft_s, tpot_s)
+        if self.on_stream_done is not None:
+            self.on_stream_done(model, ttft_s, tpot_s)
 
     # -- read by the controller ----------------------------------------------------------------------
     def observe(self, model: str) -> TrafficSnapshot:
         return self._of(model).snapshot()
+
+    def latencies(self, model: str) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """`model`'s recent streams, oldest first: (clock time, TTFT) and (clock time, TPOT), up to 4096 each
+        (this gateway's and those reported to it), for the dashboard's plots."""
+        traffic = self._of(model)
+        return list(traffic._ttft), list(traffic._tpot)
 
     # -- between gateways ----------------------------------------------------------------------------
     def reports_since(self, t: float, models: list[str]) -> dict[str, TrafficReport]:

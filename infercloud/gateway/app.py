@@ -18,11 +18,12 @@ metered nor rate limited, and answered by a native replica of the model; /versio
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -59,6 +60,9 @@ from infercloud.cache.response_cache import CACHE_HEADER
 from infercloud.gateway.caching import GatewayCache
 from infercloud.gateway.governance import Governance
 from infercloud.gateway.sampling import Sampler
+from infercloud.observability.dashboard import DATA_PATH as DASHBOARD_DATA, GatewayBoard, install_dashboard
+from infercloud.observability.tracing import Tracing, activate, deactivate, finish
+from opentelemetry.trace import get_current_span as current_span
 from infercloud.collections.routes import install_on_gateway as install_collections
 from infercloud.pipelines.install import install_on_gateway as install_pipelines
 from infercloud.pipelines.service import PipelineService
@@ -67,6 +71,15 @@ from infercloud.responses.service import install_on_gateway
 from infercloud.router.base import RouteRequest
 
 log = logging.getLogger("infercloud.gateway")
+
+
+async def _ending(span, events: AsyncIterator) -> AsyncIterator:
+    """A stream's events; its request span ends when the stream does."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        finish(span)
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 @dataclass
@@ -85,9 +98,11 @@ class Gateway:
     control_state: Callable[[], dict] | None = None   # targets, pool workers, nodes: the controller's or a copy
     sync: Callable[[SyncReport], SyncReply] | None = None   # set where this gateway runs the controller
     pipelines: PipelineService | None = None  # pipelines called as models (infercloud/pipelines/), set by build_app
+    dashboard: GatewayBoard | None = None     # what /dashboard shows (observability/dashboard.py), set by build_app
     cache: GatewayCache | None = None         # response caches (config `cache`), set by build_app when on
     governance: Governance | None = None      # policy rules per tenant (infercloud/policy/), set with tenancy
     sampler: Sampler | None = None            # hands answers to continuous evaluation (config `evaluations`)
+    tracing: Tracing | None = None            # OpenTelemetry spans (config `tracing`), set by serve_cloud when on
 
     @cached_property
     def facts(self) -> FactsParser:
@@ -108,12 +123,44 @@ class Gateway:
         """Serve one API request. `body`, `session_id`, `request_id` and `stage`: a request the gateway made
         itself (the chat completion of a Responses API request, infercloud/responses/, with its session key;
         a pipeline's stage, infercloud/pipelines/, under the pipeline's request id, with the deadline of its
-        first token)."""
-        request_id, start = request_id or request_id_of(request), time.perf_counter()
-        model, status, meter = "-", 503, None
+        first token). With tracing, it is one `gateway.request` span: a child of the client's traceparent, or
+        of the current span for the gateway's own calls; a stream's span ends with the stream."""
+        request_id = request_id or request_id_of(request)
+        if self.tracing is None:
+            return await self._handle(request, path, body, session_id, request_id, stage, deadline_s)
+        parent = self.tracing.from_headers(request.headers) if body is None else None
+        span = self.tracing.start("gateway.request", parent, {"http.route": path, "infercloud.request_id": request_id,
+                                                              **({"infercloud.stage": stage} if stage else {})})
+        token, response, error = activate(span), None, None
         try:
-            principal = await self.tenancy.authenticate(request.headers.get("authorization")) \
-                if self.tenancy is not None else None
+            response = await self._handle(request, path, body, session_id, request_id, stage, deadline_s)
+            return response
+        except APIError as exc:
+            error = f"{exc.status} {exc.code or exc.type}"
+            span.set_attribute("http.status_code", exc.status)
+            raise
+        except BaseException as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            deactivate(token)
+            if isinstance(response, StreamingResponse) and response.status_code == 200:
+                response.body_iterator = _ending(span, response.body_iterator)
+            else:
+                finish(span, error, **({"http.status_code": response.status_code} if response is not None else {}))
+
+    def _step(self, name: str):
+        """A child span of the request's for one step (auth, policies, admission, cache); nothing when off."""
+        return self.tracing.child(name) if self.tracing is not None else contextlib.nullcontext()
+
+    async def _handle(self, request: Request, path: str, body: dict | None, session_id: str | None,
+                      request_id: str, stage: str | None, deadline_s: float | None) -> Response:
+        start = time.perf_counter()
+        model, status, meter, principal = "-", 503, None, None
+        try:
+            with self._step("auth"):
+                principal = await self.tenancy.authenticate(request.headers.get("authorization")) \
+                    if self.tenancy is not None else None
             if body is None:
                 raw, body = await read_json_object(request)
                 pipeline = await self._pipeline(path, body)
@@ -128,14 +175,20 @@ class Gateway:
                 facts = dataclasses.replace(facts, deadline_s=deadline_s)
             watch = None
             if self.governance is not None and principal is not None:
-                facts, watch = await self.governance.screen(principal, facts, request_id)
+                with self._step("policies"):
+                    facts, watch = await self.governance.screen(principal, facts, request_id)
             model = facts.model
+            if self.tracing is not None:
+                current_span().set_attributes({"infercloud.model": model, "infercloud.tenant": facts.tenant or "-"})
             self.traffic.arrived(model)
             plan = self.planner.plan(facts)
             if principal is not None:
-                meter = await self.tenancy.admit(principal, facts, plan, request_id, stage)
-            lookup = await self.cache.lookup(request, facts, request_id) \
-                if self.cache is not None and stage is None else None
+                with self._step("admission"):
+                    meter = await self.tenancy.admit(principal, facts, plan, request_id, stage)
+            lookup = None
+            if self.cache is not None and stage is None:
+                with self._step("cache"):
+                    lookup = await self.cache.lookup(request, facts, request_id)
             if lookup is not None and lookup.hit is not None:
                 response = self.cache.answer_hit(lookup, facts, request_id, meter)
                 if watch is not None:
@@ -176,7 +229,7 @@ class Gateway:
         finally:
             if meter is not None:
                 meter.close()
-            self._count(model, path, status, start)
+            self._count(model, path, status, start, principal)
 
     def _sampled(self, target: str, body: dict, principal: Principal | None, request_id: str, response: Response,
                  stage: str | None = None) -> Response:
@@ -197,7 +250,7 @@ class Gateway:
     async def forward(self, request: Request, path: str) -> Response:
         """/tokenize and /detokenize: authenticated, not metered or rate limited, sent to a native replica."""
         request_id, start = request_id_of(request), time.perf_counter()
-        model, status = "-", 503
+        model, status, principal = "-", 503, None
         try:
             principal = await self.principal_of(request)
             _, body = await read_json_object(request)
@@ -216,7 +269,7 @@ class Gateway:
             status = exc.status
             raise
         finally:
-            self._count(model, path, status, start)
+            self._count(model, path, status, start, principal)
 
     def _check_native(self, model: str, path: str) -> None:
         """A model that only external replicas serve has no replica that surely answers `path`: a clear 400."""
@@ -225,24 +278,26 @@ class Gateway:
             raise bad_request(f"The model `{model}` is served by external replicas only; {path} is answered by "
                               "infercloud's own workers.", param="model", code="not_supported")
 
-    def _count(self, model: str, path: str, status: int, start: float) -> None:
+    def _count(self, model: str, path: str, status: int, start: float, principal: Principal | None) -> None:
         label = model if model in self.planner.routes else "other"   # labels take configured names only
-        self.metrics.requests.labels(label, path, str(status)).inc()
-        self.metrics.latency.labels(label).observe(time.perf_counter() - start)
+        self.metrics.request_done(label, path, status, time.perf_counter() - start,
+                                  principal.tenant.name if principal is not None else None)
+        if self.dashboard is not None:
+            self.dashboard.request_done(label, path, status, principal.tenant.name if principal is not None else None)
 
     async def authorize_internal(self, path: str, authorization: str | None) -> APIError | None:
-        """The internal plane needs the internal token; /metrics also answers an admin key."""
+        """The internal plane needs the internal token; /metrics and /dashboard/data also answer an admin key."""
         token = self.config.internal_token
         if token is not None and shows_token(authorization, token):
             return None
-        if path == "/metrics" and self.tenancy is not None and authorization:
+        if path in ("/metrics", DASHBOARD_DATA) and self.tenancy is not None and authorization:
             try:
                 principal = await self.tenancy.authenticate(authorization)
             except APIError as exc:
                 return exc
             if principal.key.is_admin:
                 return None
-            return forbidden("/metrics needs an admin key or the internal token.", code="admin_key_required")
+            return forbidden(f"{path} needs an admin key or the internal token.", code="admin_key_required")
         return internal_token_required()
 
     def model_cards(self, principal: Principal | None) -> list[dict]:
@@ -332,6 +387,7 @@ def build_app(gateway: Gateway, lifespan=None) -> RequestGuard:
     install_evaluation_routes(app, gateway)
     install_audit_routes(app, gateway)
     install_ops_routes(app, gateway)
+    install_dashboard(app, gateway)   # /dashboard: the page (public) and /dashboard/data (as /metrics)
     responses_bodies = install_on_gateway(app, gateway)   # the Responses API, over handle() in-process
     collections_bodies = install_collections(app, gateway)   # per tenant, embedded through handle()
     gateway.pipelines = install_pipelines(app, gateway, app.state.collections)

@@ -37,6 +37,7 @@ from infercloud.gateway.load_book import Lease, LoadBook
 from infercloud.gateway.metrics import GatewayMetrics
 from infercloud.gateway.planner import Plan, RoutePlanner
 from infercloud.gateway.relay import Relay, RelayResponse, upstream_message
+from infercloud.observability.tracing import Tracing, finish
 from infercloud.openai.errors import APIError
 from infercloud.router.regions import RegionMap, regional_candidates
 
@@ -51,6 +52,7 @@ class Attempt:
     replica: Replica
     response: aiohttp.ClientResponse
     lease: Lease
+    span: object | None = None    # its `gateway.attempt` span, where tracing is on
 
 
 def no_replica(model: str, attempts: int, last_error: str | None) -> APIError:
@@ -62,7 +64,8 @@ def no_replica(model: str, attempts: int, last_error: str | None) -> APIError:
 class Proxy:
     def __init__(self, fleet: ReplicaSet, book: LoadBook, traffic: Traffic, planner: RoutePlanner,
                  client: aiohttp.ClientSession, spec: GatewaySpec, metrics: GatewayMetrics,
-                 regions: RegionMap | None = None, internal_headers: dict[str, str] | None = None):
+                 regions: RegionMap | None = None, internal_headers: dict[str, str] | None = None,
+                 tracing: Tracing | None = None):
         self.fleet = fleet
         self.book = book
         self.traffic = traffic
@@ -72,6 +75,7 @@ class Proxy:
         self.metrics = metrics
         self.regions = regions or RegionMap()
         self.internal_headers = internal_headers or {}   # native workers answer only the internal token
+        self.tracing = tracing                           # None: no spans (observability/tracing.py)
 
     # -- picking ---------------------------------------------------------------------------------------
     def candidates(self, plan: Plan, tried: set[str] = frozenset()) -> list[Replica]:
@@ -130,14 +134,17 @@ class Proxy:
         """A request could not reach it: out of this gateway's routing until its next passing probe."""
         self.book.failed(replica)
 
-    def end(self, attempt: Attempt) -> None:
+    def end(self, attempt: Attempt, outcome: str = "completed") -> None:
         """The attempt is over: its connection closes (aborting it upstream if unfinished), its load leaves."""
         attempt.response.close()
         self.book.end(attempt.lease)
+        if attempt.span is not None:
+            finish(attempt.span, None if outcome in ("completed", "migrated") else outcome, outcome=outcome)
 
     async def open(self, plan: Plan, path: str, content: Callable[[Replica], bytes], headers: dict[str, str],
-                   tried: set[str], meter=None) -> Attempt:
-        """Open a response on some replica (its body unread: the caller reads it and calls `end`)."""
+                   tried: set[str], meter=None, trace_parent=None, resumed: int = 0) -> Attempt:
+        """Open a response on some replica (its body unread: the caller reads it and calls `end`). With tracing,
+        each replica tried is a `gateway.attempt` span under `trace_parent` (default: the current span)."""
         backoff, last_error = self.spec.retry_backoff_s, None
         attempt, stale = -1, 0
         while attempt + 1 < self.spec.max_attempts:
@@ -159,11 +166,18 @@ class Proxy:
             lease = self.book.begin(replica, plan.route.prompt_block_hashes, plan.outstanding_tokens,
                                     self.planner.routes[plan.route.model].block_size)
             self.metrics.routed(replica)
+            span, sent = None, self._headers(replica, headers)
+            if self.tracing is not None:
+                span = self.tracing.start("gateway.attempt", trace_parent, {
+                    "infercloud.replica": replica.replica_id, "infercloud.attempt": len(tried),
+                    "infercloud.resumed_tokens": resumed})
+                sent = {**sent, **self.tracing.headers_for(span)}
             try:
-                response = await self.client.post(replica.url + path, data=content(replica),
-                                                  headers=self._headers(replica, headers))
+                response = await self.client.post(replica.url + path, data=content(replica), headers=sent)
             except asyncio.CancelledError:  # the client left while the replica worked on it
                 self.book.end(lease)
+                if span is not None:
+                    finish(span, "aborted", outcome="aborted")
                 if meter is not None:
                     meter.lookup_later(self.client, replica, "aborted", None, self.internal_headers)
                 raise
@@ -171,18 +185,22 @@ class Proxy:
                 self.book.end(lease)
                 self.failed(replica)
                 last_error = f"{replica.replica_id} unreachable ({type(exc).__name__})"
+                if span is not None:
+                    finish(span, last_error, outcome="unreachable")
                 continue
             if response.status in RETRYABLE_STATUS:
                 body = await _read_and_close(response)
                 self.book.end(lease)
                 last_error = f"{replica.replica_id} answered {response.status}: {upstream_message(body)}"
+                if span is not None:
+                    finish(span, last_error, outcome="retried", status=response.status)
                 if _code(body) == "model_not_loaded" and stale < MAX_STALE:   # a pool worker unloaded it:
                     stale += 1                         # out of routing now, and not a failed attempt: the
                     attempt -= 1                       # request is held until the model is loaded again
                     self.failed(replica)
                     self.traffic.want(plan.route.model)
                 continue
-            return Attempt(replica, response, lease)
+            return Attempt(replica, response, lease, span)
         raise no_replica(plan.route.model, self.spec.max_attempts, last_error)
 
     def _headers(self, replica: Replica, headers: dict[str, str]) -> dict[str, str]:
@@ -200,15 +218,16 @@ class Proxy:
                 content = await response.read()
             except aiohttp.ClientError:  # died while answering: nothing reached the client, so retry
                 self.failed(replica)
+                self.end(attempt, "failed")
                 if len(tried) >= self.spec.max_attempts:
                     raise no_replica(plan.route.model, len(tried), f"{replica.replica_id} failed mid-response")
                 continue
-            except asyncio.CancelledError:
-                if meter is not None:
+            except BaseException as exc:   # the client left (cancelled) while the replica worked on it, or worse
+                self.end(attempt, "aborted")
+                if meter is not None and isinstance(exc, asyncio.CancelledError):
                     meter.lookup_later(self.client, replica, "aborted", None, self.internal_headers)
                 raise
-            finally:
-                self.end(attempt)
+            self.end(attempt, "completed" if response.status < 400 else "failed")
             if meter is not None:
                 outcome = "completed" if response.status < 400 else "failed"
                 meter.attempt_ended(replica.replica_id, _usage(content) if outcome == "completed" else None,
@@ -223,7 +242,7 @@ class Proxy:
         attempt = await self.open(plan, path, relay.content, headers, relay.tried, meter)
         if attempt.response.status != 200:  # a client error (400, 404, ...): pass it on as it is
             content = await _read_and_close(attempt.response)
-            self.end(attempt)
+            self.end(attempt, "failed")
             if meter is not None:
                 meter.attempt_ended(attempt.replica.replica_id, None, "failed", attempt.response.status)
             return Response(content, status_code=attempt.response.status,

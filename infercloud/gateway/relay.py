@@ -26,6 +26,7 @@ from fastapi.responses import StreamingResponse
 
 from infercloud.gateway.chunks import ChunkRewriter
 from infercloud.gateway.planner import Plan
+from infercloud.observability.tracing import current as current_trace
 from infercloud.openai.errors import APIError
 from infercloud.openai.sse import sse_done, sse_event
 
@@ -54,6 +55,7 @@ class Relay:
         self.started = self.clock()
         self.first_token_at: float | None = None
         self.attempt = None               # the proxy's Attempt in progress, if any
+        self.trace_parent = current_trace() if getattr(proxy, "tracing", None) else None   # a migration's attempt
         # tokens the current attempt was handed as already generated, and not billed by it: none at first, so
         # a client's own resume_token_ids are billed (as the completion tokens the worker counts them as),
         # or they would be a free prompt
@@ -108,7 +110,8 @@ class Relay:
             self._close_attempt("failed")
             return sse_event(_error_body(f"The replica serving this stream failed ({exc!r})."))
         try:
-            attempt = await self.proxy.open(self.plan, self.path, self.content, self.headers, self.tried)
+            attempt = await self.proxy.open(self.plan, self.path, self.content, self.headers, self.tried,
+                                            trace_parent=self.trace_parent, resumed=len(self.chunks.delivered))
         except APIError as err:
             self._close_attempt("failed")
             return sse_event(err.body())
@@ -128,7 +131,7 @@ class Relay:
         attempt, self.attempt = self.attempt, None
         if attempt is None:
             return
-        self.proxy.end(attempt)  # unfinished (the client left): closing the connection aborts it upstream
+        self.proxy.end(attempt, outcome)  # unfinished (the client left): closing the connection aborts it upstream
         if self.meter is not None:
             self.meter.attempt_ended(attempt.replica.replica_id, self.chunks.usage, outcome, 200, self.num_resumed)
         self.chunks.usage, self.num_resumed = None, len(self.chunks.delivered)

@@ -22,6 +22,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
+from infercloud.observability.dashboard import is_page as is_dashboard_page
 from infercloud.openai.errors import APIError, bad_request, draining, internal, too_large
 
 log = logging.getLogger("infercloud.server")
@@ -158,7 +159,7 @@ PUBLIC_PREFIXES = ("/v1/", "/admin/")   # the API (tenant keys where tenancy is 
 def is_public(path: str, internal_only: bool) -> bool:
     """Whether a path is served without the internal token. Everything not listed here is internal: an
     unknown path too, so a route added later is private unless it is added here."""
-    if path == "/health":
+    if path == "/health" or is_dashboard_page(path):   # the dashboard's page holds no data: its data is internal
         return True
     return not internal_only and (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES))
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from infercloud import __version__
 from infercloud.contracts import LoadReply, LoadRequest, ModelState, UnloadReply, UnloadRequest, UsageRecord
+from infercloud.observability.dashboard import install_dashboard
 from infercloud.openai.asgi import (RequestGuard, describe_bodies, install_error_handlers, install_ops_routes,
                                    read_json_object, until_disconnect)
 from infercloud.openai.errors import APIError, bad_request, model_not_found
@@ -140,6 +141,7 @@ def build_app(worker: Worker) -> RequestGuard:
 
     _install_vllm_routes(app, worker)
     install_ops_routes(app, worker)
+    install_dashboard(app, worker)   # /dashboard: the page (public) and /dashboard/data (the internal token)
     describe_bodies(app, {**API_BODIES, **TOKENIZE_BODIES, **responses_bodies, **collections_bodies})
 
     return RequestGuard(app, worker)

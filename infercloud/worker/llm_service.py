@@ -35,6 +35,8 @@ from infercloud.worker.constraints import requested_spec
 from infercloud.worker.metrics import ServerMetrics
 from infercloud.worker.replies import Choice, Reply
 from infercloud.openai.tool_calls import ToolCallParser, chat_prompt_ids, offered_tools
+from infercloud.observability.tracing import Tracing, finish, wall_ns
+from opentelemetry.trace import set_span_in_context
 
 # request fields that map one-to-one onto SamplingParams when given
 _DIRECT_FIELDS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "top_k", "min_p",
@@ -43,7 +45,8 @@ _DIRECT_FIELDS = ("temperature", "top_p", "seed", "presence_penalty", "frequency
 
 class LLMService:
     def __init__(self, name: str, engine: AsyncLLMEngine, metrics: ServerMetrics, max_waiting: int,
-                 clock: Callable[[], float] = time.monotonic, recent_usage: "RecentUsage | None" = None):
+                 clock: Callable[[], float] = time.monotonic, recent_usage: "RecentUsage | None" = None,
+                 tracing: Tracing | None = None):
         self.name = name
         self.engine = engine
         self.tokenizer = engine.engine.tokenizer
@@ -52,6 +55,7 @@ class LLMService:
         self.max_in_flight = engine.engine.config.max_num_seqs + max_waiting
         self.clock = clock
         self.recent_usage = recent_usage
+        self.tracing = tracing
         # what a request leaves out comes from the model's generation_config.json, as in vLLM
         self.sampling_defaults = LocalModel.open(engine.engine.model_dir).sampling_defaults()
         self.in_flight = 0
@@ -135,6 +139,8 @@ class LLMService:
         usage_key = request.headers.get(USAGE_KEY_HEADER) or request.headers.get("x-request-id")
         reply = Reply(request_id, kind, int(time.time()), prompts, params, body, len(resume), usage_key=usage_key,
                       tools=tools, echo_texts=echo_texts, last=dict(enumerate(firsts)))
+        if self.tracing is not None:
+            self._trace_start(reply, request, firsts)
         outputs = _merged(streams, list(firsts))
         if body.stream:
             options = body.stream_options
@@ -230,7 +236,7 @@ class LLMService:
     def _observe(self, reply: Reply) -> None:
         for out in reply.last.values():
             self.metrics.observe_request(self.name, out, sum(len(c.token_ids) for c in out.outputs)
-                                         if len(reply.last) > 1 else reply.completion_tokens)
+                                         if len(reply.last) > 1 else reply.completion_tokens, reply.params)
 
     async def _end(self, reply: Reply, outputs: AsyncIterator, streams: list, outcome: str) -> None:
         """Every admitted request ends here once: the slot is released, an unfinished stream aborted,
@@ -240,8 +246,42 @@ class LLMService:
             await outputs.aclose()
             await _close(streams)
         self.metrics.request_done(self.name, reply.kind, outcome)
+        if reply.span is not None:
+            self._trace_end(reply, outcome)
         if reply.usage_key and self.recent_usage is not None:
             self.recent_usage.put(reply.usage_key, {**reply.usage(reply.completion_tokens), "outcome": outcome})
+
+    def _trace_start(self, reply: Reply, request: Request, firsts: list[RequestOutput]) -> None:
+        """The request's span, a child of the gateway attempt's traceparent, and its `queue` and `prefill` spans
+        at once (the first token is out: they are over, and are sent even if this process dies mid-stream)."""
+        metrics = [m for out in firsts for m in out.metrics]
+        now, now_ns = time.monotonic(), time.time_ns()
+        begin = min((m.arrival_time for m in metrics), default=now)
+        reply.span = self.tracing.start("worker.request", self.tracing.from_headers(request.headers), {
+            "infercloud.model": self.name, "infercloud.kind": reply.kind, "infercloud.request_id": reply.request_id,
+            "infercloud.prompt_tokens": sum(len(p) for p in reply.prompts),
+            "infercloud.resumed_tokens": reply.num_resumed}, start_ns=wall_ns(begin, now, now_ns))
+        parent = set_span_in_context(reply.span)
+        for m in metrics:
+            marks = (m.arrival_time, m.first_scheduled_time, m.first_token_time or now)
+            for name, start, end in zip(("queue", "prefill"), marks, marks[1:]):
+                if start is not None and end is not None:
+                    span = self.tracing.start(name, parent, start_ns=wall_ns(start, now, now_ns))
+                    if name == "prefill":
+                        span.set_attribute("infercloud.preemptions", m.num_preemptions)
+                    finish(span, end_ns=wall_ns(end, now, now_ns))
+
+    def _trace_end(self, reply: Reply, outcome: str) -> None:
+        """The request's `decode` span (first token to the end) and the request's own span end."""
+        now, now_ns = time.monotonic(), time.time_ns()
+        parent = set_span_in_context(reply.span)
+        for out in reply.last.values():
+            for m in out.metrics:
+                if m.first_token_time is not None:
+                    span = self.tracing.start("decode", parent, start_ns=wall_ns(m.first_token_time, now, now_ns))
+                    finish(span, end_ns=wall_ns(m.finished_time or now, now, now_ns))
+        finish(reply.span, None if outcome == "ok" else outcome, outcome=outcome,
+               **{"infercloud.completion_tokens": reply.completion_tokens}, end_ns=now_ns)
 
     def _fmt_logprobs(self, kind: str, entries: list[TokenLogprob], text_offset: int = 0) -> dict:
         tok = self.tokenizer
@@ -267,6 +307,7 @@ class LLMService:
                           waiting=stats.num_waiting, kv_blocks_used=stats.kv_blocks_used,
                           kv_blocks_total=stats.kv_blocks_total, prefix_cache_hit_rate=stats.prefix_cache_hit_rate,
                           prefix_cache_hit_tokens=stats.prefix_cache_hit_tokens,
+                          prefix_cache_queried_tokens=stats.prefix_cache_queried_tokens,
                           num_preemptions=stats.num_preemptions, step_time_s=stats.last_step_s,
                           generated_tokens=stats.num_generated_tokens,
                           recent_prefix_block_hashes=tuple(self.engine.engine.kv.recent_block_hashes(256)),

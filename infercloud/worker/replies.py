@@ -41,6 +41,7 @@ class Reply:
     sent_prompt_ids: bool = False
     parsers: dict[int, ToolCallParser] = field(default_factory=dict)   # per streamed choice
     offsets: dict[int, int] = field(default_factory=dict)              # text_offset so far, per choice
+    span: object | None = None   # its `worker.request` span, where tracing is on (observability/tracing.py)
 
     @property
     def n(self) -> int:

@@ -26,6 +26,7 @@ import torch
 from infercloud.config import WorkerConfig, WorkerModelSpec
 from infercloud.contracts import ModelState, UnloadedModel, WorkerState
 from infercloud.engine.async_engine import AsyncLLMEngine
+from infercloud.observability.tracing import Tracing
 from infercloud.engine.engine import LLMEngine
 from infercloud.engine.footprint import model_memory_bytes
 from infercloud.engine.step_loop import StepLoop
@@ -98,6 +99,7 @@ class Worker:
         self.known = {spec.name: spec for spec in self.config.models}
         self.resident: dict[str, Resident] = {}
         self.step_loop = StepLoop(self.config.multiplex)
+        self.tracing = Tracing.of(self.config.tracing, "infercloud-worker")
         budget = self.config.memory_budget_gb
         self.memory_budget_bytes = None if budget is None else int(budget * 2**30)
         self.num_loads = 0
@@ -179,7 +181,7 @@ class Worker:
             engine = AsyncLLMEngine(lambda d=model_dir, c=spec.engine: LLMEngine(d, c), loop=self.step_loop,
                                     slo=spec.slo)
             self.chat[name] = LLMService(name, engine, self.metrics, self.config.max_waiting,
-                                         recent_usage=self.recent_usage)
+                                         recent_usage=self.recent_usage, tracing=self.tracing)
         else:
             dtype = "float32" if spec.engine.dtype == "auto" else spec.engine.dtype  # parity with HF by default
             self.embeddings[name] = EmbeddingService(name, model_dir, self.metrics, spec.max_batch_size,
@@ -329,6 +331,8 @@ class Worker:
         for svc in self.embeddings.values():
             svc.shutdown()
         self.step_loop.shutdown()
+        if self.tracing is not None:
+            self.tracing.shutdown()   # sends the spans still batched
 
 
 def _rss_bytes() -> int | None:

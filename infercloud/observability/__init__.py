@@ -1,0 +1,1 @@
+"""The operator's view: metrics names (metrics.py), traces (tracing.py)."""
