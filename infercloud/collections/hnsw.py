@@ -27,10 +27,14 @@ import math
 import threading
 from collections.abc import Callable
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from usearch.index import Index
 
 from infercloud.collections.index import ExactIndex
+
+if TYPE_CHECKING:
+    from usearch.index import Index
 
 log = logging.getLogger("infercloud.collections")
 
@@ -51,6 +55,11 @@ def build_inline(build: Callable[[], None]) -> None:
 
 
 def new_graph(dim: int, expansion_search: int = EXPANSION_SEARCH) -> Index:
+    # usearch is imported here, when a collection first needs a graph, never at a server's import: loaded
+    # before torch, its C++ runtime breaks xgrammar's parsing of decimal numbers ("invalid json schema: stod"
+    # for a schema's `"maximum": 2.5`; tests/test_import_order.py)
+    from usearch.index import Index
+
     return Index(ndim=dim, metric="ip", dtype="f32", connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD,
                  expansion_search=expansion_search)
 
