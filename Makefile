@@ -8,7 +8,8 @@
 # one; unreached, pip uses only its own indexes and find-links (where a local CPU wheel may lie).
 # CUDA: PyPI's build. Overrides: `make run TORCH=cpu`, `make run TORCH=cuda`, or `TORCH_INDEX=URL` (an extra
 # index taken as given, e.g. https://download.pytorch.org/whl/cu128). The choice is made once, when .venv is
-# created: `make clean` first to switch. `make check-wheel` installs the built wheel into a fresh venv (CI).
+# created: `make clean` first to switch. `make check-wheel` installs the built wheel into a fresh venv and serves
+# SmolLM2 from it on CHECK_PORT: a chat and the dashboard page (CI runs it).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -47,6 +48,7 @@ models: $(STAMP)
 	$(BIN)/infercloud models pull all-minilm-l6-v2
 
 PORT ?= 8000
+CHECK_PORT ?= 18766
 
 run: models
 	$(BIN)/infercloud serve --port $(PORT)
@@ -87,7 +89,15 @@ check-wheel:
 	venv/bin/infercloud models list; \
 	venv/bin/python -c 'import infercloud.cloud, infercloud.worker.server, infercloud.pipelines.service; \
 	from infercloud.engine.kernels import SOURCES; from infercloud.bench.quality import TEXTS; \
-	assert SOURCES and TEXTS.is_file(), "package data missing"; print("wheel check: ok")'
+	assert SOURCES and TEXTS.is_file(), "package data missing"'; \
+	venv/bin/infercloud serve smollm2-135m-instruct --port $(CHECK_PORT) >serve.log 2>&1 & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; rm -rf "$$dir"' EXIT; \
+	for _ in $$(seq 1 300); do curl -fsS -o /dev/null http://127.0.0.1:$(CHECK_PORT)/health 2>/dev/null && break; \
+	  kill -0 $$pid 2>/dev/null || { cat serve.log; exit 1; }; sleep 1; done; \
+	curl -fsS http://127.0.0.1:$(CHECK_PORT)/v1/chat/completions -H 'Content-Type: application/json' \
+	  -d '{"model": "smollm2-135m-instruct", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}'; \
+	curl -fsS -o /dev/null http://127.0.0.1:$(CHECK_PORT)/dashboard; \
+	echo; echo "wheel check: ok (installed into a fresh venv, served a chat and the dashboard page)"
 
 # torch alone, into the venv whose pip is PIP (check-wheel's).
 install-torch:
