@@ -212,7 +212,7 @@ class LLMEngine:
         self.scheduler.update_after_step(sched)
         results = sample(logits, sampled, self.tokenizer.eos_token_ids, self.grammars)
         now = self.clock()
-        self._account(sched, now - start)
+        self._account(sched, start, now)
         changed: dict[str, None] = {}
         for req, (token_id, logprob) in zip(sampled, results):
             self._append(req, token_id, logprob, now)
@@ -228,10 +228,16 @@ class LLMEngine:
         req.append_token(token_id)
         if logprob is not None:
             req.logprobs.append(logprob)
-        if req.metrics.first_token_time is None:
-            req.metrics.first_token_time = now
+        m = req.metrics
+        if m.first_token_time is None:
+            m.first_token_time = now
+        else:
+            m.token_gaps.append(now - m.last_token_time)
+        m.last_token_time = now
         self._num_generated += 1
+        detok_start = self.clock()
         stop_string = self._detok[req.request_id].append(token_id)
+        m.detokenize_s += self.clock() - detok_start
         reason, stop_reason = self._check_stop(req, token_id)
         if req.grammar is not None and reason is None and (not req.grammar.accept_token(token_id)
                                                            or req.grammar.is_terminated()):
@@ -252,12 +258,16 @@ class LLMEngine:
             return FinishReason.LENGTH, None
         return None, None
 
-    def _account(self, sched: SchedulerOutput, step_s: float) -> None:
-        total = sched.num_batched_tokens
+    def _account(self, sched: SchedulerOutput, start: float, end: float) -> None:
+        """Each request's share of the step's time; a prompt chunk (work before its first token here, or
+        more than one token: a recompute after a preemption) is also kept with its step's times."""
+        step_s, total = end - start, sched.num_batched_tokens
         for s in sched.scheduled:
-            s.request.metrics.device_seconds += step_s * s.num_new_tokens / total
-            if s.num_new_tokens > 1 or s.request.num_output_tokens == 0:
+            m = s.request.metrics
+            m.device_seconds += step_s * s.num_new_tokens / total
+            if s.num_new_tokens > 1 or m.first_token_time is None:
                 self._num_prompt_computed += s.num_new_tokens
+                m.prefill_chunks.append((start, end, s.num_new_tokens))
         self._last_step_s = step_s
         self._num_steps += 1
 

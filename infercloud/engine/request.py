@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,11 @@ class RequestMetrics:
     finished_time: float | None = None
     num_preemptions: int = 0
     device_seconds: float = 0.0  # this request's share (by tokens) of every step it took part in
+    # each step that computed its prompt (a chunk; again after a preemption): (start, end, tokens)
+    prefill_chunks: list[tuple[float, float, int]] = field(default_factory=list)
+    token_gaps: array = field(default_factory=lambda: array("d"))  # between its sampled tokens, in order
+    last_token_time: float | None = None
+    detokenize_s: float = 0.0    # the detokenizer's time on its tokens (a little in each step)
 
 
 @dataclass(eq=False)

@@ -6,10 +6,9 @@ label `model`) and vLLM v1's (`vllm:*`, labels `model_name` and `engine`, vLLM's
 dashboards and autoscalers written for vLLM read an infercloud worker unchanged. The tables below are the
 mapping; nothing else spells a vLLM name.
 
-What differs from vLLM: token counters grow when a request ends (vLLM adds them every step), and the engine
-does not time each token of a request, so `vllm:inter_token_latency_seconds` gets one observation per
-generated token after the first, each the request's mean gap: its count and sum are exact, its spread
-within one request is lost.
+What differs from vLLM: token counters and the inter-token histogram grow when a request ends (vLLM adds
+them every step); `vllm:inter_token_latency_seconds` still gets every gap between a request's tokens, as the
+engine timed it (the end of the step that sampled each).
 """
 
 from __future__ import annotations
@@ -99,7 +98,7 @@ HISTOGRAMS: dict[str, tuple[Series, ...]] = {
     "tpot": (_i("time_per_output_token_seconds", "Mean gap between output tokens"),
              _v("request_time_per_output_token_seconds", "Histogram of time_per_output_token_seconds per request.",
                 VLLM_TOKEN_LATENCY_BUCKETS)),
-    # one observation per gap between tokens (each the request's mean gap: see the module docstring)
+    # one observation per gap between two tokens of a sequence
     "itl": (_v("inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
                VLLM_TOKEN_LATENCY_BUCKETS),
             _v("time_per_output_token_seconds", "Histogram of time per output token in seconds. "
@@ -173,11 +172,11 @@ class EngineSeries:
         self._counters = {key: [Counter(s.name, s.doc, [*s.labels, *EXTRA_LABELS.get(key, ())], registry=registry)
                                 for s in table] for key, table in COUNTERS.items()}
 
-    def observe(self, key: str, model: str, value: float, times: int = 1) -> None:
-        """`value` observed `times` times under every series of measurement `key`."""
+    def observe(self, key: str, model: str, *values: float) -> None:
+        """Each of `values` observed under every series of measurement `key`."""
         for series, metric in zip(HISTOGRAMS[key], self._histograms[key]):
             child = metric.labels(*series.label_values(model))
-            for _ in range(times):
+            for value in values:
                 child.observe(value)
 
     def count(self, key: str, model: str, amount: float = 1, *extra: str) -> None:

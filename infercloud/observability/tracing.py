@@ -12,7 +12,10 @@ or `infercloud-worker`; no global provider is set), a batch exporter, and the W3
             gateway's own calls (a pipeline's stages, the Responses API's chat) are `gateway.request` spans
             under the current one, a stage's named by `infercloud.stage`.
   worker    `worker.request` (kind, request id, outcome, tokens) with `queue` (arrival to first scheduled),
-            `prefill` (to the first token; attribute: preemptions) and `decode` (to the end), from the
+            `prefill` (to the first token; attribute: preemptions) holding one `prefill.chunk` per engine step
+            that computed part of the prompt (chunked prefill; attribute: tokens), and `decode` (to the end)
+            holding `detokenize` (the detokenizer's time on the request's tokens, summed over the steps, drawn
+            from the first token) and the chunks of a prompt recomputed after a preemption. All from the
             engine's own request timestamps (monotonic, converted to wall time once per span).
 """
 

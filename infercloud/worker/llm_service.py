@@ -253,35 +253,41 @@ class LLMService:
 
     def _trace_start(self, reply: Reply, request: Request, firsts: list[RequestOutput]) -> None:
         """The request's span, a child of the gateway attempt's traceparent, and its `queue` and `prefill` spans
-        at once (the first token is out: they are over, and are sent even if this process dies mid-stream)."""
+        (with one `prefill.chunk` per engine step that computed its prompt) at once: the first token is out, so
+        they are over, and they are sent even if this process dies mid-stream."""
         metrics = [m for out in firsts for m in out.metrics]
-        now, now_ns = time.monotonic(), time.time_ns()
-        begin = min((m.arrival_time for m in metrics), default=now)
+        clock = _SpanClock(self.tracing)
+        begin = min((m.arrival_time for m in metrics), default=clock.now)
         reply.span = self.tracing.start("worker.request", self.tracing.from_headers(request.headers), {
             "infercloud.model": self.name, "infercloud.kind": reply.kind, "infercloud.request_id": reply.request_id,
             "infercloud.prompt_tokens": sum(len(p) for p in reply.prompts),
-            "infercloud.resumed_tokens": reply.num_resumed}, start_ns=wall_ns(begin, now, now_ns))
-        parent = set_span_in_context(reply.span)
+            "infercloud.resumed_tokens": reply.num_resumed}, start_ns=clock.ns(begin))
         for m in metrics:
-            marks = (m.arrival_time, m.first_scheduled_time, m.first_token_time or now)
-            for name, start, end in zip(("queue", "prefill"), marks, marks[1:]):
-                if start is not None and end is not None:
-                    span = self.tracing.start(name, parent, start_ns=wall_ns(start, now, now_ns))
-                    if name == "prefill":
-                        span.set_attribute("infercloud.preemptions", m.num_preemptions)
-                    finish(span, end_ns=wall_ns(end, now, now_ns))
+            if m.first_scheduled_time is not None:
+                first = m.first_token_time or clock.now
+                clock.span("queue", reply.span, m.arrival_time, m.first_scheduled_time)
+                prefill = clock.span("prefill", reply.span, m.first_scheduled_time, first,
+                                     **{"infercloud.preemptions": m.num_preemptions})
+                clock.chunks(prefill, [c for c in list(m.prefill_chunks) if c[1] <= first])
 
     def _trace_end(self, reply: Reply, outcome: str) -> None:
-        """The request's `decode` span (first token to the end) and the request's own span end."""
-        now, now_ns = time.monotonic(), time.time_ns()
-        parent = set_span_in_context(reply.span)
+        """The request's `decode` span (first token to the end) with its `detokenize` span (the detokenizer's
+        time on the request's tokens, summed: it runs a few microseconds in each step; drawn from the first
+        token) and any prompt recomputed after a preemption (`prefill.chunk`, recompute); then the request's
+        own span ends."""
+        clock = _SpanClock(self.tracing)
         for out in reply.last.values():
             for m in out.metrics:
-                if m.first_token_time is not None:
-                    span = self.tracing.start("decode", parent, start_ns=wall_ns(m.first_token_time, now, now_ns))
-                    finish(span, end_ns=wall_ns(m.finished_time or now, now, now_ns))
+                if m.first_token_time is None:
+                    continue
+                decode = clock.span("decode", reply.span, m.first_token_time, m.finished_time or clock.now,
+                                    **{"infercloud.tokens": len(m.token_gaps) + 1})
+                clock.span("detokenize", decode, m.first_token_time, m.first_token_time + m.detokenize_s,
+                           **{"infercloud.tokens": len(m.token_gaps) + 1, "infercloud.summed": True})
+                clock.chunks(decode, [c for c in list(m.prefill_chunks) if c[0] >= m.first_token_time],
+                             recompute=True)
         finish(reply.span, None if outcome == "ok" else outcome, outcome=outcome,
-               **{"infercloud.completion_tokens": reply.completion_tokens}, end_ns=now_ns)
+               **{"infercloud.completion_tokens": reply.completion_tokens}, end_ns=clock.now_ns)
 
     def _fmt_logprobs(self, kind: str, entries: list[TokenLogprob], text_offset: int = 0) -> dict:
         tok = self.tokenizer
@@ -384,3 +390,26 @@ async def _close(streams: Sequence[AsyncIterator]) -> None:
             await s.aclose()
         except RuntimeError:   # already closed by its pump
             pass
+
+
+class _SpanClock:
+    """Finished spans from the engine's monotonic timestamps, converted to wall time against one reading."""
+
+    def __init__(self, tracing: Tracing):
+        self.tracing = tracing
+        self.now, self.now_ns = time.monotonic(), time.time_ns()
+
+    def ns(self, monotonic_s: float) -> int:
+        return wall_ns(monotonic_s, self.now, self.now_ns)
+
+    def span(self, name: str, parent, start: float, end: float, **attributes):
+        span = self.tracing.start(name, set_span_in_context(parent), start_ns=self.ns(start))
+        finish(span, end_ns=self.ns(end), **attributes)
+        return span
+
+    def chunks(self, parent, chunks: list[tuple[float, float, int]], recompute: bool = False) -> None:
+        """One `prefill.chunk` per engine step that computed prompt tokens (before the first token, or after
+        it when a preemption made the engine recompute the sequence)."""
+        for index, (start, end, tokens) in enumerate(chunks):
+            self.span("prefill.chunk", parent, start, end, **{"infercloud.chunk": index, "infercloud.tokens": tokens,
+                                                              **({"infercloud.recompute": True} if recompute else {})})

@@ -56,13 +56,9 @@ class ServerMetrics:
                 e.observe("decode", model, m.finished_time - m.first_token_time)
             if m.first_scheduled_time is not None and m.finished_time is not None:
                 e.observe("inference", model, m.finished_time - m.first_scheduled_time)
-        n = len(out.metrics) or 1
-        m = out.metrics[0] if out.metrics else None
-        per_sequence = completion_tokens // n
-        if m and m.finished_time and m.first_token_time and per_sequence > 1:
-            gap = (m.finished_time - m.first_token_time) / (per_sequence - 1)
-            e.observe("tpot", model, gap)
-            e.observe("itl", model, gap, times=per_sequence - 1)
+            if m.token_gaps:
+                e.observe("itl", model, *m.token_gaps)
+                e.observe("tpot", model, sum(m.token_gaps) / len(m.token_gaps))
 
     def observe_embeddings(self, model: str, num_tokens: int) -> None:
         self.engine.count("prompt_tokens", model, num_tokens)

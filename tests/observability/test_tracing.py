@@ -1,7 +1,7 @@
 """Traces across processes: a real OTLP/HTTP receiver started here, a gateway with two SmolLM2 workers sending
 their spans to it, and a client's W3C traceparent. One request's span tree must run from the client's span
-through the gateway (auth, gateway.attempt) to the worker (worker.request: queue, prefill, decode); a stream
-whose worker is killed must show both attempts, the second resuming, and the killed worker's prefill."""
+through the gateway (auth, gateway.attempt) to the worker (worker.request: queue, prefill with one chunk per
+engine step, decode with the detokenizer's time); a stream whose worker is killed must show both attempts, the second resuming, and the killed worker's prefill."""
 
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ def gw(tmp_path_factory, receiver, smollm2_dir):
         "controller": {"probe_interval_s": 0.25, "probe_timeout_s": 2.0, "unhealthy_after": 2},
         "gateway": {"max_attempts": 3, "retry_backoff_s": 0.05},
         "tracing": {"otlp_endpoint": receiver.url, "export_delay_s": 0.1},
-        "models": [{"name": SMOL, "replicas": 2, "routing": "round_robin", "engine": {"kv_cache_memory_gb": 0.1}}],
+        "models": [{"name": SMOL, "replicas": 2, "routing": "round_robin",
+                    "engine": {"kv_cache_memory_gb": 0.1, "max_num_batched_tokens": 64}}],   # prompts in chunks
     }
     server = start_server(tmp_path_factory.mktemp("tracing"), config, startup_timeout_s=300)
     yield server
@@ -113,9 +114,12 @@ def test_tracing_is_off_unless_an_endpoint_is_configured():
 
 def test_one_request_is_one_span_tree_from_the_client_through_the_gateway_to_the_worker(gw, receiver):
     trace_id, client_span, header = traceparent()
+    words = " ".join(f"w{i}" for i in range(80))
     r = httpx.post(f"{gw.url}/v1/chat/completions", headers={"traceparent": header}, timeout=60,
-                   json={"model": SMOL, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4})
+                   json={"model": SMOL, "messages": [{"role": "user", "content": f"Say hi. {words}"}],
+                         "max_tokens": 4})
     assert r.status_code == 200
+    usage = r.json()["usage"]
 
     def tree_complete() -> bool:
         return any(s["name"] == "decode" for s in receiver.trace(trace_id)) and \
@@ -137,6 +141,19 @@ def test_one_request_is_one_span_tree_from_the_client_through_the_gateway_to_the
     queue, prefill, decode = (children(spans, worker, n)[0] for n in ("queue", "prefill", "decode"))
     assert worker["start"] <= queue["start"] <= queue["end"] <= prefill["end"] <= decode["end"] <= worker["end"]
     assert root["start"] <= worker["start"] and worker["end"] <= root["end"]
+    # the prompt was computed in chunks of at most 64 tokens, one engine step each, inside the prefill
+    chunks = sorted(children(spans, prefill, "prefill.chunk"), key=lambda s: s["start"])
+    computed = usage["prompt_tokens"] - usage["prompt_tokens_details"]["cached_tokens"]
+    assert len(chunks) == -(-computed // 64) >= 2
+    assert [c["attrs"]["infercloud.tokens"] for c in chunks] == [64] * (len(chunks) - 1) + [computed % 64 or 64]
+    assert [c["attrs"]["infercloud.chunk"] for c in chunks] == list(range(len(chunks)))
+    assert all(prefill["start"] <= c["start"] < c["end"] <= prefill["end"] for c in chunks)
+    assert all(a["end"] <= b["start"] for a, b in zip(chunks, chunks[1:]))
+    assert chunks[-1]["end"] == prefill["end"]          # the last chunk's step sampled the first token
+    # the detokenizer's summed time over the reply's tokens, inside the decode
+    (detok,) = children(spans, decode, "detokenize")
+    assert detok["attrs"]["infercloud.tokens"] == usage["completion_tokens"] == decode["attrs"]["infercloud.tokens"]
+    assert decode["start"] == detok["start"] < detok["end"] <= decode["end"]
 
 
 def test_a_migrated_stream_shows_both_attempts_and_both_workers(gw, receiver):
@@ -177,6 +194,9 @@ def test_a_migrated_stream_shows_both_attempts_and_both_workers(gw, receiver):
     (resumed,) = children(spans, attempts[1], "worker.request")
     assert resumed["attrs"]["infercloud.resumed_tokens"] == attempts[1]["attrs"]["infercloud.resumed_tokens"]
     assert {s["name"] for s in children(spans, resumed)} == {"queue", "prefill", "decode"}
+    # the resuming worker computed prompt and resumed tokens as its prefill
+    (resumed_prefill,) = children(spans, resumed, "prefill")
+    assert children(spans, resumed_prefill, "prefill.chunk")
     # the killed worker never ended its request span, but its prefill was sent at the first token, in this trace
     killed = [s for s in spans if s["name"] == "prefill" and s["parent"] != resumed["id"]]
     assert len(killed) == 1 and killed[0]["service"] == "infercloud-worker"

@@ -50,6 +50,9 @@ def test_vllm_series_follow_the_requests(server):
     assert delta("vllm:e2e_request_latency_seconds_count") >= streamed + 1
     assert delta("vllm:request_queue_time_seconds_count") >= streamed + 1
     assert delta("vllm:inter_token_latency_seconds_count") >= 3 * 7      # 8 tokens: 7 gaps a request
+    # one observation per gap the engine timed: each request's tokens less its first
+    assert delta("vllm:inter_token_latency_seconds_count") == delta("vllm:generation_tokens_total") - (streamed + 1)
+    assert delta("vllm:request_time_per_output_token_seconds_count") == streamed + 1
     assert delta("vllm:request_success_total") >= streamed + 1
     assert delta("vllm:request_success_total", finished_reason="length") + \
         delta("vllm:request_success_total", finished_reason="stop") >= streamed + 1
