@@ -181,10 +181,22 @@ class PoolWorkerRecord(Contract):
     num_evictions: int | None = None
 
 
+class TargetChange(Contract):
+    """The controller changed a model's replica target (the autoscaler, or a pooled replica unloaded)."""
+
+    time: float                  # wall clock, seconds
+    model: str
+    before: int
+    after: int
+    reason: str
+
+
 class ControlState(Contract):
-    """What the controller decided and knows beyond replicas: targets, pool workers, the node inventory."""
+    """What the controller decided and knows beyond replicas: targets (and their recent changes, newest last),
+    pool workers, the node inventory."""
 
     targets: dict[str, int] = Field(default_factory=dict)
+    changes: tuple[TargetChange, ...] = ()
     pool_workers: tuple[PoolWorkerRecord, ...] = ()
     nodes: tuple[dict, ...] = ()
 

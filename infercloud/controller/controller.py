@@ -27,7 +27,7 @@ import aiohttp
 
 from infercloud.cluster.base import ClusterBackend, NodeView
 from infercloud.config import ModelSpec, ServerConfig
-from infercloud.contracts import ControlState, SyncReply, SyncReport
+from infercloud.contracts import ControlState, SyncReply, SyncReport, TargetChange
 from infercloud.controller.autoscaler import Observation, ScalingContext, ScalingDecision, decide
 from infercloud.controller.background import Background
 from infercloud.controller.dedicated import DedicatedReplicas
@@ -39,19 +39,23 @@ from infercloud.fleet.traffic import Traffic
 from infercloud.internal_token import bearer
 
 log = logging.getLogger("infercloud.controller")
+MAX_CHANGES = 100   # target changes kept for the dashboard's timeline (ControlState.changes)
 
 
 class Controller:
     def __init__(self, config: ServerConfig, backend: ClusterBackend, fleet: ReplicaSet, traffic: Traffic,
-                 client: aiohttp.ClientSession, clock: Callable[[], float] = time.monotonic):
+                 client: aiohttp.ClientSession, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time):
         self.config = config
         self.spec = config.controller
         self.backend = backend
         self.fleet = fleet
         self.traffic = traffic
         self.clock = clock
+        self.wall_clock = wall_clock
         self.models = {m.name: m for m in config.models}
         self.targets = {m.name: m.replicas for m in config.models}
+        self.changes: deque[TargetChange] = deque(maxlen=MAX_CHANGES)
         self.decisions: dict[str, ScalingDecision] = {}
         self.on_decision: Callable[[str, str, int], None] | None = None   # (model, action, target): metrics
         self.num_restarts = 0
@@ -82,7 +86,7 @@ class Controller:
         return SyncReply(replicas=tuple(r.record() for r in self.fleet.all()), **dict(self.control_state()))
 
     def control_state(self) -> ControlState:
-        return ControlState(targets=dict(self.targets), pool_workers=tuple(w.record() for w in self.pools.workers),
+        return ControlState(targets=dict(self.targets), changes=tuple(self.changes), pool_workers=tuple(w.record() for w in self.pools.workers),
                             nodes=tuple(dataclasses.asdict(n) for n in self.nodes))
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -101,12 +105,14 @@ class Controller:
         self._task = asyncio.create_task(self._loop(), name="controller")
 
     async def wait_ready(self, timeout_s: float) -> bool:
-        """Until every model has its native replicas READY (True) or the timeout passes (False). External
-        replicas are probed once, not waited for: routing learns of them when they come up."""
+        """Until every model has its native replicas READY (True) or the timeout passes (False): as many as
+        it starts with, or fewer where the autoscaler has lowered its target meanwhile (a model idle to zero
+        before its first replica was up). External replicas are probed once, not waited for: routing learns
+        of them when they come up."""
         deadline = self.clock() + timeout_s
         await asyncio.gather(*(self.prober.probe(r) for r in self.fleet.all() if r.is_external))
         while self.clock() < deadline:
-            if all(sum(not r.is_external for r in self.fleet.routable(m.name)) >= m.replicas
+            if all(sum(not r.is_external for r in self.fleet.routable(m.name)) >= min(m.replicas, self.targets[m.name])
                    for m in self.config.models):
                 return True
             await asyncio.sleep(0.1)
@@ -193,16 +199,21 @@ class Controller:
                                    tpot_slo_s=spec.tpot_slo_s if spec.tpot_slo_s is not None else model.slo.tpot_s)
         decision = decide(ScalingContext(model.name, spec, now, self.targets[model.name],
                                          list(self._observations[model.name]), traffic.last_arrival))
-        if decision.target_replicas != self.targets[model.name]:
-            log.info("autoscaler: %s %d -> %d replicas (%s)", model.name, self.targets[model.name],
-                     decision.target_replicas, decision.reason)
         if self.on_decision is not None:
             current = self.targets[model.name]
             action = "scale_up" if decision.target_replicas > current else \
                 "scale_down" if decision.target_replicas < current else "hold"
             self.on_decision(model.name, action, decision.target_replicas)
-        self.targets[model.name] = decision.target_replicas
+        self._set_target(model.name, decision.target_replicas, decision.reason)
         self.decisions[model.name] = decision
+
+    def _set_target(self, model: str, target: int, reason: str) -> None:
+        before = self.targets[model]
+        if target != before:
+            log.info("controller: %s target %d -> %d replicas (%s)", model, before, target, reason)
+            self.changes.append(TargetChange(time=self.wall_clock(), model=model, before=before, after=target,
+                                             reason=reason))
+        self.targets[model] = target
 
     async def _reconcile(self, model: ModelSpec) -> None:
         if model.autoscaling is not None and not self._stopping:
@@ -253,4 +264,5 @@ class Controller:
         model = self.models[replica.model]
         if model.autoscaling is not None:
             left = sum(1 for r in self.fleet.of(model.name) if r.state != ReplicaState.DRAINING)
-            self.targets[model.name] = max(model.autoscaling.min_replicas, min(self.targets[model.name], left))
+            self._set_target(model.name, max(model.autoscaling.min_replicas, min(self.targets[model.name], left)),
+                             f"{replica.replica_id} was unloaded from its pool worker")

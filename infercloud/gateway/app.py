@@ -156,7 +156,7 @@ class Gateway:
     async def _handle(self, request: Request, path: str, body: dict | None, session_id: str | None,
                       request_id: str, stage: str | None, deadline_s: float | None) -> Response:
         start = time.perf_counter()
-        model, status, meter, principal = "-", 503, None, None
+        model, status, meter, principal, answer = "-", 503, None, None, None
         try:
             with self._step("auth"):
                 principal = await self.tenancy.authenticate(request.headers.get("authorization")) \
@@ -194,7 +194,7 @@ class Gateway:
                 if watch is not None:
                     response = self.governance.guard(response, watch)
                 response = self._sampled(model, facts.body, principal, request_id, response, stage)
-                status = response.status_code
+                status, answer = response.status_code, response
                 if principal is not None:
                     response.headers.update(self.tenancy.headers(principal))
                 return response
@@ -216,20 +216,20 @@ class Gateway:
             if watch is not None:
                 response = self.governance.guard(response, watch)
             response = self._sampled(model, facts.body, principal, request_id, response, stage)
-            status = response.status_code
+            status, answer = response.status_code, response
             if principal is not None:
                 response.headers.update(self.tenancy.headers(principal))
             return response
         except APIError as exc:
             exc.headers.setdefault("X-Request-Id", request_id)
-            status = exc.status
+            status, answer = exc.status, exc
             if meter is not None and not meter.events and not meter.pending_lookups:
                 meter.attempt_ended(None, None, "failed", exc.status)  # no replica could take it
             raise
         finally:
             if meter is not None:
                 meter.close()
-            self._count(model, path, status, start, principal)
+            self._count(model, path, status, start, principal, answer)
 
     def _sampled(self, target: str, body: dict, principal: Principal | None, request_id: str, response: Response,
                  stage: str | None = None) -> Response:
@@ -250,7 +250,7 @@ class Gateway:
     async def forward(self, request: Request, path: str) -> Response:
         """/tokenize and /detokenize: authenticated, not metered or rate limited, sent to a native replica."""
         request_id, start = request_id_of(request), time.perf_counter()
-        model, status, principal = "-", 503, None
+        model, status, principal, answer = "-", 503, None, None
         try:
             principal = await self.principal_of(request)
             _, body = await read_json_object(request)
@@ -262,14 +262,14 @@ class Gateway:
             headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
             response = await until_disconnect(request, self.proxy.unary(Plan(route, native_only=True), path,
                                                                         Upstream(body, body), headers))
-            status = response.status_code
+            status, answer = response.status_code, response
             return response
         except APIError as exc:
             exc.headers.setdefault("X-Request-Id", request_id)
-            status = exc.status
+            status, answer = exc.status, exc
             raise
         finally:
-            self._count(model, path, status, start, principal)
+            self._count(model, path, status, start, principal, answer)
 
     def _check_native(self, model: str, path: str) -> None:
         """A model that only external replicas serve has no replica that surely answers `path`: a clear 400."""
@@ -278,12 +278,15 @@ class Gateway:
             raise bad_request(f"The model `{model}` is served by external replicas only; {path} is answered by "
                               "infercloud's own workers.", param="model", code="not_supported")
 
-    def _count(self, model: str, path: str, status: int, start: float, principal: Principal | None) -> None:
+    def _count(self, model: str, path: str, status: int, start: float, principal: Principal | None,
+               answer: Response | APIError | None = None) -> None:
+        """Every answered request: the metrics, and the dashboard (an error's code with its status)."""
         label = model if model in self.planner.routes else "other"   # labels take configured names only
         self.metrics.request_done(label, path, status, time.perf_counter() - start,
                                   principal.tenant.name if principal is not None else None)
         if self.dashboard is not None:
-            self.dashboard.request_done(label, path, status, principal.tenant.name if principal is not None else None)
+            self.dashboard.request_done(label, path, status, principal.tenant.name if principal is not None else None,
+                                        answer)
 
     async def authorize_internal(self, path: str, authorization: str | None) -> APIError | None:
         """The internal plane needs the internal token; /metrics and /dashboard/data also answer an admin key."""

@@ -11,15 +11,19 @@ one, keeps it in sessionStorage and polls /dashboard/data every 2 s with `Author
 On a gateway the summary holds models (replicas ready, target, requests, errors, SLO targets), replicas
 with their state and load, pool workers, regions, nodes; per model the TTFT and TPOT p50/p90 of recent
 streams in 15 s buckets over the last 10 minutes (fleet/traffic.py's samples); a timeline of what the
-controller changed (targets, replica states), sampled once a second from the first dashboard request on;
-tenants' tokens and cost since UTC midnight (the ledger, with tenancy); the last non-2xx answers.
-On a single box: each model's engine load and tokens generated.
+controller changed: its target changes with the autoscaler's reason (the controller keeps the last 100,
+ControlState.changes) and replica states, sampled once a second from the first dashboard request on;
+tenants' tokens and cost since UTC midnight (the ledger, with tenancy); the last non-2xx answers with their
+error code.
+On a single box: each model's engine load and tokens generated, and its requests' TTFT and TPOT p50/p90 as
+plots against its SLO.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
 from collections import Counter, deque
 from pathlib import Path
@@ -67,6 +71,17 @@ def percentiles(samples: list[tuple[float, float]], now: float, window_s: float 
     return ends, p50, p90
 
 
+def latency_series(ttft: list[tuple[float, float]], tpot: list[tuple[float, float]], now: float, offset: float,
+                   counted: str) -> dict:
+    """A model's plots: TTFT and TPOT p50/p90 per bucket from (clock time, value) samples; `offset` turns the
+    samples' clock into wall time (`now` is wall time); `counted` names what the samples are."""
+    t, ttft50, ttft90 = percentiles(ttft, now - offset)
+    _, tpot50, tpot90 = percentiles(tpot, now - offset)
+    return {"t": [round(x + offset, 3) for x in t], "ttft_p50": ttft50, "ttft_p90": ttft90, "tpot_p50": tpot50,
+            "tpot_p90": tpot90, "count": sum(1 for at, _ in ttft if at >= now - offset - PLOT_WINDOW_S),
+            "counted": counted}
+
+
 class GatewayBoard:
     """What the gateway's dashboard shows beyond `gateway.state()`: requests and errors it counted, the
     controller's changes it saw, tenants' spend today (cached a few seconds)."""
@@ -82,18 +97,20 @@ class GatewayBoard:
         self.errors: deque[dict] = deque(maxlen=MAX_ERRORS)
         self.events: deque[dict] = deque(maxlen=MAX_EVENTS)
         self._seen_targets: dict[str, int] | None = None
+        self._last_change = float("-inf")    # the newest controller change on the timeline (its time)
         self._seen_replicas: dict[str, tuple[str, str]] | None = None   # id -> (model, state)
         self._sampler: asyncio.Task | None = None
         self._tenants: tuple[float, list[dict] | None] = (float("-inf"), None)
 
     # -- fed by the gateway ---------------------------------------------------------------------------
-    def request_done(self, model: str, path: str, status: int, tenant: str | None) -> None:
-        """Every answered request (Gateway._count): counted per model; a non-2xx one kept among the last."""
+    def request_done(self, model: str, path: str, status: int, tenant: str | None, answer: Any = None) -> None:
+        """Every answered request (Gateway._count): counted per model; a non-2xx one kept among the last, with
+        its OpenAI-style error code, type and message when the answer (a response or an APIError) has them."""
         self.requests[model] += 1
         if status >= 400:
             self.failed[model] += 1
             self.errors.append({"time": self.clock(), "model": model, "path": path, "status": status,
-                                "tenant": tenant})
+                                "tenant": tenant, **error_fields(answer)})
 
     # -- the controller's changes, sampled ------------------------------------------------------------
     def start_sampling(self) -> None:
@@ -108,21 +125,23 @@ class GatewayBoard:
             self.sample()
 
     def sample(self) -> None:
+        """The controller's target changes (with the autoscaler's reason, from its own record: those made before
+        the first look too) and the replicas' state changes (seen here, once a second)."""
         control = self.gateway.control_state() if self.gateway.control_state is not None else {}
         targets = dict(control.get("targets") or {})
         replicas = {rec.replica_id: (rec.model, rec.state) for rec in (r.record() for r in self.gateway.fleet.all())}
         now = self.clock()
+        for change in control.get("changes") or ():
+            if change["time"] > self._last_change:
+                self.events.append({"time": change["time"], "model": change["model"], "kind": "target",
+                                    "text": f"target {change['before']} \u2192 {change['after']} replicas",
+                                    "reason": change["reason"]})
+                self._last_change = change["time"]
         if self._seen_targets is None:   # the first look: where things stand
             for model, target in targets.items():
                 self.events.append({"time": now, "model": model, "kind": "target", "text": f"target {target} replicas"})
             for rid, (model, state) in replicas.items():
                 self.events.append({"time": now, "model": model, "kind": "replica", "text": f"{rid} {state}"})
-        else:
-            for model, target in targets.items():
-                before = self._seen_targets.get(model)
-                if before is not None and before != target:
-                    self.events.append({"time": now, "model": model, "kind": "target",
-                                        "text": f"target {before} \u2192 {target} replicas"})
         if self._seen_replicas is not None:
             for rid, (model, state) in replicas.items():
                 before = self._seen_replicas.get(rid)
@@ -169,24 +188,15 @@ class GatewayBoard:
                 "errors_total": sum(self.failed.values()), "models": models, "replicas": replicas,
                 "pools": [_pool_worker(w) for w in state.get("pool_workers") or ()],
                 "regions": sorted(regions.values(), key=lambda e: e["region"]),
-                "nodes": list(state.get("nodes") or ()), "timeline": list(self.events)[::-1],
+                "nodes": list(state.get("nodes") or ()), "timeline": sorted(self.events, key=lambda e: -e["time"]),
                 "errors": list(self.errors)[::-1], "tenants": await self._tenants_today(now),
                 "tenancy": self.gateway.tenancy is not None}
 
     def _latency(self, now: float) -> dict[str, dict]:
         traffic = self.gateway.traffic
         offset = now - traffic.clock()   # the samples' clock (monotonic) to wall time
-        out = {}
-        for spec in self.gateway.config.models:
-            if spec.kind != "chat":
-                continue
-            ttft, tpot = traffic.latencies(spec.name)
-            t, ttft50, ttft90 = percentiles(ttft, now - offset)
-            _, tpot50, tpot90 = percentiles(tpot, now - offset)
-            out[spec.name] = {"t": [round(x + offset, 3) for x in t], "ttft_p50": ttft50, "ttft_p90": ttft90,
-                              "tpot_p50": tpot50, "tpot_p90": tpot90,
-                              "streams": sum(1 for at, _ in ttft if at >= now - offset - PLOT_WINDOW_S)}
-        return out
+        return {spec.name: latency_series(*traffic.latencies(spec.name), now, offset, "streams")
+                for spec in self.gateway.config.models if spec.kind == "chat"}
 
     async def _tenants_today(self, now: float) -> list[dict] | None:
         """Per tenant: requests, tokens and cost since UTC midnight, from the ledger (None without tenancy)."""
@@ -211,6 +221,23 @@ class GatewayBoard:
         return rows
 
 
+def error_fields(answer: Any) -> dict:
+    """`code`, `type` and `message` (cut to 200 characters) of an OpenAI-style error: an APIError's, or one in
+    a JSON response's body; {} for anything else (a stream, a body that is not such an error)."""
+    if hasattr(answer, "body") and callable(answer.body):            # an APIError
+        error = answer.body()["error"]
+    else:
+        try:
+            error = json.loads(answer.body).get("error") if isinstance(getattr(answer, "body", None), bytes) else None
+        except (ValueError, AttributeError):
+            error = None
+    if not isinstance(error, dict):
+        return {}
+    message = error.get("message")
+    return {"code": error.get("code"), "type": error.get("type"),
+            "message": message[:200] if isinstance(message, str) else None}
+
+
 def _replica(r: dict) -> dict:
     engine = r.get("engine") or {}
     return {"replica_id": r["replica_id"], "model": r["model"], "state": r["state"], "region": r.get("region"),
@@ -227,17 +254,29 @@ def _pool_worker(w: dict) -> dict:
 
 
 def worker_data(worker) -> dict:
-    """The single box's summary: each model's engine load and the tokens it generated."""
+    """The single box's summary: each model's engine load, the tokens it generated, and for a chat model the
+    TTFT and TPOT p50/p90 of its recent requests against its SLO (as the gateway's plots, from the engine's
+    timestamps)."""
     state = worker.state()
+    now = time.time()
     models = []
     for name, m in state.models.items():
-        models.append({"name": name, "kind": m.kind, "loaded": m.loaded, "in_flight": m.in_flight,
-                       "running": m.running, "waiting": m.waiting, "kv_used": m.kv_blocks_used,
-                       "kv_total": m.kv_blocks_total, "step_time_s": m.step_time_s,
-                       "generated_tokens": m.generated_tokens, "prefix_cache_hit_rate": m.prefix_cache_hit_rate})
+        entry = {"name": name, "kind": m.kind, "loaded": m.loaded, "in_flight": m.in_flight,
+                 "running": m.running, "waiting": m.waiting, "kv_used": m.kv_blocks_used,
+                 "kv_total": m.kv_blocks_total, "step_time_s": m.step_time_s,
+                 "generated_tokens": m.generated_tokens, "prefix_cache_hit_rate": m.prefix_cache_hit_rate}
+        service = worker.chat.get(name)
+        if service is not None:
+            recent = list(service.recent)
+            slo = worker.known[name].slo
+            entry["slo"] = {"ttft_s": slo.ttft_s, "tpot_s": slo.tpot_s}
+            entry["latency"] = latency_series([(at, ttft) for at, ttft, _ in recent],
+                                              [(at, tpot) for at, _, tpot in recent if tpot is not None],
+                                              now, now - service.clock(), "requests")
+        models.append(entry)
     for name, m in state.unloaded.items():
         models.append({"name": name, "kind": m.kind, "loaded": False})
-    return {"role": "worker", "time": time.time(), "uptime_s": state.uptime_s, "draining": state.draining,
+    return {"role": "worker", "time": now, "uptime_s": state.uptime_s, "draining": state.draining,
             "in_flight": state.in_flight, "device": state.device, "memory_used_bytes": state.memory_used_bytes,
             "memory_budget_bytes": state.memory_budget_bytes, "models": models}
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from fastapi import Request
@@ -59,6 +59,8 @@ class LLMService:
         # what a request leaves out comes from the model's generation_config.json, as in vLLM
         self.sampling_defaults = LocalModel.open(engine.engine.model_dir).sampling_defaults()
         self.in_flight = 0
+        # finished requests, oldest first: (clock time, TTFT, mean gap between tokens) for the dashboard's plots
+        self.recent: deque[tuple[float, float, float | None]] = deque(maxlen=4096)
 
     # -- endpoints ---------------------------------------------------------------------------------
     async def chat(self, body: ChatCompletionRequest, request: Request):
@@ -234,9 +236,14 @@ class LLMService:
         return [reply.chunk(index, delta, c.finish_reason, lp, c.delta_token_ids)]
 
     def _observe(self, reply: Reply) -> None:
+        now = self.clock()
         for out in reply.last.values():
             self.metrics.observe_request(self.name, out, sum(len(c.token_ids) for c in out.outputs)
                                          if len(reply.last) > 1 else reply.completion_tokens, reply.params)
+            m = out.metrics[0] if out.metrics else None
+            if m is not None and m.first_token_time is not None:
+                gaps = m.token_gaps
+                self.recent.append((now, m.first_token_time - m.arrival_time, sum(gaps) / len(gaps) if gaps else None))
 
     async def _end(self, reply: Reply, outputs: AsyncIterator, streams: list, outcome: str) -> None:
         """Every admitted request ends here once: the slot is released, an unfinished stream aborted,

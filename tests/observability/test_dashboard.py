@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infercloud.observability.dashboard import GatewayBoard, is_page, percentiles
+from infercloud.observability.dashboard import GatewayBoard, error_fields, is_page, percentiles
 from tests.worker.conftest import start_server
 
 SMOL = "smollm2-135m-instruct"
@@ -53,24 +53,43 @@ def test_errors_are_kept_newest_last_and_bounded():
     assert len(board.errors) == 50 and board.errors[-1]["status"] == 500
 
 
+def test_an_error_row_has_the_error_code_of_an_api_error_or_a_json_error_body():
+    from starlette.responses import JSONResponse, StreamingResponse
+
+    from infercloud.openai.errors import APIError, model_not_found
+
+    assert error_fields(model_not_found("nope"))["code"] == "model_not_found"
+    upstream = APIError(400, "x" * 500, param="max_tokens", code="context_length_exceeded").response()
+    fields = error_fields(upstream)                   # a worker's answer, passed on as a response
+    assert fields["code"] == "context_length_exceeded" and fields["type"] == "invalid_request_error"
+    assert len(fields["message"]) == 200
+    assert error_fields(JSONResponse({"id": "x"}, status_code=500)) == {}
+    assert error_fields(StreamingResponse(iter(()))) == {} and error_fields(None) == {}
+
+
 def test_timeline_shows_what_the_controller_changed():
     from types import SimpleNamespace as NS
 
     replicas = {"m-0": "ready"}
     targets = {"m": 1}
+    changes = [{"time": 1.0, "model": "m", "before": 2, "after": 1, "reason": "fewer wanted for 60 s"}]
     fleet = NS(all=lambda: [NS(record=lambda rid=rid, st=st: NS(replica_id=rid, model="m", state=st))
                             for rid, st in replicas.items()])
-    gateway = NS(config=NS(models=()), fleet=fleet, control_state=lambda: {"targets": dict(targets)})
+    gateway = NS(config=NS(models=()), fleet=fleet,
+                 control_state=lambda: {"targets": dict(targets), "changes": list(changes)})
     board = GatewayBoard(gateway, clock=lambda: 5.0)
-    board.sample()                                   # the first look
+    board.sample()        # the first look: the controller's earlier change (its own time), then where things stand
     targets["m"], replicas["m-1"] = 2, "starting"
+    changes.append({"time": 4.5, "model": "m", "before": 1, "after": 2, "reason": "TTFT p90 0.9 s over 0.5 s"})
     board.sample()
     replicas["m-1"] = "ready"
     del replicas["m-0"]
     board.sample()
     board.sample()                                   # nothing changed: nothing added
-    assert [e["text"] for e in board.events] == ["target 1 replicas", "m-0 ready", "target 1 \u2192 2 replicas",
-                                                 "m-1 added (starting)", "m-1 starting \u2192 ready", "m-0 removed"]
+    assert [(e["time"], e["text"], e.get("reason")) for e in board.events] == [
+        (1.0, "target 2 \u2192 1 replicas", "fewer wanted for 60 s"), (5.0, "target 1 replicas", None),
+        (5.0, "m-0 ready", None), (4.5, "target 1 \u2192 2 replicas", "TTFT p90 0.9 s over 0.5 s"),
+        (5.0, "m-1 added (starting)", None), (5.0, "m-1 starting \u2192 ready", None), (5.0, "m-0 removed", None)]
 
 
 # -- a real gateway and a real browser ---------------------------------------------------------------
@@ -83,7 +102,10 @@ def gw(tmp_path_factory, smollm2_dir):
         "tenancy": {"database": url, "auth_cache_s": 0.5, "tenants": [{"name": "ops"}, {"name": "acme"}]},
         "models": [{"name": "smol", "path": SMOL, "replicas": 1, "engine": {"kv_cache_memory_gb": 0.1},
                     "slo": {"ttft_s": 2.0, "tpot_s": 0.25},
-                    "autoscaling": {"min_replicas": 1, "max_replicas": 1}}],
+                    "autoscaling": {"min_replicas": 1, "max_replicas": 1}},
+                   # scales to zero after 2 idle seconds: a change of the autoscaler's, with its reason
+                   {"name": "idle", "path": SMOL, "replicas": 1, "engine": {"kv_cache_memory_gb": 0.05},
+                    "autoscaling": {"min_replicas": 0, "max_replicas": 1, "idle_to_zero_s": 2}}],
     }
     server = start_server(tmp_path_factory.mktemp("dashboard"), config, startup_timeout_s=300)
 
@@ -154,9 +176,9 @@ def test_data_asks_for_what_metrics_asks_for(gw, internal_token):
         answer = httpx.get(data, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
         body = answer.json()
-        assert [m["name"] for m in body["models"]] == ["smol"] and body["models"][0]["slo"] == {"ttft_s": 2.0,
-                                                                                              "tpot_s": 0.25}
-        assert body["replicas"][0]["state"] == "ready" and body["tenancy"] is True
+        assert [m["name"] for m in body["models"]] == ["smol", "idle"]
+        assert body["models"][0]["slo"] == {"ttft_s": 2.0, "tpot_s": 0.25}
+        assert [r["state"] for r in body["replicas"] if r["model"] == "smol"] == ["ready"] and body["tenancy"] is True
 
 
 def test_gateway_page_is_live(gw, browser, internal_token):
@@ -177,9 +199,15 @@ def test_gateway_page_is_live(gw, browser, internal_token):
     assert number(page, ".model-requests[data-model='smol']") >= 3
     wait_until(lambda: "acme" in page.inner_text("#tenants"), "acme's usage today")
     errors_shown = page.inner_text("#errors")
-    assert "404" in errors_shown and "other" in errors_shown and "no-such-" not in errors_shown   # configured names only
+    assert "404" in errors_shown and "model_not_found" in errors_shown
+    models_shown = page.locator("#errors td:nth-child(4)").all_inner_texts()
+    assert "other" in models_shown and not any("no-such-" in m for m in models_shown)   # configured names only
+    # the autoscaler took the idle model to zero; the timeline says so, with the autoscaler's reason
+    wait_until(lambda: "target 1 \u2192 0 replicas" in page.inner_text("#timeline"), "the idle model's scale to zero")
+    assert "no request for 2 s" in page.inner_text("#timeline")
     assert page.locator("#latency .chart[data-model='smol'] canvas").count() == 2   # TTFT and TPOT plots
-    wait_until(lambda: "streams" in page.inner_text("#latency") and "(0 streams)" not in page.inner_text("#latency"),
+    title = "#latency .chart[data-model='smol'][data-metric='ttft'] h3"
+    wait_until(lambda: "streams" in page.inner_text(title) and "(0 streams)" not in page.inner_text(title),
                "the streams to be plotted")
 
     shot = os.environ.get("INFERCLOUD_DASHBOARD_SCREENSHOT")
@@ -211,6 +239,9 @@ def test_single_box_page_is_live(tmp_path, smollm2_dir, browser, internal_token)
         r = httpx.post(f"{box.url}/v1/chat/completions", json={"model": SMOL, **CHAT}, timeout=120)
         assert r.status_code == 200, r.text
         wait_until(lambda: number(page, "#total-tokens") > before, "the tokens generated to go up")
+        # the engine's TTFT and TPOT of the box's requests, plotted as on the gateway
+        assert page.locator(f"#latency .chart[data-model='{SMOL}'] canvas").count() == 2
+        wait_until(lambda: "(1 requests)" in page.inner_text("#latency"), "the request to be plotted")
         assert not errors, errors
     finally:
         assert box.stop() == 0, box.log()

@@ -85,7 +85,7 @@
 
   const num = (v, digits = 0) => (v === null || v === undefined) ? "–" :
     Number(v).toLocaleString(undefined, {minimumFractionDigits: digits, maximumFractionDigits: digits});
-  const seconds = (v) => (v === null || v === undefined) ? "–" : (v < 1 ? `${(v * 1000).toFixed(0)} ms` : `${v.toFixed(2)} s`);
+  const seconds = (v) => (v === null || v === undefined) ? "–" : (v < 1 ? `${(v * 1000).toFixed(v < 0.01 && v > 0 ? 1 : 0)} ms` : `${v.toFixed(2)} s`);
   const clock = (t) => new Date(t * 1000).toLocaleTimeString();
   const badge = (text) => el("span", {class: `badge ${String(text).toLowerCase()}`}, text);
   const lastOf = (values) => { for (let i = values.length - 1; i >= 0; i--) if (values[i] !== null) return values[i]; return null; };
@@ -124,7 +124,7 @@
       const width = Math.max(360, Math.min(640, box.clientWidth || 420));
       plot = new uPlot({
         width, height: 180,
-        scales: {x: {time: true}, y: {range: (u, min, max) => [0, Math.max(max || 0, slo || 0, 0.001) * 1.15]}},
+        scales: {x: {time: true}, y: {range: (u, min, max) => [0, Math.max(max || 0, slo || 0, 0.01) * 1.15]}},
         axes: [{}, {values: (u, ticks) => ticks.map(seconds), size: 64}],
         series: [
           {},
@@ -135,6 +135,19 @@
         ],
       }, data, box);
       charts.set(id, plot);
+    }
+  }
+
+  // TTFT and TPOT plots of each chat model (the gateway's streams, or the single box's requests)
+  function latencyCharts(models) {
+    $("latency-section").hidden = !models.some((m) => m.latency);
+    $("latency-counted").textContent = models.some((m) => m.latency && m.latency.counted === "requests") ?
+      "of requests" : "of streams";
+    for (const m of models) {
+      if (!m.latency) continue;
+      chart(m.name, "ttft", `${m.name}: time to first token (${num(m.latency.count)} ${m.latency.counted})`,
+            m.latency, m.slo.ttft_s);
+      chart(m.name, "tpot", `${m.name}: time per output token`, m.latency, m.slo.tpot_s);
     }
   }
 
@@ -167,12 +180,7 @@
       ["TPOT p90", (m) => p90(m, "tpot"), "num"], ["TPOT SLO", (m) => seconds(m.slo.tpot_s), "num"],
     ], d.models.map((m) => ({...m, __attrs: {"data-model": m.name}})));
 
-    $("latency-section").hidden = !d.models.some((m) => m.latency);
-    for (const m of d.models) {
-      if (!m.latency) continue;
-      chart(m.name, "ttft", `${m.name}: time to first token (${num(m.latency.streams)} streams)`, m.latency, m.slo.ttft_s);
-      chart(m.name, "tpot", `${m.name}: time per output token`, m.latency, m.slo.tpot_s);
-    }
+    latencyCharts(d.models);
 
     table("replicas", [
       ["replica", (r) => r.replica_id], ["model", (r) => r.model], ["state", (r) => badge(r.state)],
@@ -194,7 +202,7 @@
     ], d.regions, "no replicas");
 
     const events = d.timeline.map((e) => el("li", null, el("time", null, clock(e.time)),
-      el("span", {class: "model"}, e.model), e.text));
+      el("span", {class: "model"}, e.model), e.text, ...(e.reason ? [el("span", {class: "reason"}, e.reason)] : [])));
     $("timeline").replaceChildren(...(events.length ? events : [el("li", {class: "empty"}, "no change seen yet")]));
 
     $("tenants-section").hidden = !d.tenancy;
@@ -206,7 +214,8 @@
 
     table("errors", [
       ["time", (e) => clock(e.time)], ["status", (e) => el("span", {class: `badge ${e.status >= 500 ? "bad" : "draining"}`}, e.status)],
-      ["model", (e) => e.model], ["path", (e) => e.path], ["tenant", (e) => e.tenant],
+      ["code", (e) => e.code ? el("code", null, e.code) : null], ["model", (e) => e.model], ["path", (e) => e.path],
+      ["tenant", (e) => e.tenant], ["message", (e) => el("span", {class: "message", title: e.message || ""}, e.message)],
     ], d.errors, "no errors");
   }
 
@@ -230,7 +239,8 @@
         `${(100 * m.prefix_cache_hit_rate).toFixed(0)}%`, "num"],
       ["generated", (m) => el("span", {class: "model-tokens", "data-model": m.name}, num(m.generated_tokens)), "num"],
     ], d.models.map((m) => ({...m, __attrs: {"data-model": m.name}})));
-    for (const id of ["latency-section", "replicas-section", "pools-section", "regions-section", "timeline-section",
+    latencyCharts(d.models);
+    for (const id of ["replicas-section", "pools-section", "regions-section", "timeline-section",
                       "tenants-section", "errors-section"]) {
       $(id).hidden = true;
     }
