@@ -83,7 +83,8 @@ def serve_cloud(config: ServerConfig) -> int:
         database = config.tenancy.database or default_database_url()
         gateway.tenancy = Tenancy(config.tenancy, config.models, open_database(database))
         gateway.governance = Governance(PolicyBook(config.policies, gateway.tenancy.engine,
-                                                   config.tenancy.auth_cache_s), gateway.tenancy.audit)
+                                                   config.tenancy.auth_cache_s), gateway.tenancy.audit,
+                                        gateway.metrics.policy_decision)
     if config.evaluations:
         engine = gateway.tenancy.engine if gateway.tenancy is not None else open_database(default_database_url())
         gateway.sampler = Sampler(Evaluation(config.evaluations, engine, gateway_judge(gateway), random.Random(),

@@ -10,7 +10,8 @@
             `infercloud.policy` (a JSON body's field; a stream's last chunk before [DONE]), and the
             enforced ones are named in the X-Infercloud-Policy header where known before the answer starts.
   audit     every decision, enforced or log_only, is one audit row (rule, mode, action, tenant, key,
-            request id, what matched), written in the background (policy/audit.AuditWriter).
+            request id, what matched), written in the background (policy/audit.AuditWriter), and one count
+            of `infercloud_policy_decisions_total{rule,mode,action}`.
 Conversation limits of a stored Responses conversation are checked by `conversation`, which the Responses
 API calls before continuing one.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from fastapi.responses import Response, StreamingResponse
@@ -56,9 +57,11 @@ class Watch:
 
 
 class Governance:
-    def __init__(self, book: PolicyBook, audit: AuditWriter):
+    def __init__(self, book: PolicyBook, audit: AuditWriter,
+                 count: Callable[[str, str, str], None] | None = None):
         self.book = book
         self.audit = audit
+        self.count = count     # (rule, mode, action): the gateway's metrics
 
     async def screen(self, principal: Principal, facts: RequestFacts,
                      request_id: str) -> tuple[RequestFacts, Watch | None]:
@@ -150,6 +153,10 @@ class Governance:
             self._record(watch.principal, watch.request_id, guard.decisions)
 
     def _record(self, principal: Principal, request_id: str, decisions: list[Decision]) -> None:
-        if decisions:
-            self.audit.record([AuditRow("policy", d.action, d.what, principal.tenant.id, principal.key.id,
-                                        request_id, d.rule, d.mode) for d in decisions])
+        if not decisions:
+            return
+        if self.count is not None:
+            for d in decisions:
+                self.count(d.rule, d.mode, d.action)
+        self.audit.record([AuditRow("policy", d.action, d.what, principal.tenant.id, principal.key.id,
+                                    request_id, d.rule, d.mode) for d in decisions])

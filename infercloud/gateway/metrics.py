@@ -18,6 +18,7 @@ from infercloud.gateway.load_book import LoadBook
 from infercloud.observability.metrics import LATENCY_BUCKETS
 
 MAX_TENANT_LABELS = 100
+MAX_RULE_LABELS = 100
 NO_TENANT = "-"
 OTHER_TENANT = "other"
 AUTOSCALER_ACTIONS = ("scale_up", "scale_down", "hold")
@@ -49,22 +50,22 @@ class _ReplicaGauges:
         yield from families.values()
 
 
-class TenantLabels:
-    """The tenant label of a request: its tenant's name for the first `cap` tenants seen, then "other".
-    Only authenticated tenants reach it, so a client cannot mint label values."""
+class BoundedLabels:
+    """A label's value: the name itself for the first `cap` names seen, then "other" (None: "-"). Only names an
+    operator made (tenants, policy rules) reach it, never a client's free text, and the cap bounds the series."""
 
     def __init__(self, cap: int = MAX_TENANT_LABELS):
         self.cap = cap
         self._seen: set[str] = set()
 
-    def __call__(self, tenant: str | None) -> str:
-        if tenant is None:
+    def __call__(self, name: str | None) -> str:
+        if name is None:
             return NO_TENANT
-        if tenant in self._seen:
-            return tenant
+        if name in self._seen:
+            return name
         if len(self._seen) < self.cap:
-            self._seen.add(tenant)
-            return tenant
+            self._seen.add(name)
+            return name
         return OTHER_TENANT
 
 
@@ -81,7 +82,8 @@ class GatewayMetrics:
     def __init__(self, fleet: ReplicaSet, book: LoadBook, models: Sequence[ModelSpec] = (),
                  max_tenants: int = MAX_TENANT_LABELS):
         self.registry = r = CollectorRegistry()
-        self.tenant_label = TenantLabels(max_tenants)
+        self.tenant_label = BoundedLabels(max_tenants)
+        self.rule_label = BoundedLabels(MAX_RULE_LABELS)
         self.slo = {m.name: slo_targets(m) for m in models}
         self.requests = Counter("infercloud_gateway_requests", "Requests by model, endpoint and HTTP status",
                                 ["model", "endpoint", "status"], registry=r)
@@ -110,6 +112,9 @@ class GatewayMetrics:
                                  f"({', '.join(AUTOSCALER_ACTIONS)})", ["model", "action"], registry=r)
         self.target_replicas = Gauge("infercloud_autoscaler_target_replicas", "Replicas the autoscaler wants",
                                      ["model"], registry=r)
+        self.policy_decisions = Counter("infercloud_policy_decisions", "Policy decisions by rule (its name; the "
+                                        f"first {MAX_RULE_LABELS} seen), mode (enforce, log_only) and action",
+                                        ["rule", "mode", "action"], registry=r)
         self.cache = Counter("infercloud_gateway_cache", "Response-cache lookups by result (hit, semantic-hit, "
                              "miss, bypass: not cacheable or no-cache) and answers stored (stored)",
                              ["model", "result"], registry=r)
@@ -143,6 +148,9 @@ class GatewayMetrics:
     def autoscaler_decision(self, model: str, action: str, target_replicas: int) -> None:
         self.decisions.labels(model, action).inc()
         self.target_replicas.labels(model).set(target_replicas)
+
+    def policy_decision(self, rule: str, mode: str, action: str) -> None:
+        self.policy_decisions.labels(self.rule_label(rule), mode, action).inc()
 
     def routed(self, replica: Replica) -> None:
         self.routed_total.labels(replica.model, replica.replica_id).inc()

@@ -9,7 +9,7 @@ from infercloud.engine.step_loop import SLO
 from infercloud.fleet.replicas import ReplicaSet
 from infercloud.fleet.traffic import Traffic
 from infercloud.gateway.load_book import LoadBook
-from infercloud.gateway.metrics import GatewayMetrics, TenantLabels, slo_targets
+from infercloud.gateway.metrics import BoundedLabels, GatewayMetrics, slo_targets
 
 
 def samples(metrics: GatewayMetrics) -> dict[tuple, float]:
@@ -24,7 +24,7 @@ def make(*models: ModelSpec, max_tenants: int = 100) -> GatewayMetrics:
 
 
 def test_tenant_labels_are_the_first_tenants_seen_then_other():
-    label = TenantLabels(cap=2)
+    label = BoundedLabels(cap=2)
     assert [label(t) for t in ("a", "b", "c", "a", None, "d", "b")] == ["a", "b", "other", "a", "-", "other", "b"]
 
 

@@ -15,6 +15,7 @@ import json
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_tenancy import admin, cli, database  # noqa: F401 (database: the fixture)
 from tests.worker.conftest import start_server
@@ -88,7 +89,16 @@ def forced_transfer(**body) -> dict:
             "tool_choice": {"type": "function", "function": {"name": "transfer"}}, **body}
 
 
+def decision_counts(gw) -> dict[tuple[str, str, str], float]:
+    """infercloud_policy_decisions_total from the gateway's /metrics (an admin key reads it)."""
+    text = admin(gw, "GET", "/metrics").text
+    return {(s.labels["rule"], s.labels["mode"], s.labels["action"]): s.value
+            for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "infercloud_policy_decisions_total"}
+
+
 def test_a_forbidden_tool_call_is_stripped_in_enforce_mode_and_only_logged_in_log_only_mode(gw):
+    before = decision_counts(gw)
     enforced = post(gw, "acme", **forced_transfer())
     assert enforced.status_code == 200, enforced.text
     choice = enforced.json()["choices"][0]
@@ -110,6 +120,10 @@ def test_a_forbidden_tool_call_is_stripped_in_enforce_mode_and_only_logged_in_lo
     assert sorted((r["rule"], r["mode"], r["what"]) for r in rows) == [
         ("payments-watch", "log_only", "call transfer: amount above max"),
         ("payments-watch", "log_only", "offered drop_tables")]
+    # each decision is also counted, by rule, mode and action
+    after = decision_counts(gw)
+    for key in (("payments", "enforce", "strip"), ("payments-watch", "log_only", "strip")):
+        assert after[key] - before.get(key, 0.0) == 2, key
 
 
 def test_a_streamed_forbidden_call_is_held_back_and_stripped(gw):
