@@ -60,6 +60,15 @@ class Calls:
     latencies: LatencyBook = field(default_factory=LatencyBook)
 
 
+def _keep_policy(trace: StageTrace, answer: dict) -> None:
+    """A stage's chat answer (or a stream's chunk) may carry the policy decisions the gateway made about that
+    call (`infercloud.policy`): they go into the stage's trace."""
+    extra = answer.get("infercloud")
+    decisions = extra.get("policy") if isinstance(extra, dict) else None
+    if decisions:
+        trace.detail.setdefault("policy", []).extend(decisions)
+
+
 def _usage(model: str, usage: dict | None) -> dict:
     usage = usage or {}
     return {"model": model, "prompt_tokens": int(usage.get("prompt_tokens") or 0),
@@ -174,6 +183,7 @@ class PipelineRun:
                 "messages": [{"role": "user", "content": f"Passage: {passage.text}\n\nQuestion: {self.question}\n\n"
                               "Does the passage help answer the question? Answer Yes or No."}]}
         answer = chat_answer(await self.calls.chat(self._ctx(stage), body, None))
+        _keep_policy(trace, answer)
         used = _usage(stage.model, answer.get("usage"))
         if trace.usage is None:
             trace.usage = used
@@ -231,6 +241,8 @@ class PipelineRun:
             body = self.generate_body(stage, client, stream=False)
             response = await self.calls.chat(self._ctx(stage), body, self.first_token_deadline(stage, body["max_tokens"]))
             answer.update(chat_answer(response))
+            _keep_policy(trace, answer)
+            answer.pop("infercloud", None)     # the pipeline's own report replaces it
             self.answer = answer["choices"][0]["message"].get("content") or ""
             trace.usage = _usage(stage.model, answer.get("usage"))
 
@@ -268,8 +280,10 @@ class PipelineRun:
                 trace.status, trace.detail["reason"] = "failed", exc.message
                 raise StageFailed(exc) from None
             async for chunk in prepend(first, chunks):
-                if chunk.get("usage") and not chunk.get("choices"):
-                    trace.usage = _usage(stage.model, chunk["usage"])
+                if not chunk.get("choices") and (chunk.get("usage") or chunk.get("infercloud")):
+                    if chunk.get("usage"):
+                        trace.usage = _usage(stage.model, chunk["usage"])
+                    _keep_policy(trace, chunk)      # the pipeline's last chunk reports it
                     continue
                 for choice in chunk.get("choices") or []:
                     self.answer += (choice.get("delta") or {}).get("content") or ""
@@ -288,10 +302,14 @@ class PipelineRun:
                 "stages": stages}
 
     def report(self) -> dict:
-        """The `infercloud` field of the answer: the pipeline, its sources, every stage's trace, the checks."""
+        """The `infercloud` field of the answer: the pipeline, its sources, every stage's trace, the checks, and the
+        policy decisions the gateway made about the stages' calls (also in each stage's trace), as a plain chat
+        answer lists its own."""
+        policy = [{"stage": t.name, **d} for t in self.trace for d in t.detail.get("policy", ())]
         return {"pipeline": self.spec.name, "request_id": self.ctx.request_id,
                 "sources": [p.as_source() for p in self.passages], "stages": [t.as_dict() for t in self.trace],
-                "checks": [c.as_dict() for c in self.checks], "elapsed_s": round(self.calls.clock() - self.started, 4)}
+                "checks": [c.as_dict() for c in self.checks], "elapsed_s": round(self.calls.clock() - self.started, 4),
+                **({"policy": policy} if policy else {})}
 
     def server_timing(self) -> str:
         """The stages' times as a Server-Timing header (milliseconds)."""

@@ -5,11 +5,15 @@ SmolLM2 and MiniLM, the ledger in SQL (SQLite, or the PostgreSQL of INFERCLOUD_T
 - semantic cache: a paraphrase hits, the same question after another history misses, another tenant misses;
   a streamed hit is a valid SSE stream with usage; hits are billed as cache hits with no device time;
 - a pipeline's ledger rows, under its one request id, sum stage by stage to the usage the client was told;
-- a tenant sees only its own collections: another's pipeline retrieval finds nothing of the first's.
+- a tenant sees only its own collections: another's pipeline retrieval finds nothing of the first's;
+- a pipeline's answer lists the policy decisions the gateway made about its stages' calls.
 """
 
 # ruff: noqa: F811  (pytest fixtures as parameters shadow the imported `database` fixture)
 from __future__ import annotations
+
+import json
+import uuid
 
 import httpx
 import openai
@@ -147,3 +151,37 @@ def test_pipeline_ledger_rows_sum_stage_by_stage_and_collections_are_per_tenant(
     answer = http_b.post("/v1/chat/completions", json={"model": "rag", "messages": user(question.text)})
     assert answer.status_code == 404 and "'retrieve'" in answer.json()["error"]["message"]
     assert httpx.post(f"{gw.url}/v1/pipelines/rag", json={"input": "x"}).status_code == 401
+
+
+def test_a_pipeline_answer_lists_the_policy_decisions_about_its_stages(gw):
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    key = new_tenant(gw, name)
+    http = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    assert http.post("/v1/collections", json={"name": "atlas"}).status_code == 200
+    docs = [{"id": d.id, "text": d.text, "metadata": d.metadata} for d in CORPUS[:10]]
+    assert http.post("/v1/collections/atlas/documents", json={"documents": docs}).status_code == 200
+    rule = {"name": f"mail-watch-{name}", "kind": "guard", "tenants": [name], "direction": "input",
+            "detect": ["email"], "mode": "log_only"}
+    made = httpx.post(f"{gw.url}/admin/policies", json=rule, timeout=30,
+                      headers={"Authorization": f"Bearer {gw.admin_key}"})
+    assert made.status_code in (200, 201), made.text
+    question = f"{QUESTIONS[2].text} Reply to ops@example.com."
+    expected = {"stage": "generate", "rule": rule["name"], "mode": "log_only"}
+
+    answer = http.post("/v1/chat/completions", json={"model": "rag", "messages": user(question)})
+    assert answer.status_code == 200, answer.text
+    report = answer.json()["infercloud"]
+    assert report["pipeline"] == "rag" and report["policy"]
+    assert all({k: d[k] for k in expected} == expected for d in report["policy"])
+    (generate,) = [s for s in report["stages"] if s["name"] == "generate"]
+    assert [d["rule"] for d in generate["policy"]] == [d["rule"] for d in report["policy"]]
+
+    events = []
+    with http.stream("POST", "/v1/chat/completions",
+                     json={"model": "rag", "messages": user(question), "stream": True}) as streamed:
+        assert streamed.status_code == 200
+        events = [json.loads(line[6:]) for line in streamed.iter_lines()
+                  if line.startswith("data: ") and line != "data: [DONE]"]
+    # the stage's own policy chunk is folded into the pipeline's last chunk, which reports it
+    assert [e for e in events[:-1] if "infercloud" in e] == []
+    assert [d["rule"] for d in events[-1]["infercloud"]["policy"]] == [d["rule"] for d in report["policy"]]
