@@ -286,18 +286,27 @@ def test_ledger_sums_equal_client_usage_over_streams_aborts_failures_and_a_kille
     ids = {kind: [f"{kind}-{uuid.uuid4().hex[:10]}" for _ in range(n)]
            for kind, n in (("stream", 8), ("abort", 2), ("plain", 3), ("bad", 1), ("plain_abort", 1))}
 
+    async def routed() -> None:
+        """Until a request is on a replica: admitted and metered (one cancelled before that uses nothing)."""
+        for _ in range(600):
+            if sum(r["outstanding_requests"] or 0 for r in await asyncio.to_thread(replicas, gw, "smol")):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the plain request never reached a replica")
+
     async def main():
         async with httpx.AsyncClient(base_url=gw.url, timeout=300) as client:
             headers = {"Authorization": f"Bearer {key}"}
+            plain_abort = asyncio.create_task(client.post(
+                "/v1/chat/completions", json={"model": "smol", **CHAT, "max_tokens": 200, "ignore_eos": True},
+                headers={**headers, "X-Request-Id": ids["plain_abort"][0]}))
+            await routed()
             streams = [asyncio.create_task(_stream(client, key, rid, max_tokens=64)) for rid in ids["stream"]]
             aborts = [asyncio.create_task(_stream(client, key, rid, stop_after=3)) for rid in ids["abort"]]
             plain = [client.post("/v1/chat/completions", json={"model": "smol", **CHAT, "max_tokens": 6},
                                  headers={**headers, "X-Request-Id": rid}) for rid in ids["plain"]]
             bad = client.post("/v1/chat/completions", json={"model": "smol", **CHAT, "temperature": -1},
                               headers={**headers, "X-Request-Id": ids["bad"][0]})
-            plain_abort = asyncio.create_task(client.post(
-                "/v1/chat/completions", json={"model": "smol", **CHAT, "max_tokens": 200, "ignore_eos": True},
-                headers={**headers, "X-Request-Id": ids["plain_abort"][0]}))
             await asyncio.sleep(1.0)
             busiest = max(replicas(gw, "smol"), key=lambda r: r["outstanding_requests"])
             os.kill(busiest["pid"], signal.SIGKILL)
@@ -328,7 +337,8 @@ def test_ledger_sums_equal_client_usage_over_streams_aborts_failures_and_a_kille
     assert bad.status_code == 400
     assert [(r.outcome, r.status, r.completion_tokens) for r in ledger_rows(gw, database, ids["bad"][0])] == \
         [("failed", 400, 0)]
-    wait_for(lambda: ledger_rows(gw, database, ids["plain_abort"][0]), "the aborted plain request's row", 30)
+    wait_for(lambda: any(r.outcome == "aborted" for r in ledger_rows(gw, database, ids["plain_abort"][0])),
+             "the aborted plain request's row", 30)
     assert [r.outcome for r in ledger_rows(gw, database, ids["plain_abort"][0])] == ["aborted"]
     wait_for(lambda: len([r for r in replicas(gw, "smol") if r["state"] == "ready"]) == 2,
              "the killed worker to be replaced")
