@@ -5,11 +5,14 @@
 # Which torch build (docs/deploy.md): TORCH=auto (the default) takes the CUDA build where `nvidia-smi` exists,
 # else the CPU build. CPU: PyTorch's CPU index (TORCH_CPU_INDEX) is added as an extra index when this machine
 # reaches it (a 5 s check), so pip takes torch==2.13.0+cpu rather than PyPI's Linux build, which is the CUDA
-# one; unreached, pip uses only its own indexes and find-links (where a local CPU wheel may lie).
+# one; unreached, pip uses only its own indexes and find-links (where a local CPU wheel may lie). On Linux the CPU
+# build is asked for by name (torch==2.13.0+cpu), so where no index or find-links has it the install fails
+# instead of quietly taking the CUDA build.
 # CUDA: PyPI's build. Overrides: `make run TORCH=cpu`, `make run TORCH=cuda`, or `TORCH_INDEX=URL` (an extra
 # index taken as given, e.g. https://download.pytorch.org/whl/cu128). The choice is made once, when .venv is
 # created: `make clean` first to switch. `make check-wheel` installs the built wheel into a fresh venv and serves
 # SmolLM2 from it on CHECK_PORT: a chat and the dashboard page (CI runs it).
+# `make check-image` builds Dockerfile.$(IMAGE_VARIANT) and checks it with deploy/check-image.sh (Docker; not CI).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -20,7 +23,7 @@ TORCH_VERSION := 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: run test fuzz chaos models bench check-wheel install-torch clean
+.PHONY: run test fuzz chaos models bench check-wheel check-image install-torch clean
 
 # $(call install_torch,PIP): torch==$(TORCH_VERSION), the build that TORCH and TORCH_INDEX pick, with that pip.
 define install_torch
@@ -32,8 +35,10 @@ define install_torch
 	  if $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5).close()' \
 	      '$(TORCH_CPU_INDEX)/' >/dev/null 2>&1; then index='$(TORCH_CPU_INDEX)'; \
 	  else echo "torch: $(TORCH_CPU_INDEX) not reached; pip's own indexes and find-links only"; fi; fi; \
-	echo "torch==$(TORCH_VERSION), $$variant build$${index:+, extra index $$index}"; \
-	$(1) install -q $${index:+--extra-index-url "$$index"} torch==$(TORCH_VERSION)
+	version='$(TORCH_VERSION)'; \
+	if [ "$$variant" = cpu ] && [ "$$(uname -s)" = Linux ]; then version="$$version+cpu"; fi; \
+	echo "torch==$$version, $$variant build$${index:+, extra index $$index}"; \
+	$(1) install -q $${index:+--extra-index-url "$$index"} "torch==$$version"
 endef
 
 $(STAMP): pyproject.toml
@@ -98,6 +103,16 @@ check-wheel:
 	  -d '{"model": "smollm2-135m-instruct", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}'; \
 	curl -fsS -o /dev/null http://127.0.0.1:$(CHECK_PORT)/dashboard; \
 	echo; echo "wheel check: ok (installed into a fresh venv, served a chat and the dashboard page)"
+
+# The image: built from Dockerfile.$(IMAGE_VARIANT) (cpu or cuda) with DOCKER_BUILD_ARGS (e.g. --build-arg
+# PIP_INDEX_URL=URL), then served and checked by deploy/check-image.sh (its head comment says what it checks).
+IMAGE_VARIANT ?= cpu
+DOCKER ?= docker
+DOCKER_BUILD_ARGS ?=
+
+check-image:
+	$(DOCKER) build -f Dockerfile.$(IMAGE_VARIANT) $(DOCKER_BUILD_ARGS) -t infercloud:$(IMAGE_VARIANT) .
+	DOCKER='$(DOCKER)' deploy/check-image.sh infercloud:$(IMAGE_VARIANT)
 
 # torch alone, into the venv whose pip is PIP (check-wheel's).
 install-torch:
