@@ -86,7 +86,8 @@ class Controller:
         return SyncReply(replicas=tuple(r.record() for r in self.fleet.all()), **dict(self.control_state()))
 
     def control_state(self) -> ControlState:
-        return ControlState(targets=dict(self.targets), changes=tuple(self.changes), pool_workers=tuple(w.record() for w in self.pools.workers),
+        return ControlState(targets=dict(self.targets), changes=tuple(self.changes),
+                            pool_workers=tuple(w.record() for w in self.pools.workers),
                             nodes=tuple(dataclasses.asdict(n) for n in self.nodes))
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -112,8 +113,8 @@ class Controller:
         deadline = self.clock() + timeout_s
         await asyncio.gather(*(self.prober.probe(r) for r in self.fleet.all() if r.is_external))
         while self.clock() < deadline:
-            if all(sum(not r.is_external for r in self.fleet.routable(m.name)) >= min(m.replicas, self.targets[m.name])
-                   for m in self.config.models):
+            if all(sum(not r.is_external for r in self.fleet.routable(m.name))
+                   >= min(m.replicas, self.targets[m.name]) for m in self.config.models):
                 return True
             await asyncio.sleep(0.1)
         return False

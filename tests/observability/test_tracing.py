@@ -1,7 +1,8 @@
 """Traces across processes: a real OTLP/HTTP receiver started here, a gateway with two SmolLM2 workers sending
 their spans to it, and a client's W3C traceparent. One request's span tree must run from the client's span
 through the gateway (auth, gateway.attempt) to the worker (worker.request: queue, prefill with one chunk per
-engine step, decode with the detokenizer's time); a stream whose worker is killed must show both attempts, the second resuming, and the killed worker's prefill."""
+engine step, decode with the detokenizer's time); a stream whose worker is killed must show both attempts,
+the second resuming, and the killed worker's prefill."""
 
 from __future__ import annotations
 
