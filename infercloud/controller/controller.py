@@ -208,10 +208,10 @@ class Controller:
         self._set_target(model.name, decision.target_replicas, decision.reason)
         self.decisions[model.name] = decision
 
-    def _set_target(self, model: str, target: int, reason: str) -> None:
+    def _set_target(self, model: str, target: int, reason: str, who: str = "autoscaler") -> None:
         before = self.targets[model]
         if target != before:
-            log.info("controller: %s target %d -> %d replicas (%s)", model, before, target, reason)
+            log.info("%s: %s %d -> %d replicas (%s)", who, model, before, target, reason)
             self.changes.append(TargetChange(time=self.wall_clock(), model=model, before=before, after=target,
                                              reason=reason))
         self.targets[model] = target
@@ -266,4 +266,4 @@ class Controller:
         if model.autoscaling is not None:
             left = sum(1 for r in self.fleet.of(model.name) if r.state != ReplicaState.DRAINING)
             self._set_target(model.name, max(model.autoscaling.min_replicas, min(self.targets[model.name], left)),
-                             f"{replica.replica_id} was unloaded from its pool worker")
+                             f"{replica.replica_id} was unloaded from its pool worker", who="controller")
