@@ -129,6 +129,28 @@ class Proxy:
                        f"{self.spec.hold_timeout_s:g} s.", type="overloaded_error", code="model_not_ready",
                        headers={"Retry-After": "5"})
 
+    async def _route(self, plan: Plan, tried: set[str], trace_parent=None) -> Replica | None:
+        """A replica for one attempt (None: none is ready); a model scaled to zero is waited for. With tracing,
+        a `route` span: the routing policy, the replica chosen, and whether the request was held for one."""
+        span = None if self.tracing is None else self.tracing.start("route", trace_parent, {
+            "infercloud.routing": self.planner.routes[plan.route.model].spec.routing})
+        replica, held, error = self.pick(plan, tried), False, None
+        try:
+            if replica is None:
+                self.check_residency(plan)
+                spec = self.planner.routes[plan.route.model].spec.autoscaling
+                if spec is not None and not self.fleet.routable(plan.route.model):   # scales from zero: wait
+                    held = True
+                    replica = await self._hold(plan, tried)
+            return replica
+        except BaseException as exc:
+            error = exc.message if isinstance(exc, APIError) else type(exc).__name__
+            raise
+        finally:
+            if span is not None:
+                finish(span, error, **{"infercloud.replica": replica.replica_id if replica is not None else None,
+                                       "infercloud.held": held})
+
     # -- sending ---------------------------------------------------------------------------------------
     def failed(self, replica: Replica) -> None:
         """A request could not reach it: out of this gateway's routing until its next passing probe."""
@@ -153,12 +175,7 @@ class Proxy:
                 self.metrics.retry(plan.route.model)
                 await asyncio.sleep(backoff)
                 backoff *= 2
-            replica = self.pick(plan, tried)
-            if replica is None:
-                self.check_residency(plan)
-                spec = self.planner.routes[plan.route.model].spec.autoscaling
-                if spec is not None and not self.fleet.routable(plan.route.model):   # scales from zero: wait
-                    replica = await self._hold(plan, tried)
+            replica = await self._route(plan, tried, trace_parent)
             if replica is None:
                 last_error = last_error or "no replica is ready"
                 continue

@@ -6,7 +6,8 @@ or `infercloud-worker`; no global provider is set), a batch exporter, and the W3
 
   gateway   `gateway.request` (a child of the client's `traceparent` when it sends one; attributes: path,
             model, tenant, request id, status), with children `auth`, `policies`, `admission`, `cache`, and
-            one `gateway.attempt` per replica tried (replica, attempt number, outcome: completed, migrated,
+            per replica tried a `route` (the choice: policy, replica, whether it was held while a model
+            scaled from zero) then a `gateway.attempt` (replica, attempt number, outcome: completed, migrated,
             failed, aborted; a resumed stream's attempt says how many tokens it resumed after). Each attempt
             sends its own `traceparent`, so the worker's spans hang under the attempt that reached it. The
             gateway's own calls (a pipeline's stages, the Responses API's chat) are `gateway.request` spans

@@ -1,6 +1,6 @@
 """Traces across processes: a real OTLP/HTTP receiver started here, a gateway with two SmolLM2 workers sending
 their spans to it, and a client's W3C traceparent. One request's span tree must run from the client's span
-through the gateway (auth, gateway.attempt) to the worker (worker.request: queue, prefill with one chunk per
+through the gateway (auth, route, gateway.attempt) to the worker (worker.request: queue, prefill with one chunk per
 engine step, decode with the detokenizer's time); a stream whose worker is killed must show both attempts,
 the second resuming, and the killed worker's prefill."""
 
@@ -93,7 +93,10 @@ def gw(tmp_path_factory, receiver, smollm2_dir):
         "gateway": {"max_attempts": 3, "retry_backoff_s": 0.05},
         "tracing": {"otlp_endpoint": receiver.url, "export_delay_s": 0.1},
         "models": [{"name": SMOL, "replicas": 2, "routing": "round_robin",
-                    "engine": {"kv_cache_memory_gb": 0.1, "max_num_batched_tokens": 64}}],   # prompts in chunks
+                    "engine": {"kv_cache_memory_gb": 0.1, "max_num_batched_tokens": 64}},   # prompts in chunks
+                   # no replica until a request comes: it is held while one starts
+                   {"name": "cold", "path": SMOL, "replicas": 0, "engine": {"kv_cache_memory_gb": 0.05},
+                    "autoscaling": {"min_replicas": 0, "max_replicas": 1, "idle_to_zero_s": 600}}],
     }
     server = start_server(tmp_path_factory.mktemp("tracing"), config, startup_timeout_s=300)
     yield server
@@ -136,6 +139,10 @@ def test_one_request_is_one_span_tree_from_the_client_through_the_gateway_to_the
     (attempt,) = children(spans, root, "gateway.attempt")
     assert attempt["attrs"]["infercloud.replica"] == r.headers["x-infercloud-replica"]
     assert attempt["attrs"]["outcome"] == "completed"
+    (route,) = children(spans, root, "route")           # the replica chosen, by round_robin, not held
+    assert route["attrs"] == {"infercloud.routing": "round_robin", "infercloud.held": False,
+                              "infercloud.replica": r.headers["x-infercloud-replica"]}
+    assert route["end"] <= attempt["start"]
     (worker,) = children(spans, attempt, "worker.request")
     assert worker["service"] == "infercloud-worker" and worker["attrs"]["outcome"] == "ok"
     assert sorted(s["name"] for s in children(spans, worker)) == ["decode", "prefill", "queue"]
@@ -190,6 +197,9 @@ def test_a_migrated_stream_shows_both_attempts_and_both_workers(gw, receiver):
     attempts = sorted(children(spans, root, "gateway.attempt"), key=lambda s: s["start"])
     assert [(a["attrs"]["infercloud.replica"] == first, a["attrs"]["outcome"]) for a in attempts] == \
         [(True, "migrated"), (False, "completed")]
+    routes = sorted(children(spans, root, "route"), key=lambda s: s["start"])    # one choice per attempt
+    assert [r["attrs"].get("infercloud.replica") for r in routes] == \
+        [a["attrs"]["infercloud.replica"] for a in attempts]
     assert attempts[0]["attrs"]["infercloud.resumed_tokens"] == 0
     assert attempts[1]["attrs"]["infercloud.resumed_tokens"] >= 7   # the 8 chunks read: a role, 7 tokens
     (resumed,) = children(spans, attempts[1], "worker.request")
@@ -201,3 +211,20 @@ def test_a_migrated_stream_shows_both_attempts_and_both_workers(gw, receiver):
     # the killed worker never ended its request span, but its prefill was sent at the first token, in this trace
     killed = [s for s in spans if s["name"] == "prefill" and s["parent"] != resumed["id"]]
     assert len(killed) == 1 and killed[0]["service"] == "infercloud-worker"
+
+
+def test_a_request_held_for_a_model_scaled_to_zero_shows_the_wait_in_its_route_span(gw, receiver):
+    trace_id, _, header = traceparent()
+    r = httpx.post(f"{gw.url}/v1/chat/completions", headers={"traceparent": header}, timeout=300,
+                   json={"model": "cold", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    wait_for(lambda: any(s["name"] == "gateway.request" for s in receiver.trace(trace_id)), "the request's span", 30)
+    spans = receiver.trace(trace_id)
+    (root,) = [s for s in spans if s["name"] == "gateway.request"]
+    (route,) = children(spans, root, "route")
+    (attempt,) = children(spans, root, "gateway.attempt")
+    assert route["attrs"]["infercloud.held"] is True
+    assert route["attrs"]["infercloud.replica"] == attempt["attrs"]["infercloud.replica"] == \
+        r.headers["x-infercloud-replica"]
+    # the wait for the replica to start is most of the request's time, and it is the route span's
+    assert route["end"] <= attempt["start"] and route["end"] - route["start"] > attempt["end"] - attempt["start"]
