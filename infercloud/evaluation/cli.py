@@ -53,8 +53,11 @@ def run_eval_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = [args.by.upper()] + ([] if args.by == "evaluator" else ["EVALUATOR"]) + ["COUNT", "MEAN", "PASS_RATE"]
+    header = [args.by.upper()] + ([] if args.by == "evaluator" else ["EVALUATOR"]) + ["COUNT", "MEAN", "PASS_RATE",
+                                                                                    "JUDGE_TOKENS", "JUDGE_DEVICE_S"]
     table = [[r[args.by]] + ([] if args.by == "evaluator" else [r["evaluator"]])
-             + [str(r["count"]), f"{r['mean_value']:.3f}", f"{r['pass_rate']:.1%}"] for r in rows]
+             + [str(r["count"]), f"{r['mean_value']:.3f}", f"{r['pass_rate']:.1%}",
+                str(r["judge_tokens"]) if r["judge_tokens"] else "-",
+                f"{r['judge_device_seconds']:.3f}" if r["judge_device_seconds"] else "-"] for r in rows]
     print(format_table(header, table))
     return 0

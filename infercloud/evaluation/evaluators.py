@@ -54,11 +54,21 @@ _WORD = re.compile(r"[a-z0-9]+")
 
 
 @dataclass(frozen=True)
+class JudgeUsage:
+    """What a judge's call used: the operator's cost of a judge score (it is billed to no tenant)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    device_seconds: float
+
+
+@dataclass(frozen=True)
 class Score:
     evaluator: str          # the evaluator's name (its spec's)
     value: float            # in [0, 1], higher is better
     passed: bool
     detail: str             # short, never the answer's text
+    usage: JudgeUsage | None = None   # a judge's score: what its call used
 
 
 def score(spec: EvaluatorSpec, sample: Sample) -> Score | None:

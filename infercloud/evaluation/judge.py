@@ -9,14 +9,16 @@ and constrained to a grade (`response_format`: a JSON integer among 1-5), so a s
 answer anything else.
 
 `parse_verdict` reads the judge's reply: the first digit 1-5 standing alone (not part of a longer
-number) is the grade d; the score is (d - 1) / 4, passed at 0.5 or more (a 3). No such digit: None.
+number) is the grade d; the score is (d - 1) / 4, passed at 0.5 or more (a 3). No such digit: None. The
+score carries what the call used (its answer's tokens and device-seconds): kept with the score in SQL and
+summed by the report, the operator's cost of judging (no tenant is billed for it).
 """
 
 from __future__ import annotations
 
 import re
 
-from infercloud.evaluation.evaluators import Score
+from infercloud.evaluation.evaluators import JudgeUsage, Score
 from infercloud.evaluation.sample import Sample, question_text
 from infercloud.evaluation.spec import EvaluatorSpec
 
@@ -59,4 +61,15 @@ def parse_verdict(answer_json: dict, evaluator: str = "judge") -> Score | None:
     value = (grade - 1) / 4
     model, tier = answer_json.get("model"), answer_json.get("service_tier")
     by = (f" by {str(model)[:100]}" if model else "") + (f" at tier {str(tier)[:20]}" if tier else "")
-    return Score(evaluator, value, value >= 0.5, f"graded {grade} of 5{by}")
+    return Score(evaluator, value, value >= 0.5, f"graded {grade} of 5{by}", _usage(answer_json.get("usage")))
+
+
+def _usage(usage: object) -> JudgeUsage | None:
+    """The judge's tokens and device-seconds from its answer's `usage` (None when it has none)."""
+    if not isinstance(usage, dict):
+        return None
+    try:
+        return JudgeUsage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                          float(usage.get("device_seconds") or 0.0))
+    except (TypeError, ValueError):
+        return None

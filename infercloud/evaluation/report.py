@@ -20,7 +20,9 @@ GROUPS = ("model", "evaluator", "day", "target")
 def evaluation_report(engine: sa.Engine, by: str = "evaluator", target: str | None = None,
                       since: dt.datetime | None = None, until: dt.datetime | None = None,
                       evaluator: str | None = None) -> list[dict]:
-    """One dict per group: {by: key, "evaluator", "count", "mean_value", "pass_rate"}, ordered by key."""
+    """One dict per group: {by: key, "evaluator", "count", "mean_value", "pass_rate", "judge_tokens",
+    "judge_device_seconds"} (the last two: what a judge's calls used, the operator's cost; 0 for other
+    evaluators), ordered by key."""
     if by not in GROUPS:
         raise ValueError(f"by must be one of {', '.join(GROUPS)}, got {by!r}")
     t = eval_scores.c
@@ -31,6 +33,8 @@ def evaluation_report(engine: sa.Engine, by: str = "evaluator", target: str | No
         sa.func.count().label("count"),
         sa.func.avg(t.value).label("mean_value"),
         sa.func.sum(sa.case((t.passed, 1), else_=0)).label("passed"),
+        sa.func.coalesce(sa.func.sum(t.judge_prompt_tokens + t.judge_completion_tokens), 0).label("judge_tokens"),
+        sa.func.coalesce(sa.func.sum(t.judge_device_seconds), 0.0).label("judge_device_seconds"),
     ).group_by(*(k.element for k in keys)).order_by(*(k.element for k in keys))
     for column, value in ((t.target, target), (t.evaluator, evaluator)):
         if value is not None:
@@ -42,4 +46,6 @@ def evaluation_report(engine: sa.Engine, by: str = "evaluator", target: str | No
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     return [{by: str(r.key), "evaluator": str(r.key if by == "evaluator" else r.evaluator), "count": int(r.count),
-             "mean_value": float(r.mean_value), "pass_rate": int(r.passed) / int(r.count)} for r in rows]
+             "mean_value": float(r.mean_value), "pass_rate": int(r.passed) / int(r.count),
+             "judge_tokens": int(r.judge_tokens), "judge_device_seconds": round(float(r.judge_device_seconds), 6)}
+            for r in rows]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from infercloud.evaluation.evaluators import MAX_DETAIL, Score
+from infercloud.evaluation.evaluators import MAX_DETAIL, JudgeUsage, Score
 from infercloud.evaluation.sample import Sample
 from infercloud.store.schema import eval_scores
 
@@ -32,17 +32,22 @@ class ScoreRow:
     request_id: str
     detail: str
     id: int | None = None       # set when read back
+    usage: JudgeUsage | None = None   # a judge's score: what its call used
 
     @classmethod
     def of(cls, sample: Sample, score: Score) -> ScoreRow:
         return cls(sample.at, sample.target, sample.model, score.evaluator, score.value, score.passed,
-                   sample.tenant_id, sample.request_id, score.detail)
+                   sample.tenant_id, sample.request_id, score.detail, usage=score.usage)
 
     def values(self) -> dict:
+        u = self.usage
         return {"at": self.at, "target": self.target, "model": self.model[:MAX_MODEL_CHARS],
                 "evaluator": self.evaluator, "value": float(self.value), "passed": bool(self.passed),
                 "tenant_id": self.tenant_id, "request_id": self.request_id[:MAX_REQUEST_ID_CHARS],
-                "detail": self.detail[:MAX_DETAIL]}
+                "detail": self.detail[:MAX_DETAIL],
+                "judge_prompt_tokens": u.prompt_tokens if u else None,
+                "judge_completion_tokens": u.completion_tokens if u else None,
+                "judge_device_seconds": u.device_seconds if u else None}
 
 
 class ScoreStore:
@@ -68,4 +73,10 @@ class ScoreStore:
         query = sa.select(eval_scores).where(eval_scores.c.request_id == request_id).order_by(eval_scores.c.id)
         with self.engine.connect() as conn:
             return [ScoreRow(r.at, r.target, r.model, r.evaluator, float(r.value), bool(r.passed), r.tenant_id,
-                             r.request_id, r.detail, r.id) for r in conn.execute(query)]
+                             r.request_id, r.detail, r.id, _usage(r)) for r in conn.execute(query)]
+
+
+def _usage(r) -> JudgeUsage | None:
+    if r.judge_prompt_tokens is None:
+        return None
+    return JudgeUsage(r.judge_prompt_tokens, r.judge_completion_tokens or 0, r.judge_device_seconds or 0.0)

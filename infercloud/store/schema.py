@@ -180,6 +180,10 @@ eval_scores = sa.Table(  # continuous evaluation: one row per score of a sampled
     sa.Column("tenant_id", sa.Integer, nullable=True),
     sa.Column("request_id", sa.String(80), nullable=False, index=True),
     sa.Column("detail", sa.String(300), nullable=False),             # short; never the answer's text
+    # a judge's score: what its call used (the operator's cost; no tenant is billed); NULL for other evaluators
+    sa.Column("judge_prompt_tokens", sa.Integer, nullable=True),
+    sa.Column("judge_completion_tokens", sa.Integer, nullable=True),
+    sa.Column("judge_device_seconds", sa.Float, nullable=True),
     sa.Index("ix_eval_scores_at", "at"),
     sa.Index("ix_eval_scores_target_evaluator", "target", "evaluator"),
 )

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from infercloud.cli import main
+from infercloud.evaluation.evaluators import JudgeUsage
 from infercloud.evaluation.store import ScoreRow, ScoreStore
 from infercloud.store.database import open_database
 
@@ -21,7 +22,8 @@ def db(tmp_path) -> list[str]:
     ScoreStore(engine).write([
         ScoreRow(DAY1, "chat-a", "chat-a", "refusal", 1.0, True, 1, "r1", "not a refusal"),
         ScoreRow(DAY1, "chat-a", "chat-a", "refusal", 0.0, False, 1, "r2", "refusal"),
-        ScoreRow(DAY2, "chat-a", "chat-a", "helpful", 0.75, True, 1, "r3", "graded 4 of 5"),
+        ScoreRow(DAY2, "chat-a", "chat-a", "helpful", 0.75, True, 1, "r3", "graded 4 of 5",
+                 usage=JudgeUsage(150, 1, 0.125)),
         ScoreRow(DAY2, "rag", "rag", "groundedness", 0.5, False, 2, "r4", "1 of 2 sentences"),
     ])
     engine.dispose()
@@ -31,10 +33,10 @@ def db(tmp_path) -> list[str]:
 def test_the_report_prints_a_table_by_evaluator(db, capsys):
     assert main(["eval", "report", *db]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["EVALUATOR", "COUNT", "MEAN", "PASS_RATE"]
-    assert [line.split() for line in lines[1:]] == [["groundedness", "1", "0.500", "0.0%"],
-                                                    ["helpful", "1", "0.750", "100.0%"],
-                                                    ["refusal", "2", "0.500", "50.0%"]]
+    assert lines[0].split() == ["EVALUATOR", "COUNT", "MEAN", "PASS_RATE", "JUDGE_TOKENS", "JUDGE_DEVICE_S"]
+    assert [line.split() for line in lines[1:]] == [["groundedness", "1", "0.500", "0.0%", "-", "-"],
+                                                    ["helpful", "1", "0.750", "100.0%", "151", "0.125"],
+                                                    ["refusal", "2", "0.500", "50.0%", "-", "-"]]
 
 
 def test_the_report_by_day_for_one_target_as_json(db, capsys):
@@ -47,7 +49,7 @@ def test_the_report_by_day_for_one_target_as_json(db, capsys):
 def test_the_report_by_target_since_a_time(db, capsys):
     assert main(["eval", "report", "--by", "target", "--since", "2026-11-02", *db]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["TARGET", "EVALUATOR", "COUNT", "MEAN", "PASS_RATE"]
+    assert lines[0].split() == ["TARGET", "EVALUATOR", "COUNT", "MEAN", "PASS_RATE", "JUDGE_TOKENS", "JUDGE_DEVICE_S"]
     assert [line.split()[:3] for line in lines[1:]] == [["chat-a", "helpful", "1"], ["rag", "groundedness", "1"]]
 
 

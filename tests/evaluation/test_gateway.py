@@ -92,6 +92,12 @@ def test_with_a_full_sample_every_answer_has_its_scores_and_the_judge_runs_at_th
     judged = [r for r in scores(database, target="smol", evaluator="judge") if r.request_id in ids]
     assert len(judged) == len(ids) and all(0.0 <= r.value <= 1.0 for r in judged)
     assert all(r.detail.endswith("at tier batch") for r in judged), [r.detail for r in judged]
+    # each judge score keeps what its call used (the operator's cost): the judge prompt holds the question and
+    # answer, its reply is one constrained grade, and the worker timed it
+    assert all(r.judge_prompt_tokens > 30 and r.judge_completion_tokens >= 1 and r.judge_device_seconds > 0
+               for r in judged), [(r.judge_prompt_tokens, r.judge_completion_tokens, r.judge_device_seconds)
+                                  for r in judged]
+    assert all(r.judge_prompt_tokens is None for r in scores(database, target="smol", evaluator="refusal"))
     length = [r for r in scores(database, evaluator="length") if r.request_id in ids]
     assert all(not r.passed for r in length)   # 12 tokens are more than max_chars 10
     (schema,) = scores(database, evaluator="json_schema", request_id=ids[-1])
@@ -100,6 +106,9 @@ def test_with_a_full_sample_every_answer_has_its_scores_and_the_judge_runs_at_th
     report = admin(gw, "GET", "/admin/evaluations", params={"by": "evaluator", "target": "smol"}).json()
     counts = {row["evaluator"]: row["count"] for row in report["data"]}
     assert counts["refusal"] >= len(ids) and counts["json_schema"] >= 1
+    (judge_row,) = [row for row in report["data"] if row["evaluator"] == "judge"]
+    assert judge_row["judge_tokens"] >= sum(r.judge_prompt_tokens + r.judge_completion_tokens for r in judged)
+    assert judge_row["judge_device_seconds"] > 0
     # length's window of 3 is full and below 0.99; refusal's is all passes (the judge's depends on its grades)
     assert "length" in report["degraded"]["smol"] and "refusal" not in report["degraded"]["smol"]
     assert "smol-tenth" not in report["degraded"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infercloud.config import TIERS
-from infercloud.evaluation.evaluators import Score
+from infercloud.evaluation.evaluators import JudgeUsage, Score
 from infercloud.evaluation.judge import MAX_JUDGED_CHARS, judge_body, parse_verdict
 from infercloud.evaluation.spec import EvaluatorSpec
 from tests.evaluation.factories import chat_answer, make_sample
@@ -38,7 +38,15 @@ def test_tool_calls_stand_for_an_empty_answer_and_long_texts_are_cut():
                                           ("I'd say 10 out of 10, so 5", 5)])
 def test_the_first_lone_digit_from_1_to_5_is_the_grade(reply, grade):
     s = parse_verdict(chat_answer(reply, model="judge-model"), "helpful")
-    assert s == Score("helpful", (grade - 1) / 4, grade >= 3, f"graded {grade} of 5 by judge-model")
+    assert s == Score("helpful", (grade - 1) / 4, grade >= 3, f"graded {grade} of 5 by judge-model",
+                      JudgeUsage(10, 7, 0.0))
+
+
+def test_the_score_carries_what_the_judges_call_used():
+    answer = {**chat_answer("4"), "usage": {"prompt_tokens": 120, "completion_tokens": 1, "device_seconds": 0.25}}
+    assert parse_verdict(answer).usage == JudgeUsage(120, 1, 0.25)
+    assert parse_verdict({**chat_answer("4"), "usage": None}).usage is None
+    assert parse_verdict({**chat_answer("4"), "usage": {"prompt_tokens": "many"}}).usage is None
 
 
 @pytest.mark.parametrize("answer", [chat_answer("excellent"), chat_answer("0"), chat_answer("7"), chat_answer(None),

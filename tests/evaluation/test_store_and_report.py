@@ -8,15 +8,17 @@ import datetime as dt
 import pytest
 
 from infercloud.evaluation.report import evaluation_report
+from infercloud.evaluation.evaluators import JudgeUsage
 from infercloud.evaluation.store import ScoreRow, ScoreStore
 
 DAY1, DAY2 = dt.datetime(2026, 11, 1, 10, 0), dt.datetime(2026, 11, 2, 23, 30)
 
 
 def row(value: float, evaluator: str = "refusal", at: dt.datetime = DAY1, target: str = "chat-a",
-        model: str = "chat-a", request_id: str = "r1", passed: bool | None = None) -> ScoreRow:
+        model: str = "chat-a", request_id: str = "r1", passed: bool | None = None,
+        usage: JudgeUsage | None = None) -> ScoreRow:
     return ScoreRow(at, target, model, evaluator, value, value >= 0.5 if passed is None else passed, 7, request_id,
-                    f"detail {value}")
+                    f"detail {value}", usage=usage)
 
 
 @pytest.fixture
@@ -25,7 +27,8 @@ def store(engine) -> ScoreStore:
     s.write([
         row(1.0, at=DAY1, request_id="r1"), row(0.0, at=DAY1 + dt.timedelta(minutes=1), request_id="r2"),
         row(1.0, at=DAY2, request_id="r3"),
-        row(0.25, "helpful", at=DAY1, request_id="r1"), row(0.75, "helpful", at=DAY2, request_id="r3"),
+        row(0.25, "helpful", at=DAY1, request_id="r1", usage=JudgeUsage(100, 1, 0.5)),      # a judge's scores
+        row(0.75, "helpful", at=DAY2, request_id="r3", usage=JudgeUsage(200, 1, 0.25)),
         row(0.5, "groundedness", at=DAY2, target="rag", model="rag", request_id="r4"),
     ])
     return s
@@ -37,6 +40,7 @@ def test_rows_are_written_and_read_back(store):
     assert (refusal.evaluator, refusal.value, refusal.passed, refusal.tenant_id, refusal.at) == ("refusal", 1.0, True,
                                                                                                  7, DAY1)
     assert (helpful.evaluator, helpful.value, helpful.detail) == ("helpful", 0.25, "detail 0.25")
+    assert (refusal.usage, helpful.usage) == (None, JudgeUsage(100, 1, 0.5))
     assert refusal.id is not None and helpful.id > refusal.id
     assert store.for_request("nope") == []
     store.write([ScoreRow(DAY1, "chat-a", "m" * 500, "length", 1.0, True, None, "r" * 200, "d" * 1000)])
@@ -53,10 +57,13 @@ def test_recent_gives_the_last_n_values_oldest_first(store):
 
 def test_the_report_groups_by_evaluator_with_count_mean_and_pass_rate(store):
     report = evaluation_report(store.engine, "evaluator")
+    none = {"judge_tokens": 0, "judge_device_seconds": 0.0}
     assert report == [
-        {"evaluator": "groundedness", "count": 1, "mean_value": 0.5, "pass_rate": 1.0},
-        {"evaluator": "helpful", "count": 2, "mean_value": 0.5, "pass_rate": 0.5},
-        {"evaluator": "refusal", "count": 3, "mean_value": pytest.approx(2 / 3), "pass_rate": pytest.approx(2 / 3)},
+        {"evaluator": "groundedness", "count": 1, "mean_value": 0.5, "pass_rate": 1.0, **none},
+        {"evaluator": "helpful", "count": 2, "mean_value": 0.5, "pass_rate": 0.5,       # the judge's cost, summed
+         "judge_tokens": 302, "judge_device_seconds": 0.75},
+        {"evaluator": "refusal", "count": 3, "mean_value": pytest.approx(2 / 3), "pass_rate": pytest.approx(2 / 3),
+         **none},
     ]
 
 
